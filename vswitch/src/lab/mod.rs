@@ -1,0 +1,2 @@
+//! The self-contained lab (work in progress).
+pub mod traffic;

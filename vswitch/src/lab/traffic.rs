@@ -1,0 +1,1 @@
+//! Traffic tools (work in progress).

@@ -1,0 +1,303 @@
+//! Packet buffers, their per-packet [`Meta`], and the fixed-capacity [`Batch`] the pipeline
+//! runs over.
+//!
+//! A [`Batch`] is allocated once per worker and reused for every burst: a port's `rx_burst`
+//! writes frames into the buffers it already holds, the pipeline stages read and rewrite them
+//! in place, and the output stage hands the same buffers to the ports' `tx_burst`. Nothing on
+//! that path allocates.
+//!
+//! Every buffer keeps [`HEADROOM`] bytes in front of the frame so that an encapsulation
+//! (VXLAN adds 50 bytes) can prepend headers without moving the frame.
+
+use crate::port::PortId;
+use crate::stats::DropReason;
+
+/// Bytes reserved in front of every received frame for headers pushed later (VXLAN + outer
+/// IPv4/UDP/Ethernet is 50 bytes; 128 keeps the frame start cache-line aligned).
+pub const HEADROOM: usize = 128;
+
+/// Largest frame a port may hand to the pipeline: a 9000-byte MTU plus Ethernet and one VLAN
+/// tag, rounded up. Larger reads are truncated by the kernel and dropped as `Oversize`.
+pub const MAX_FRAME_LEN: usize = 9216;
+
+/// Size of one packet buffer.
+pub const BUF_SIZE: usize = HEADROOM + MAX_FRAME_LEN;
+
+/// Packets per burst. 32 keeps a batch's headers in L1/L2 while amortising the per-burst
+/// work (stage dispatch, table snapshot loads, tx flushes); it is also the copy-mode AF_XDP
+/// kick limit and what OVS uses (`NETDEV_MAX_BURST`).
+pub const BATCH_SIZE: usize = 32;
+
+/// What the pipeline decided to do with a packet. Stages only move a packet forward from
+/// `Continue`; once set to anything else, later stages leave it alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Action {
+    /// Not decided yet: the next stage looks at it.
+    #[default]
+    Continue,
+    /// Send out of exactly this port.
+    Forward(PortId),
+    /// Send out of every port except the one it came in on.
+    Flood,
+    /// The frame was rewritten into an answer (ARP reply, ICMP echo reply) for its sender:
+    /// send it back out of the port it came in on.
+    Reply,
+    /// Dropped; the reason is counted against the ingress port.
+    Drop(DropReason),
+}
+
+/// What classify learned about a frame, so later stages never parse it again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Port the frame arrived on.
+    pub in_port: PortId,
+    /// Decision so far.
+    pub action: Action,
+    /// EtherType of the payload after any VLAN tag (host order).
+    pub ethertype: u16,
+    /// 802.1Q VLAN id when the frame carried a tag.
+    pub vlan: Option<u16>,
+    /// Offset of the L3 header from the start of the frame.
+    pub l3_offset: u16,
+    /// Offset of the L4 header (IPv4 only; 0 when not parsed).
+    pub l4_offset: u16,
+    /// IPv4 protocol number (0 when not IPv4).
+    pub ip_proto: u8,
+}
+
+/// One frame in a buffer with headroom. The frame is `buf[start..start + len]`.
+pub struct Packet {
+    buf: Box<[u8]>,
+    start: usize,
+    len: usize,
+    /// Per-packet metadata filled by the pipeline.
+    pub meta: Meta,
+}
+
+impl std::fmt::Debug for Packet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packet").field("len", &self.len).field("meta", &self.meta).finish()
+    }
+}
+
+impl Default for Packet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Packet {
+    /// A new empty packet with its own buffer (allocated once, reused for every frame).
+    pub fn new() -> Self {
+        Packet {
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+            meta: Meta::default(),
+        }
+    }
+
+    /// The frame bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    /// The frame bytes, writable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+
+    /// Frame length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the packet holds no frame.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Resets the packet for a new frame and returns the space a port may receive into
+    /// (everything after the headroom). Call [`Packet::set_len`] with what was written.
+    #[inline]
+    pub fn rx_space(&mut self) -> &mut [u8] {
+        self.start = HEADROOM;
+        self.len = 0;
+        self.meta = Meta::default();
+        &mut self.buf[HEADROOM..]
+    }
+
+    /// Sets the frame length after a receive into [`Packet::rx_space`]. Lengths beyond the
+    /// buffer are clamped, so a port cannot make the frame point outside it.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.buf.len() - self.start);
+    }
+
+    /// Copies `frame` in as a freshly received frame (used by in-memory ports and tests).
+    /// Returns false, leaving the packet empty, when the frame is larger than [`MAX_FRAME_LEN`].
+    pub fn fill_from(&mut self, frame: &[u8]) -> bool {
+        let space = self.rx_space();
+        if frame.len() > space.len() {
+            return false;
+        }
+        space[..frame.len()].copy_from_slice(frame);
+        self.set_len(frame.len());
+        true
+    }
+
+    /// Grows the frame at the front by `n` bytes taken from the headroom and returns the new
+    /// front bytes (uninitialised content: the caller writes the new header). `None` when the
+    /// headroom is too small.
+    #[inline]
+    pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.start {
+            return None;
+        }
+        self.start -= n;
+        self.len += n;
+        Some(&mut self.buf[self.start..self.start + n])
+    }
+
+    /// Removes `n` bytes from the front of the frame (a decapsulation). `false` when the frame
+    /// is shorter than `n`.
+    #[inline]
+    pub fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.start += n;
+        self.len -= n;
+        true
+    }
+
+    /// Shortens the frame to `len` bytes (no-op when already shorter).
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// A burst of up to [`BATCH_SIZE`] packets. The buffers live as long as the batch; `len`
+/// says how many of them hold frames of the current burst.
+#[derive(Debug)]
+pub struct Batch {
+    pkts: Vec<Packet>,
+    len: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batch {
+    /// A batch with [`BATCH_SIZE`] preallocated buffers.
+    pub fn new() -> Self {
+        Batch { pkts: (0..BATCH_SIZE).map(|_| Packet::new()).collect(), len: 0 }
+    }
+
+    /// Number of packets in the current burst.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the burst is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when no more packets fit.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.len == self.pkts.len()
+    }
+
+    /// Empties the burst (buffers are kept).
+    #[inline]
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The next free packet, for a port to receive into; call [`Batch::commit`] once it
+    /// holds a frame. `None` when the batch is full.
+    #[inline]
+    pub fn next_free(&mut self) -> Option<&mut Packet> {
+        self.pkts.get_mut(self.len)
+    }
+
+    /// Accepts the packet last returned by [`Batch::next_free`] into the burst.
+    #[inline]
+    pub fn commit(&mut self) {
+        debug_assert!(self.len < self.pkts.len());
+        self.len = (self.len + 1).min(self.pkts.len());
+    }
+
+    /// Copies a frame into the next free buffer as arriving on `in_port`. False when the
+    /// batch is full or the frame too large.
+    pub fn push_frame(&mut self, in_port: PortId, frame: &[u8]) -> bool {
+        let Some(pkt) = self.next_free() else { return false };
+        if !pkt.fill_from(frame) {
+            return false;
+        }
+        pkt.meta.in_port = in_port;
+        self.commit();
+        true
+    }
+
+    /// The packets of the current burst.
+    #[inline]
+    pub fn packets(&self) -> &[Packet] {
+        &self.pkts[..self.len]
+    }
+
+    /// The packets of the current burst, writable.
+    #[inline]
+    pub fn packets_mut(&mut self) -> &mut [Packet] {
+        &mut self.pkts[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_pull_front_use_headroom() {
+        let mut p = Packet::new();
+        assert!(p.fill_from(&[1, 2, 3, 4]));
+        p.push_front(2).unwrap().copy_from_slice(&[9, 9]);
+        assert_eq!(p.data(), &[9, 9, 1, 2, 3, 4]);
+        assert!(p.pull_front(2));
+        assert_eq!(p.data(), &[1, 2, 3, 4]);
+        assert!(p.push_front(HEADROOM + 1).is_none());
+        assert!(!p.pull_front(5));
+    }
+
+    #[test]
+    fn batch_fills_to_capacity() {
+        let mut b = Batch::new();
+        for i in 0..BATCH_SIZE {
+            assert!(b.push_frame(PortId(1), &[i as u8; 60]));
+        }
+        assert!(b.is_full());
+        assert!(!b.push_frame(PortId(1), &[0; 60]));
+        assert_eq!(b.packets()[3].data()[0], 3);
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn oversize_frames_are_refused() {
+        let mut p = Packet::new();
+        assert!(!p.fill_from(&vec![0u8; MAX_FRAME_LEN + 1]));
+        assert!(p.is_empty());
+    }
+}

@@ -1,0 +1,214 @@
+//! Counters: what each port received, sent and dropped, and why.
+//!
+//! A worker owns the counters of the ports it polls and bumps them with plain adds: no
+//! atomics, no sharing on the packet path. The control plane reads them by asking the worker
+//! for a [`PortStats`] copy between bursts (see `worker.rs`), so a read never races a write.
+//!
+//! Which counters add up: for a port, every received frame is either dropped on ingress
+//! (`drops[r]` for an ingress reason), or handed to output (forwarded, flooded, or answered).
+//! `tx_packets` counts frames written to the port; frames that could not be written count
+//! under the egress reasons [`DropReason::TxQueueFull`] and [`DropReason::TxError`] of *that*
+//! port. A flooded frame therefore counts once in the ingress port's `flooded` and once per
+//! egress port in `tx_packets` (or a tx drop).
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $name:ident => $label:literal,)*) => {
+        /// Why a frame was dropped. Ingress reasons are counted against the port the frame
+        /// arrived on, egress (tx) reasons against the port it could not be written to.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter-index order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// Number of reasons (length of a counter array).
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable snake_case name used in the API and in Prometheus labels.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $label,)*
+                }
+            }
+
+            /// Looks a reason up by its label.
+            pub fn from_label(label: &str) -> Option<Self> {
+                match label {
+                    $($label => Some(DropReason::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header (14 bytes).
+    Runt => "runt",
+    /// An 802.1Q tag announced but cut short.
+    VlanTruncated => "vlan_truncated",
+    /// Source MAC is multicast or broadcast: no station can own it, so it is never learned
+    /// and the frame is not forwarded.
+    SrcMacMulticast => "src_mac_multicast",
+    /// ARP for IPv4 over Ethernet shorter than 28 bytes, or with inconsistent lengths.
+    ArpMalformed => "arp_malformed",
+    /// IPv4 header shorter than 20 bytes, wrong version, IHL below 5, or a header longer than
+    /// the frame.
+    Ipv4BadHeader => "ipv4_bad_header",
+    /// IPv4 total length smaller than the header or larger than the frame.
+    Ipv4BadLength => "ipv4_bad_length",
+    /// IPv6 header shorter than 40 bytes, wrong version, or payload length past the frame.
+    Ipv6BadHeader => "ipv6_bad_header",
+    /// TCP, UDP or ICMP header cut short inside an otherwise valid IPv4 packet.
+    L4Truncated => "l4_truncated",
+    /// The destination MAC was learned on the port the frame came in on.
+    DstOnIngressPort => "dst_on_ingress_port",
+    /// Addressed to the gateway MAC, not for the switch itself, and no host port to pass it to.
+    NoRoute => "no_route",
+    /// Routed through the gateway with TTL 1 or 0.
+    TtlExpired => "ttl_expired",
+    /// Addressed to the gateway IP with a protocol the switch does not answer and no host
+    /// port to hand it to.
+    GatewayUnhandled => "gateway_unhandled",
+    /// IPv4 fragment or IP options in a packet the switch had to answer itself.
+    Unsupported => "unsupported",
+    /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
+    TxQueueFull => "tx_queue_full",
+    /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.
+    TxError => "tx_error",
+    /// The port's receive failed with an error other than "no more frames".
+    RxError => "rx_error",
+}
+
+/// Counters of one port. See the module doc for which ones add up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames read from the port.
+    pub rx_packets: u64,
+    /// Bytes of frames read from the port.
+    pub rx_bytes: u64,
+    /// Frames written to the port.
+    pub tx_packets: u64,
+    /// Bytes of frames written to the port.
+    pub tx_bytes: u64,
+    /// Frames from this port flooded (broadcast, multicast, unknown unicast).
+    pub flooded: u64,
+    /// ARP requests from this port that the switch answered itself.
+    pub arp_replies: u64,
+    /// ICMP echo requests to the gateway from this port answered by the switch.
+    pub icmp_echo_replies: u64,
+    /// Frames from this port routed by the gateway (TTL decremented, MACs rewritten).
+    pub routed: u64,
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    /// Counts one drop.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Total drops over all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another set of counters (used to sum per-worker copies).
+    pub fn add(&mut self, other: &PortCounters) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.flooded += other.flooded;
+        self.arp_replies += other.arp_replies;
+        self.icmp_echo_replies += other.icmp_echo_replies;
+        self.routed += other.routed;
+        for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *d += o;
+        }
+    }
+
+    /// The counters as the API reports them: drops as a map of label to count, with zero
+    /// counts left out.
+    pub fn to_report(&self, name: &str) -> PortStatsReport {
+        PortStatsReport {
+            name: name.to_string(),
+            rx_packets: self.rx_packets,
+            rx_bytes: self.rx_bytes,
+            tx_packets: self.tx_packets,
+            tx_bytes: self.tx_bytes,
+            flooded: self.flooded,
+            arp_replies: self.arp_replies,
+            icmp_echo_replies: self.icmp_echo_replies,
+            routed: self.routed,
+            drops: DropReason::ALL
+                .iter()
+                .filter(|r| self.drops[**r as usize] > 0)
+                .map(|r| (r.label().to_string(), self.drops[*r as usize]))
+                .collect(),
+        }
+    }
+}
+
+/// One port's counters as the control API returns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortStatsReport {
+    /// Port name.
+    pub name: String,
+    /// Frames read from the port.
+    pub rx_packets: u64,
+    /// Bytes read from the port.
+    pub rx_bytes: u64,
+    /// Frames written to the port.
+    pub tx_packets: u64,
+    /// Bytes written to the port.
+    pub tx_bytes: u64,
+    /// Frames from this port that were flooded.
+    pub flooded: u64,
+    /// ARP requests from this port answered by the switch.
+    pub arp_replies: u64,
+    /// ICMP echo requests to the gateway answered by the switch.
+    pub icmp_echo_replies: u64,
+    /// Frames from this port routed by the gateway.
+    pub routed: u64,
+    /// Drops by reason label; reasons with no drops are left out.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            assert!(seen.insert(r.label()), "duplicate label {}", r.label());
+            assert_eq!(DropReason::from_label(r.label()), Some(*r));
+        }
+        assert_eq!(DropReason::from_label("nope"), None);
+        assert_eq!(DropReason::ALL[DropReason::TxError as usize], DropReason::TxError);
+    }
+
+    #[test]
+    fn counters_add_and_report_nonzero_drops() {
+        let mut a = PortCounters { rx_packets: 3, ..Default::default() };
+        a.drop(DropReason::Runt);
+        let mut b = PortCounters::default();
+        b.add(&a);
+        b.add(&a);
+        assert_eq!(b.rx_packets, 6);
+        assert_eq!(b.total_drops(), 2);
+        let r = b.to_report("p0");
+        assert_eq!(r.drops.len(), 1);
+        assert_eq!(r.drops["runt"], 2);
+    }
+}

@@ -1,0 +1,1 @@
+//! TUN/TAP device (work in progress).
