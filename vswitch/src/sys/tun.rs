@@ -221,6 +221,7 @@ pub fn validate_ifname(name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::netlink::Netlink;
     use crate::sys::netns::NamedNetNs;
     use std::io::Read;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -235,13 +236,6 @@ mod tests {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         NamedNetNs::create(&format!("pswtap-{}-{n}", std::process::id())).unwrap()
-    }
-
-    /// Whether an interface of that name exists in the calling thread's namespace.
-    fn exists(name: &str) -> bool {
-        let c = std::ffi::CString::new(name).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-        unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
     }
 
     #[test]
@@ -282,18 +276,29 @@ mod tests {
             return;
         }
         let ns = test_ns();
-        ns.run(|| {
-            let tap = TapDevice::create("tap0", TapOptions::default()).unwrap();
-            assert_eq!(tap.name(), "tap0");
-            assert!(exists("tap0"));
-            let mut file = tap.into_file();
-            let mut buf = [0u8; 2048];
-            let e = file.read(&mut buf).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
-            drop(file);
-            assert!(!exists("tap0"), "tap0 survived its fd");
-        })
-        .unwrap();
+        let file = ns
+            .run(|| {
+                let tap = TapDevice::create("tap0", TapOptions::default()).unwrap();
+                assert_eq!(tap.name(), "tap0");
+                // SAFETY: F_GETFD only reads the flags of an fd that `tap` keeps open.
+                let fd_flags = unsafe { libc::fcntl(tap.as_fd().as_raw_fd(), libc::F_GETFD) };
+                assert!(fd_flags >= 0 && fd_flags & libc::FD_CLOEXEC != 0, "{fd_flags:#x}");
+                let mut file = tap.into_file();
+                let mut buf = [0u8; 2048];
+                let e = file.read(&mut buf).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+                file
+            })
+            .unwrap();
+        // Seen from the namespace: a TAP ("tun" kind), created down.
+        let mut nl = Netlink::open_in(&ns).unwrap();
+        let link = nl.link_get("tap0").unwrap().expect("tap0 exists");
+        assert_eq!(link.kind.as_deref(), Some("tun"));
+        assert!(!link.up);
+        // The fd, now held on this thread outside the namespace, owns the device: closing it
+        // deletes it.
+        drop(file);
+        assert_eq!(nl.link_get("tap0").unwrap(), None, "tap0 survived its fd");
     }
 
     #[test]
