@@ -1,0 +1,492 @@
+//! The node configuration file: its serde shape, and its conversion into a validated
+//! [`Config`] whose existence proves every value is usable.
+//!
+//! Validation happens once, at the edge: `podswitch run` refuses to start on any error, so the
+//! daemon is never half-configured, and the switch core takes the validated types and cannot
+//! fail on them. Every error names the key (`fdb.max_entries: ...`). Unknown keys are
+//! rejected, not ignored, so a typo never silently falls back to a default.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cidr::Ipv4Cidr;
+use crate::wire::MacAddr;
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/podswitch/podswitch.sock";
+/// Default host port name.
+pub const DEFAULT_HOST_PORT: &str = "psw0";
+/// Default pod MTU.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Smallest MTU IPv4 allows (RFC 791).
+pub const MIN_MTU: u32 = 68;
+/// Largest MTU a port buffer carries (see `packet::MAX_FRAME_LEN`).
+pub const MAX_MTU: u32 = 9000;
+/// Default MAC table size.
+pub const DEFAULT_FDB_MAX_ENTRIES: u32 = 65_536;
+/// Largest MAC table size accepted.
+pub const MAX_FDB_ENTRIES: u32 = 1 << 24;
+/// Default MAC aging time in seconds (the 802.1D default, as the Linux bridge uses).
+pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
+/// Default and largest number of ports.
+pub const DEFAULT_MAX_PORTS: u32 = 1024;
+/// Port ids are 16-bit.
+pub const MAX_PORTS: u32 = 4096;
+
+/// A configuration error. The message always names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key, or a value of the wrong type.
+    #[error("config {key}: {message}")]
+    Parse {
+        /// Dotted path of the key (`.` when the error is not inside a key).
+        key: String,
+        /// The parser's description, with line and column.
+        message: String,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("config {key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    node: NodeSection,
+    #[serde(default)]
+    host_port: HostPortSection,
+    #[serde(default)]
+    control: ControlSection,
+    #[serde(default)]
+    fdb: FdbSection,
+    #[serde(default)]
+    ports: PortsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    name: String,
+    pod_cidr: String,
+    gateway: Option<String>,
+    gateway_mac: Option<String>,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostPortSection {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_host_port")]
+    name: String,
+}
+
+impl Default for HostPortSection {
+    fn default() -> Self {
+        HostPortSection { enabled: true, name: default_host_port() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlSection {
+    #[serde(default = "default_socket")]
+    socket: PathBuf,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection { socket: default_socket() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FdbSection {
+    #[serde(default = "default_fdb_max")]
+    max_entries: u32,
+    #[serde(default = "default_fdb_aging")]
+    aging_secs: u64,
+}
+
+impl Default for FdbSection {
+    fn default() -> Self {
+        FdbSection { max_entries: default_fdb_max(), aging_secs: default_fdb_aging() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortsSection {
+    #[serde(default = "default_max_ports")]
+    max_ports: u32,
+}
+
+impl Default for PortsSection {
+    fn default() -> Self {
+        PortsSection { max_ports: default_max_ports() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mtu() -> u32 {
+    DEFAULT_MTU
+}
+fn default_host_port() -> String {
+    DEFAULT_HOST_PORT.to_string()
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_fdb_max() -> u32 {
+    DEFAULT_FDB_MAX_ENTRIES
+}
+fn default_fdb_aging() -> u64 {
+    DEFAULT_FDB_AGING_SECS
+}
+fn default_max_ports() -> u32 {
+    DEFAULT_MAX_PORTS
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node's identity and pod network.
+    pub node: NodeConfig,
+    /// The host port, when enabled.
+    pub host_port: Option<HostPortConfig>,
+    /// Where the control API listens.
+    pub control: ControlConfig,
+    /// MAC table limits.
+    pub fdb: FdbConfig,
+    /// Port table limits.
+    pub ports: PortsConfig,
+}
+
+/// The node's identity and pod network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Node name (a DNS-1123 subdomain, as Kubernetes node names are).
+    pub name: String,
+    /// The pod CIDR this node hands addresses out of.
+    pub pod_cidr: Ipv4Cidr,
+    /// The pods' default gateway, owned by the switch: a host address of `pod_cidr`.
+    pub gateway: Ipv4Addr,
+    /// The gateway's MAC, also the host port's MAC.
+    pub gateway_mac: MacAddr,
+    /// MTU of pod interfaces and of the host port.
+    pub mtu: u32,
+}
+
+/// The host port: a TAP device in the node's namespace carrying the gateway address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPortConfig {
+    /// Interface name in the node namespace.
+    pub name: String,
+}
+
+/// Control API settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Unix socket path.
+    pub socket: PathBuf,
+}
+
+/// MAC table settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbConfig {
+    /// Most MACs learned at once; when full, new MACs are not learned (frames to them are
+    /// flooded) and each refusal is counted.
+    pub max_entries: usize,
+    /// A MAC not seen for this long is forgotten.
+    pub aging: Duration,
+}
+
+/// Port table settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortsConfig {
+    /// Most ports (pod ports plus the host port).
+    pub max_ports: usize,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            key: ".".into(),
+            message: one_line(&e.to_string()),
+        })?;
+        let file: File = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+            key: e.path().to_string(),
+            message: one_line(&e.inner().to_string()),
+        })?;
+        file.validate()
+    }
+
+    /// The configuration the lab and tests start from: everything default but the node
+    /// name, pod CIDR and socket.
+    pub fn for_node(name: &str, pod_cidr: Ipv4Cidr, socket: PathBuf) -> Config {
+        let text = format!(
+            "[node]\nname = {name:?}\npod_cidr = \"{pod_cidr}\"\n[control]\nsocket = {:?}\n",
+            socket.display().to_string()
+        );
+        Config::parse(&text).expect("defaults are valid")
+    }
+
+    /// Renders the configuration back as TOML that [`Config::parse`] accepts.
+    pub fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[node]\nname = {:?}\npod_cidr = \"{}\"\ngateway = \"{}\"\ngateway_mac = \"{}\"\nmtu = {}\n\n",
+            self.node.name, self.node.pod_cidr, self.node.gateway, self.node.gateway_mac, self.node.mtu
+        );
+        match &self.host_port {
+            Some(h) => s += &format!("[host_port]\nenabled = true\nname = {:?}\n\n", h.name),
+            None => s += "[host_port]\nenabled = false\n\n",
+        }
+        s += &format!("[control]\nsocket = {:?}\n\n", self.control.socket.display().to_string());
+        s += &format!(
+            "[fdb]\nmax_entries = {}\naging_secs = {}\n\n[ports]\nmax_ports = {}\n",
+            self.fdb.max_entries,
+            self.fdb.aging.as_secs(),
+            self.ports.max_ports
+        );
+        s
+    }
+}
+
+/// The toml crate's messages span several lines (a source excerpt); keep them on one.
+fn one_line(s: &str) -> String {
+    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+impl File {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let n = self.node;
+        validate_node_name(&n.name).map_err(|r| invalid("node.name", r))?;
+        let pod_cidr: Ipv4Cidr =
+            n.pod_cidr.parse().map_err(|e| invalid("node.pod_cidr", format!("{e}")))?;
+        if !(8..=30).contains(&pod_cidr.prefix_len()) {
+            return Err(invalid(
+                "node.pod_cidr",
+                format!("prefix length must be 8 to 30, got /{}", pod_cidr.prefix_len()),
+            ));
+        }
+        let gateway = match n.gateway {
+            None => pod_cidr.nth(1).expect("a /30 or larger has a first host"),
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().map_err(|_| {
+                    invalid("node.gateway", format!("{g:?} is not an IPv4 address"))
+                })?;
+                if !pod_cidr.is_host(g) {
+                    return Err(invalid(
+                        "node.gateway",
+                        format!("{g} is not a host address of node.pod_cidr {pod_cidr}"),
+                    ));
+                }
+                g
+            }
+        };
+        let gateway_mac = match n.gateway_mac {
+            None => default_gateway_mac(gateway),
+            Some(m) => {
+                let mac: MacAddr =
+                    m.parse().map_err(|e| invalid("node.gateway_mac", format!("{e}")))?;
+                if !mac.is_unicast() || mac == MacAddr::ZERO {
+                    return Err(invalid("node.gateway_mac", format!("{mac} is not a unicast MAC")));
+                }
+                mac
+            }
+        };
+        if !(MIN_MTU..=MAX_MTU).contains(&n.mtu) {
+            return Err(invalid(
+                "node.mtu",
+                format!("must be from {MIN_MTU} to {MAX_MTU}, got {}", n.mtu),
+            ));
+        }
+        let host_port = if self.host_port.enabled {
+            crate::sys::tun::validate_ifname(&self.host_port.name)
+                .map_err(|e| invalid("host_port.name", e.to_string()))?;
+            Some(HostPortConfig { name: self.host_port.name })
+        } else {
+            None
+        };
+        if self.control.socket.as_os_str().is_empty() {
+            return Err(invalid("control.socket", "must not be empty"));
+        }
+        if !(1..=MAX_FDB_ENTRIES).contains(&self.fdb.max_entries) {
+            return Err(invalid(
+                "fdb.max_entries",
+                format!("must be from 1 to {MAX_FDB_ENTRIES}, got {}", self.fdb.max_entries),
+            ));
+        }
+        if !(1..=86_400 * 365).contains(&self.fdb.aging_secs) {
+            return Err(invalid(
+                "fdb.aging_secs",
+                format!("must be from 1 to 31536000 seconds, got {}", self.fdb.aging_secs),
+            ));
+        }
+        if !(2..=MAX_PORTS).contains(&self.ports.max_ports) {
+            return Err(invalid(
+                "ports.max_ports",
+                format!("must be from 2 to {MAX_PORTS}, got {}", self.ports.max_ports),
+            ));
+        }
+        Ok(Config {
+            node: NodeConfig { name: n.name, pod_cidr, gateway, gateway_mac, mtu: n.mtu },
+            host_port,
+            control: ControlConfig { socket: self.control.socket },
+            fdb: FdbConfig {
+                max_entries: self.fdb.max_entries as usize,
+                aging: Duration::from_secs(self.fdb.aging_secs),
+            },
+            ports: PortsConfig { max_ports: self.ports.max_ports as usize },
+        })
+    }
+}
+
+/// The default gateway MAC: locally administered `02:70:73` ("ps") followed by the low 24
+/// bits of the gateway address, so every node of a cluster gets a distinct one.
+pub fn default_gateway_mac(gateway: Ipv4Addr) -> MacAddr {
+    let o = gateway.octets();
+    MacAddr([0x02, 0x70, 0x73, o[1], o[2], o[3]])
+}
+
+/// Kubernetes node names are DNS-1123 subdomains.
+fn validate_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("must be 1 to 253 characters, got {}", name.len()));
+    }
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.split('.').all(ok_label) {
+        return Err(format!(
+            "{name:?} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[node]\nname = \"node-1\"\npod_cidr = \"10.244.1.0/24\"\n";
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.node.gateway, Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(c.node.gateway_mac.to_string(), "02:70:73:f4:01:01");
+        assert_eq!(c.node.mtu, 1500);
+        assert_eq!(c.host_port, Some(HostPortConfig { name: "psw0".into() }));
+        assert_eq!(c.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.fdb.max_entries, 65_536);
+        assert_eq!(c.fdb.aging, Duration::from_secs(300));
+        assert_eq!(c.ports.max_ports, 1024);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../config/node.example.toml");
+        Config::parse(text).unwrap();
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let mut c = Config::parse(MINIMAL).unwrap();
+        c.host_port = None;
+        c.fdb.aging = Duration::from_secs(7);
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let d = Config::for_node("n2", "10.244.2.0/24".parse().unwrap(), "/tmp/x.sock".into());
+        assert_eq!(Config::parse(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err(&format!("{MINIMAL}[fdb]\nmax_entires = 5\n"));
+        assert!(e.contains("max_entires"), "{e}");
+        let e = err(&format!("{MINIMAL}[bogus]\n"));
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = err(&format!("{MINIMAL}[fdb]\nmax_entries = \"lots\"\n"));
+        assert!(e.starts_with("config fdb.max_entries:"), "{e}");
+        let e = err("[node]\nname = \"n\"\npod_cidr = \"10.244.1.0/24\"\nmtu = -1\n");
+        assert!(e.starts_with("config node.mtu:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_say_why() {
+        let cases = [
+            ("[node]\nname = \"Node_1\"\npod_cidr = \"10.244.1.0/24\"\n", "node.name"),
+            ("[node]\nname = \"n\"\npod_cidr = \"10.244.1.5/24\"\n", "node.pod_cidr"),
+            ("[node]\nname = \"n\"\npod_cidr = \"10.244.1.0/31\"\n", "node.pod_cidr"),
+            ("[node]\nname = \"n\"\npod_cidr = \"10.244.1.0/24\"\ngateway = \"10.9.9.9\"\n", "node.gateway"),
+            (
+                "[node]\nname = \"n\"\npod_cidr = \"10.244.1.0/24\"\ngateway_mac = \"01:00:5e:00:00:01\"\n",
+                "node.gateway_mac",
+            ),
+            ("[node]\nname = \"n\"\npod_cidr = \"10.244.1.0/24\"\nmtu = 9001\n", "node.mtu"),
+            (&format!("{MINIMAL}[host_port]\nname = \"this-name-is-too-long\"\n"), "host_port.name"),
+            (&format!("{MINIMAL}[fdb]\nmax_entries = 0\n"), "fdb.max_entries"),
+            (&format!("{MINIMAL}[fdb]\naging_secs = 0\n"), "fdb.aging_secs"),
+            (&format!("{MINIMAL}[ports]\nmax_ports = 5000\n"), "ports.max_ports"),
+            (&format!("{MINIMAL}[control]\nsocket = \"\"\n"), "control.socket"),
+        ];
+        for (text, key) in cases {
+            let e = err(text);
+            assert!(e.starts_with(&format!("config {key}:")), "expected {key}, got {e}");
+        }
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let e = err("[node]\nname = \"n\"\n");
+        assert!(e.contains("pod_cidr"), "{e}");
+        let e = err("");
+        assert!(e.contains("node"), "{e}");
+    }
+}
