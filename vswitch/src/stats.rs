@@ -55,6 +55,8 @@ drop_reasons! {
     /// Source MAC is multicast or broadcast: no station can own it, so it is never learned
     /// and the frame is not forwarded.
     SrcMacMulticast => "src_mac_multicast",
+    /// Source MAC is the gateway's, from a port other than the host port (spoofing).
+    SrcMacGateway => "src_mac_gateway",
     /// ARP for IPv4 over Ethernet shorter than 28 bytes, or with inconsistent lengths.
     ArpMalformed => "arp_malformed",
     /// IPv4 header shorter than 20 bytes, wrong version, IHL below 5, or a header longer than
@@ -98,6 +100,8 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Frames from this port flooded (broadcast, multicast, unknown unicast).
     pub flooded: u64,
+    /// Of `flooded`, unicast frames whose destination MAC was not in the MAC table.
+    pub unknown_unicast: u64,
     /// ARP requests from this port that the switch answered itself.
     pub arp_replies: u64,
     /// ICMP echo requests to the gateway from this port answered by the switch.
@@ -127,6 +131,7 @@ impl PortCounters {
         self.tx_packets += other.tx_packets;
         self.tx_bytes += other.tx_bytes;
         self.flooded += other.flooded;
+        self.unknown_unicast += other.unknown_unicast;
         self.arp_replies += other.arp_replies;
         self.icmp_echo_replies += other.icmp_echo_replies;
         self.routed += other.routed;
@@ -145,6 +150,7 @@ impl PortCounters {
             tx_packets: self.tx_packets,
             tx_bytes: self.tx_bytes,
             flooded: self.flooded,
+            unknown_unicast: self.unknown_unicast,
             arp_replies: self.arp_replies,
             icmp_echo_replies: self.icmp_echo_replies,
             routed: self.routed,
@@ -173,6 +179,8 @@ pub struct PortStatsReport {
     pub tx_bytes: u64,
     /// Frames from this port that were flooded.
     pub flooded: u64,
+    /// Of `flooded`, unicast frames to a MAC the table did not know.
+    pub unknown_unicast: u64,
     /// ARP requests from this port answered by the switch.
     pub arp_replies: u64,
     /// ICMP echo requests to the gateway answered by the switch.

@@ -1,5 +1,83 @@
-//! Ports (work in progress).
+//! Ports: where frames enter and leave the switch.
+//!
+//! A [`Port`] moves frames in bursts between a device and a [`Batch`]: `rx_burst` fills the
+//! batch's free buffers, `tx_burst` writes chosen packets of a batch. The pipeline never sees
+//! a device, only batches, so a TAP port ([`tap`]), an in-memory port ([`memory`], for tests)
+//! and later an AF_XDP port fit behind the same trait.
+//!
+//! Ports are owned by the worker that polls them. Creating the device behind a port
+//! (namespaces, netlink) is the control plane's job and happens before the port reaches the
+//! worker; dropping the port closes the device.
+
+pub mod memory;
+pub mod tap;
+
+use std::io;
+use std::os::fd::RawFd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::packet::Batch;
 
 /// Index of a port in the switch's port table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct PortId(pub u16);
+
+impl PortId {
+    /// The id as an index into per-port arrays.
+    #[inline]
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl std::fmt::Display for PortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a port is, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// A pod's TAP device, living in the pod's network namespace.
+    Tap,
+    /// The node's own TAP device carrying the gateway address.
+    Host,
+    /// An in-memory port (tests and benchmarks).
+    Memory,
+}
+
+/// Result of one `tx_burst`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Frames written.
+    pub sent: u32,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Frames refused because the device queue was full.
+    pub queue_full: u32,
+    /// Frames refused for any other reason.
+    pub errors: u32,
+}
+
+/// A device the switch sends and receives frames on.
+pub trait Port: Send + std::fmt::Debug {
+    /// What kind of port this is.
+    fn kind(&self) -> PortKind;
+
+    /// Receives frames into `batch`'s free buffers, tagging them with `in_port`, until the
+    /// batch is full or the device has nothing more. Returns how many frames were added;
+    /// "nothing to read" is `Ok(0)`. An error means the device is unusable.
+    fn rx_burst(&mut self, batch: &mut Batch, in_port: PortId) -> io::Result<usize>;
+
+    /// Writes the packets of `batch` at `indices` (in order).
+    fn tx_burst(&mut self, batch: &Batch, indices: &[u16]) -> TxOutcome;
+
+    /// A file descriptor that becomes readable when `rx_burst` has frames, for ports the
+    /// worker waits on; `None` for ports it must poll.
+    fn poll_fd(&self) -> Option<RawFd>;
+}

@@ -1,0 +1,192 @@
+//! L2 switching: learn source MACs, then forward by destination MAC, flooding broadcast,
+//! multicast and unknown unicast to every port but the ingress one.
+//!
+//! The two passes run at different points of the pipeline: [`learn`] right after classify,
+//! so a station is learned from every frame it sends (including the ARP requests and pings
+//! the switch answers itself); [`forward`] last, for whatever no earlier stage settled.
+//! Table behaviour (limit, aging, moves) is the MAC table's, see `tables/fdb.rs`.
+
+use std::time::Instant;
+
+use crate::packet::{Action, Batch};
+use crate::stats::{DropReason, PortCounters};
+use crate::tables::fdb::{Fdb, FdbKey};
+use crate::wire::MacAddr;
+
+use super::{drop_packet, Gateway};
+
+#[inline]
+fn mac_at(frame: &[u8], offset: usize) -> MacAddr {
+    frame.get(offset..offset + 6).and_then(MacAddr::from_slice).unwrap_or(MacAddr::ZERO)
+}
+
+/// Learns the source MAC of every undecided packet on its ingress port. The gateway MAC is
+/// only accepted from the host port (it is the host port's address); from anywhere else the
+/// frame is a spoof and is dropped.
+pub fn learn(
+    batch: &mut Batch,
+    fdb: &mut Fdb,
+    gateway: &Gateway,
+    counters: &mut [PortCounters],
+    now: Instant,
+) {
+    for pkt in batch.packets_mut() {
+        if pkt.meta.action != Action::Continue {
+            continue;
+        }
+        let in_port = pkt.meta.in_port;
+        let src = mac_at(pkt.data(), 6);
+        if src == gateway.mac && gateway.host_port != Some(in_port) {
+            drop_packet(&mut pkt.meta.action, in_port, DropReason::SrcMacGateway, counters);
+            continue;
+        }
+        fdb.learn(FdbKey::new(pkt.meta.vlan, src), in_port, now);
+    }
+}
+
+/// Forwards every undecided packet by its destination MAC.
+pub fn forward(batch: &mut Batch, fdb: &Fdb, counters: &mut [PortCounters], now: Instant) {
+    for pkt in batch.packets_mut() {
+        if pkt.meta.action != Action::Continue {
+            continue;
+        }
+        let in_port = pkt.meta.in_port;
+        let dst = mac_at(pkt.data(), 0);
+        if dst.is_multicast() {
+            pkt.meta.action = Action::Flood;
+            if let Some(c) = counters.get_mut(in_port.index()) {
+                c.flooded += 1;
+            }
+            continue;
+        }
+        match fdb.lookup(FdbKey::new(pkt.meta.vlan, dst), now) {
+            Some(p) if p == in_port => {
+                drop_packet(&mut pkt.meta.action, in_port, DropReason::DstOnIngressPort, counters)
+            }
+            Some(p) => pkt.meta.action = Action::Forward(p),
+            None => {
+                pkt.meta.action = Action::Flood;
+                if let Some(c) = counters.get_mut(in_port.index()) {
+                    c.flooded += 1;
+                    c.unknown_unicast += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::FdbConfig;
+    use crate::pipeline::classify;
+    use crate::pipeline::testutil::*;
+    use crate::port::PortId;
+
+    fn setup(max: usize) -> (Fdb, Gateway, Vec<PortCounters>) {
+        let fdb = Fdb::new(FdbConfig { max_entries: max, aging: Duration::from_secs(300) });
+        let gw = Gateway {
+            ip: GW_IP,
+            mac: GW_MAC,
+            pod_cidr: "10.244.1.0/24".parse().unwrap(),
+            host_port: Some(PortId(0)),
+        };
+        (fdb, gw, vec![PortCounters::default(); 8])
+    }
+
+    fn run_one(
+        fdb: &mut Fdb,
+        gw: &Gateway,
+        c: &mut [PortCounters],
+        port: u16,
+        frame: &[u8],
+        now: Instant,
+    ) -> Action {
+        let mut b = Batch::new();
+        b.push_frame(PortId(port), frame);
+        classify::run(&mut b, c);
+        learn(&mut b, fdb, gw, c, now);
+        forward(&mut b, fdb, c, now);
+        b.packets()[0].meta.action
+    }
+
+    #[test]
+    fn unknown_unicast_floods_then_learned_destination_forwards() {
+        let (mut fdb, gw, mut c) = setup(16);
+        let t = Instant::now();
+        let a_to_b = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"x");
+        let b_to_a = udp_frame(MAC_B, MAC_A, IP_B, IP_A, 2, 1, b"y");
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 1, &a_to_b, t), Action::Flood);
+        assert_eq!(c[1].unknown_unicast, 1);
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 2, &b_to_a, t), Action::Forward(PortId(1)));
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 1, &a_to_b, t), Action::Forward(PortId(2)));
+        assert_eq!(c[1].flooded, 1);
+    }
+
+    #[test]
+    fn broadcast_floods_and_same_port_destination_drops() {
+        let (mut fdb, gw, mut c) = setup(16);
+        let t = Instant::now();
+        let arp = arp_request(MAC_A, IP_A, IP_C);
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 1, &arp, t), Action::Flood);
+        let b_from_1 = udp_frame(MAC_B, MAC_C, IP_B, IP_C, 1, 2, b"x");
+        run_one(&mut fdb, &gw, &mut c, 1, &b_from_1, t);
+        let a_to_b_on_1 = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"x");
+        assert_eq!(
+            run_one(&mut fdb, &gw, &mut c, 1, &a_to_b_on_1, t),
+            Action::Drop(DropReason::DstOnIngressPort)
+        );
+    }
+
+    #[test]
+    fn station_move_redirects_traffic() {
+        let (mut fdb, gw, mut c) = setup(16);
+        let t = Instant::now();
+        run_one(&mut fdb, &gw, &mut c, 1, &udp_frame(MAC_A, MAC_C, IP_A, IP_C, 1, 2, b""), t);
+        run_one(&mut fdb, &gw, &mut c, 3, &udp_frame(MAC_A, MAC_C, IP_A, IP_C, 1, 2, b""), t);
+        let to_a = udp_frame(MAC_B, MAC_A, IP_B, IP_A, 1, 2, b"");
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 2, &to_a, t), Action::Forward(PortId(3)));
+        assert_eq!(fdb.counters().moves, 1);
+    }
+
+    #[test]
+    fn full_table_floods_new_destinations() {
+        let (mut fdb, gw, mut c) = setup(1);
+        let t = Instant::now();
+        run_one(&mut fdb, &gw, &mut c, 1, &udp_frame(MAC_A, MAC_C, IP_A, IP_C, 1, 2, b""), t);
+        run_one(&mut fdb, &gw, &mut c, 2, &udp_frame(MAC_B, MAC_C, IP_B, IP_C, 1, 2, b""), t);
+        assert_eq!(fdb.counters().learn_limit_hits, 1);
+        let to_b = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"");
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 1, &to_b, t), Action::Flood);
+        let to_a = udp_frame(MAC_C, MAC_A, IP_C, IP_A, 1, 2, b"");
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 3, &to_a, t), Action::Forward(PortId(1)));
+    }
+
+    #[test]
+    fn gateway_mac_is_only_learned_from_the_host_port() {
+        let (mut fdb, gw, mut c) = setup(16);
+        let t = Instant::now();
+        let spoof = udp_frame(GW_MAC, MAC_A, IP_B, IP_A, 1, 2, b"");
+        assert_eq!(
+            run_one(&mut fdb, &gw, &mut c, 2, &spoof, t),
+            Action::Drop(DropReason::SrcMacGateway)
+        );
+        assert_eq!(c[2].drops[DropReason::SrcMacGateway as usize], 1);
+        let from_host = udp_frame(GW_MAC, MAC_A, GW_IP, IP_A, 1, 2, b"");
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 0, &from_host, t), Action::Flood);
+        assert_eq!(fdb.lookup(FdbKey::new(None, GW_MAC), t), Some(PortId(0)));
+    }
+
+    #[test]
+    fn vlans_are_separate_networks() {
+        let (mut fdb, gw, mut c) = setup(16);
+        let t = Instant::now();
+        let mut tagged = udp_frame(MAC_A, MAC_C, IP_A, IP_C, 1, 2, b"");
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+        run_one(&mut fdb, &gw, &mut c, 1, &tagged, t);
+        let untagged_to_a = udp_frame(MAC_B, MAC_A, IP_B, IP_A, 1, 2, b"");
+        assert_eq!(run_one(&mut fdb, &gw, &mut c, 2, &untagged_to_a, t), Action::Flood);
+    }
+}
