@@ -8,4 +8,5 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod process;
 pub mod tun;

@@ -1,0 +1,364 @@
+//! The `podswitch` command line: `run`, `ctl`, `lab`, `check-config`. Parsing and printing
+//! only; every `ctl` command is one control API request (see `control::api`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cidr::Ipv4IfAddr;
+use crate::config::{Config, DEFAULT_SOCKET};
+use crate::control::api::*;
+use crate::control::client::{self, ClientError};
+use crate::wire::MacAddr;
+
+/// podswitch: a userspace virtual switch for Kubernetes pod networking.
+#[derive(Debug, Parser)]
+#[command(name = "podswitch", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the switch in the current network namespace until SIGINT/SIGTERM, then remove
+    /// everything it created.
+    Run {
+        /// Node configuration file (see config/node.example.toml).
+        #[arg(long, short, env = "PODSWITCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print it with every default filled in.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Talk to a running switch over its control socket.
+    Ctl(CtlArgs),
+    /// Build a node and pods in fresh network namespaces, run the switch, prove and measure
+    /// connectivity, and remove everything again.
+    Lab(crate::lab::LabArgs),
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// Control socket of the switch.
+    #[arg(long, env = "PODSWITCH_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    /// Print the reply (or error) as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// The switch's identity and port count.
+    Status,
+    /// Pod ports.
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// The MAC table.
+    #[command(subcommand)]
+    Fdb(FdbCommand),
+    /// Per-port counters and drops by reason, and table counters.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum PortCommand {
+    /// Create a pod's interface in its namespace and attach it.
+    Add {
+        /// Unique port name (e.g. the pod name).
+        name: String,
+        /// The pod's network namespace (name under /run/netns, or a path).
+        #[arg(long)]
+        netns: String,
+        /// Address/prefix (default: next free address of the pod CIDR).
+        #[arg(long)]
+        ip: Option<Ipv4IfAddr>,
+        /// MAC (default: 0a:58 + the address bytes).
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        /// Interface name in the pod.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// MTU (default: the node's).
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Detach a port and remove its interface.
+    Del {
+        /// Port name.
+        name: String,
+    },
+    /// List ports.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum FdbCommand {
+    /// List learned MACs.
+    List,
+    /// Forget learned MACs (all, or one port's).
+    Flush {
+        /// Only this port's entries.
+        #[arg(long)]
+        port: Option<String>,
+    },
+}
+
+/// Entry point of the `podswitch` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => match Config::load(&config) {
+            Err(e) => {
+                eprintln!("podswitch: {e}");
+                ExitCode::from(2)
+            }
+            Ok(cfg) => match crate::daemon::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("podswitch: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(cfg) => {
+                print!("{}", cfg.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podswitch: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Ctl(args) => ctl(args),
+        Command::Lab(args) => crate::lab::main(args),
+    }
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    let req = match args.command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Port(PortCommand::Add { name, netns, ip, mac, ifname, mtu }) => {
+            Request::PortAdd(PortAddArgs { name, netns, ip, mac, ifname: Some(ifname), mtu })
+        }
+        CtlCommand::Port(PortCommand::Del { name }) => Request::PortDel(PortDelArgs { name }),
+        CtlCommand::Port(PortCommand::List) => Request::PortList,
+        CtlCommand::Fdb(FdbCommand::List) => Request::FdbList,
+        CtlCommand::Fdb(FdbCommand::Flush { port }) => Request::FdbFlush(FdbFlushArgs { port }),
+        CtlCommand::Stats => Request::Stats,
+    };
+    match client::call(&args.socket, &req) {
+        Ok(reply) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&reply).expect("replies serialize"));
+            } else {
+                print!("{}", render(&reply));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::Api(e)) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Response::Error(e.clone()))
+                        .expect("errors serialize")
+                );
+            }
+            eprintln!("podswitch: error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("podswitch: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Renders a reply as text for people.
+pub fn render(reply: &Reply) -> String {
+    match reply {
+        Reply::Status(s) => format!(
+            "node         {}\npod CIDR     {}\ngateway      {} ({})\nmtu          {}\nhost port    {}\nports        {} of {}\nuptime       {} s\nversion      {} (API {})\n",
+            s.node,
+            s.pod_cidr,
+            s.gateway,
+            s.gateway_mac,
+            s.mtu,
+            s.host_port.as_deref().unwrap_or("(none)"),
+            s.ports,
+            s.max_ports,
+            s.uptime_secs,
+            s.version,
+            s.api_version
+        ),
+        Reply::Port(p) => format!(
+            "{} {} ifname={} mac={} ip={} mtu={} netns={} state={}\n",
+            p.name,
+            kind_name(p),
+            p.ifname,
+            p.mac,
+            p.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            p.mtu,
+            p.netns.as_deref().unwrap_or("-"),
+            p.state
+        ),
+        Reply::Ports { ports } => {
+            let rows: Vec<Vec<String>> = ports
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        kind_name(p).into(),
+                        p.ifname.clone(),
+                        p.mac.to_string(),
+                        p.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                        p.mtu.to_string(),
+                        p.netns.clone().unwrap_or_else(|| "-".into()),
+                        p.state.clone(),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "KIND", "IFNAME", "MAC", "IP", "MTU", "NETNS", "STATE"], &rows)
+        }
+        Reply::Fdb(f) => {
+            let rows: Vec<Vec<String>> = f
+                .entries
+                .iter()
+                .map(|e| vec![e.mac.to_string(), e.vlan.to_string(), e.port.clone(), format!("{:.1}", e.age_secs)])
+                .collect();
+            let mut s = table(&["MAC", "VLAN", "PORT", "AGE(s)"], &rows);
+            s += &format!(
+                "{} of {} entries, aging {} s; learned {} moves {} limit hits {} aged {} flushed {}\n",
+                f.size,
+                f.max_entries,
+                f.aging_secs,
+                f.counters.learned,
+                f.counters.moves,
+                f.counters.learn_limit_hits,
+                f.counters.aged,
+                f.counters.flushed
+            );
+            s
+        }
+        Reply::Flushed { removed } => format!("removed {removed} entries\n"),
+        Reply::Stats(st) => {
+            let rows: Vec<Vec<String>> = st
+                .ports
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.rx_packets.to_string(),
+                        p.rx_bytes.to_string(),
+                        p.tx_packets.to_string(),
+                        p.tx_bytes.to_string(),
+                        p.flooded.to_string(),
+                        p.arp_replies.to_string(),
+                        p.drops.values().sum::<u64>().to_string(),
+                    ]
+                })
+                .collect();
+            let mut s = table(&["PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "FLOODED", "ARP REPLIES", "DROPS"], &rows);
+            for p in &st.ports {
+                for (reason, n) in &p.drops {
+                    s += &format!("  {}: dropped {n} ({reason})\n", p.name);
+                }
+            }
+            s += &format!(
+                "fdb: {} entries; learned {} moves {} limit hits {} aged {} flushed {}; neighbors {}\n",
+                st.fdb_size, st.fdb.learned, st.fdb.moves, st.fdb.learn_limit_hits, st.fdb.aged, st.fdb.flushed, st.neighbors
+            );
+            s
+        }
+    }
+}
+
+fn kind_name(p: &PortInfo) -> &'static str {
+    match p.kind {
+        crate::port::PortKind::Tap => "tap",
+        crate::port::PortKind::Host => "host",
+        crate::port::PortKind::Memory => "memory",
+    }
+}
+
+/// Formats rows as an aligned text table.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s += c;
+            } else {
+                s += &format!("{c:<w$}  ");
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_flag_values_are_named() {
+        let e = Cli::try_parse_from([
+            "podswitch",
+            "ctl",
+            "port",
+            "add",
+            "p",
+            "--netns",
+            "n",
+            "--ip",
+            "10.0.0.1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--ip"), "{e}");
+        let e = Cli::try_parse_from([
+            "podswitch",
+            "ctl",
+            "port",
+            "add",
+            "p",
+            "--netns",
+            "n",
+            "--mac",
+            "zz",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--mac"), "{e}");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

@@ -1,0 +1,354 @@
+//! The control API's types: one [`Request`] enum, one [`Reply`] enum, one [`ApiError`]. The
+//! daemon, `podswitch ctl`, the CNI plugin and the tests all use these same types, so the
+//! two sides cannot drift apart. The wire format is documented in `docs/control-api.md`.
+//!
+//! Framing: newline-delimited JSON over a Unix stream socket. A client writes one request
+//! object per line and reads one response object per line; requests on one connection are
+//! answered in order.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
+use crate::port::PortKind;
+pub use crate::stats::PortStatsReport;
+use crate::tables::fdb::FdbCounters;
+use crate::wire::MacAddr;
+
+/// Version of this API; bumped on incompatible changes.
+pub const API_VERSION: u32 = 1;
+
+/// Longest request line the server reads.
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+
+/// A request. Serialized as `{"command": "<snake_case name>", "args": {...}}`; commands
+/// without arguments may omit `args`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", content = "args", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Is the switch up, and what is it? Always allowed.
+    Status,
+    /// Creates a pod's TAP device in its namespace, configures it and attaches it. Refused
+    /// when the name, address or MAC is taken, the namespace does not exist, or the port
+    /// limit is reached; a refused or failed add leaves nothing behind.
+    PortAdd(PortAddArgs),
+    /// Detaches a port and removes its device; the pod's interface disappears.
+    PortDel(PortDelArgs),
+    /// Lists the ports.
+    PortList,
+    /// Lists the MAC table.
+    FdbList,
+    /// Flushes the MAC table, or one port's entries.
+    FdbFlush(FdbFlushArgs),
+    /// Counters of every port and table.
+    Stats,
+}
+
+/// Arguments of [`Request::PortAdd`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortAddArgs {
+    /// Unique port name (e.g. the pod or container id): 1-128 of `[A-Za-z0-9._:-]`.
+    pub name: String,
+    /// The pod's network namespace: a name under `/run/netns` or a path.
+    pub netns: String,
+    /// Address and prefix length; the prefix must be the pod CIDR's or 32. Default: the next
+    /// free address of the pod CIDR, with its prefix length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4IfAddr>,
+    /// Interface MAC. Default: `0a:58` followed by the four address bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// Interface name inside the pod. Default `eth0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Interface MTU. Default: the node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// Arguments of [`Request::PortDel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortDelArgs {
+    /// The port's name.
+    pub name: String,
+}
+
+/// Arguments of [`Request::FdbFlush`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbFlushArgs {
+    /// Only this port's entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// A response line: `{"ok": <Reply>}` or `{"error": <ApiError>}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// Success.
+    Ok(Reply),
+    /// Failure; nothing was changed unless the message says otherwise.
+    Error(ApiError),
+}
+
+/// What a successful request returns; `{"type": "...", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// For `status`.
+    Status(StatusReply),
+    /// For `port_add` (the port as created) and `port_del` (the port as it was removed).
+    Port(PortInfo),
+    /// For `port_list`.
+    Ports {
+        /// Every port, host port first.
+        ports: Vec<PortInfo>,
+    },
+    /// For `fdb_list`.
+    Fdb(FdbReply),
+    /// For `fdb_flush`.
+    Flushed {
+        /// Entries removed.
+        removed: u64,
+    },
+    /// For `stats`.
+    Stats(StatsReply),
+}
+
+/// The switch's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReply {
+    /// API version.
+    pub api_version: u32,
+    /// podswitch version.
+    pub version: String,
+    /// Node name.
+    pub node: String,
+    /// Pod CIDR.
+    pub pod_cidr: Ipv4Cidr,
+    /// Gateway address.
+    pub gateway: Ipv4Addr,
+    /// Gateway MAC.
+    pub gateway_mac: MacAddr,
+    /// Default pod MTU.
+    pub mtu: u32,
+    /// Host port name, if enabled.
+    pub host_port: Option<String>,
+    /// Ports attached, host port included.
+    pub ports: usize,
+    /// Port limit.
+    pub max_ports: usize,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+}
+
+/// One port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortInfo {
+    /// Port name.
+    pub name: String,
+    /// Internal id (appears in traces).
+    pub id: u16,
+    /// Port kind.
+    pub kind: PortKind,
+    /// Namespace path the interface lives in (`null` for the host port: the switch's own).
+    pub netns: Option<String>,
+    /// Interface name.
+    pub ifname: String,
+    /// Interface MAC.
+    pub mac: MacAddr,
+    /// Interface address, if any.
+    pub ip: Option<Ipv4IfAddr>,
+    /// Interface MTU.
+    pub mtu: u32,
+    /// `up`, or `failed: <why>` when the device broke (its namespace was deleted, say).
+    pub state: String,
+}
+
+/// The MAC table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbReply {
+    /// Live entries.
+    pub entries: Vec<FdbEntryInfo>,
+    /// Entries present, counting expired ones not yet swept.
+    pub size: u64,
+    /// Limit.
+    pub max_entries: u64,
+    /// Aging time in seconds.
+    pub aging_secs: u64,
+    /// Event counters.
+    pub counters: FdbCounters,
+}
+
+/// One MAC table entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbEntryInfo {
+    /// The MAC.
+    pub mac: MacAddr,
+    /// VLAN id, 0 for untagged.
+    pub vlan: u16,
+    /// Port name.
+    pub port: String,
+    /// Seconds since last seen.
+    pub age_secs: f64,
+}
+
+/// Counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsReply {
+    /// Per port.
+    pub ports: Vec<PortStatsReport>,
+    /// MAC table size.
+    pub fdb_size: u64,
+    /// MAC table events.
+    pub fdb: FdbCounters,
+    /// Neighbor table size.
+    pub neighbors: u64,
+}
+
+/// What kind of failure an [`ApiError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or a value is unacceptable; `field` names it.
+    InvalidArgument,
+    /// The named object does not exist.
+    NotFound,
+    /// The name, address or MAC is taken.
+    AlreadyExists,
+    /// A limit was reached (ports, addresses).
+    ResourceExhausted,
+    /// The switch could not do it (a kernel call failed); the message says which step.
+    Failed,
+    /// The switch is shutting down or its worker is not answering.
+    Unavailable,
+}
+
+/// An error answer. `field` is the dotted path of the offending request field
+/// (`args.ip`), when one is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(deny_unknown_fields)]
+#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ApiError {
+    /// Category.
+    pub kind: ErrorKind,
+    /// The offending field, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error about one field.
+    pub fn field(kind: ErrorKind, field: &str, message: impl Into<String>) -> ApiError {
+        ApiError { kind, field: Some(field.to_string()), message: message.into() }
+    }
+
+    /// An error not tied to a field.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { kind, field: None, message: message.into() }
+    }
+}
+
+/// Parses one request line, naming the field on error (`args.mtu: invalid type: ...`).
+pub fn parse_request(line: &str) -> Result<Request, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let req: Request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.inner().to_string();
+        // serde_json appends " at line L column C"; with one-line requests it is noise.
+        let msg = match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        let field = if path == "." { None } else { Some(path) };
+        ApiError { kind: ErrorKind::InvalidArgument, field, message: msg }
+    })?;
+    de.end().map_err(|_| {
+        ApiError::new(ErrorKind::InvalidArgument, "trailing characters after the request")
+    })?;
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_in_the_documented_shape() {
+        let r = Request::PortAdd(PortAddArgs {
+            name: "pod-a".into(),
+            netns: "pod-a".into(),
+            ip: Some("10.244.1.5/24".parse().unwrap()),
+            mac: None,
+            ifname: None,
+            mtu: Some(1400),
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"command":"port_add","args":{"name":"pod-a","netns":"pod-a","ip":"10.244.1.5/24","mtu":1400}}"#
+        );
+        assert_eq!(parse_request(&s).unwrap(), r);
+        assert_eq!(parse_request(r#"{"command":"port_list"}"#).unwrap(), Request::PortList);
+        assert_eq!(
+            parse_request(r#"{"command":"fdb_flush","args":{}}"#).unwrap(),
+            Request::FdbFlush(FdbFlushArgs::default())
+        );
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let e =
+            parse_request(r#"{"command":"port_add","args":{"name":"a","netns":"n","mtu":"big"}}"#)
+                .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("args.mtu"), "{e:?}");
+        let e = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","ip":"10.1.1.1"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("args.ip"), "{e:?}");
+        assert!(e.message.contains("prefix length"), "{e:?}");
+        let e =
+            parse_request(r#"{"command":"port_add","args":{"name":"a","netns":"n","colour":1}}"#)
+                .unwrap_err();
+        assert!(e.message.contains("colour"), "{e:?}");
+        let e = parse_request(r#"{"command":"port_add","args":{"netns":"n"}}"#).unwrap_err();
+        assert!(e.message.contains("name"), "{e:?}");
+        let e = parse_request(r#"{"command":"launch_rockets"}"#).unwrap_err();
+        assert!(e.message.contains("launch_rockets"), "{e:?}");
+        let e = parse_request(r#"{"command":"port_list","extra":1}"#).unwrap_err();
+        assert!(e.message.contains("extra"), "{e:?}");
+        assert!(parse_request("not json").is_err());
+        assert!(parse_request(r#"{"command":"status"} {"command":"status"}"#).is_err());
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Response::Error(ApiError::field(ErrorKind::AlreadyExists, "args.name", "taken"));
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"error":{"kind":"already_exists","field":"args.name","message":"taken"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+        let ok = Response::Ok(Reply::Flushed { removed: 3 });
+        let s = serde_json::to_string(&ok).unwrap();
+        assert_eq!(s, r#"{"ok":{"type":"flushed","removed":3}}"#);
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), ok);
+        assert_eq!(
+            ApiError::field(ErrorKind::InvalidArgument, "args.ip", "bad").to_string(),
+            "args.ip: bad"
+        );
+    }
+}

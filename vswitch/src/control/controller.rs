@@ -1,0 +1,582 @@
+//! The controller: the control plane's state (which ports exist, with which names, addresses
+//! and MACs) and the steps that carry out each [`Request`].
+//!
+//! It owns no packet state: tables and counters belong to the worker, which the controller
+//! drives through [`WorkerHandle`] commands. A port add does all the slow, fallible work
+//! first (validate, create the TAP, move it into the pod's namespace, configure address and
+//! routes) and hands the finished port to the worker last; every failure before that point
+//! drops the TAP, which destroys the device wherever it is, and releases the address. So a
+//! failed add leaves nothing behind, and the worker never sees a half-configured port.
+//!
+//! One mutex serializes requests that change ports. Port adds from many CNI invocations are
+//! therefore applied one at a time, which is what makes address allocation race-free; the
+//! packet path never takes this lock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::cidr::Ipv4IfAddr;
+use crate::config::{Config, MAX_MTU, MIN_MTU};
+use crate::control::api::*;
+use crate::port::tap::TapPort;
+use crate::port::{PortId, PortKind};
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::NetNs;
+use crate::sys::tun::{self, TapDevice, TapOptions};
+use crate::tables::ipam::IpPool;
+use crate::wire::MacAddr;
+use crate::worker::{Command, WorkerGone, WorkerHandle};
+
+/// Interface name pods get when the request names none.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// Longest port name.
+pub const MAX_PORT_NAME_LEN: usize = 128;
+
+/// A port as the control plane knows it.
+#[derive(Debug, Clone)]
+struct PortRecord {
+    id: PortId,
+    kind: PortKind,
+    netns: Option<String>,
+    ifname: String,
+    mac: MacAddr,
+    ip: Option<Ipv4IfAddr>,
+    mtu: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    ports: BTreeMap<String, PortRecord>,
+    ids: Vec<bool>,
+    pool: IpPool,
+    macs: HashSet<MacAddr>,
+    netlink: Netlink,
+    tmp_seq: u32,
+}
+
+/// Why the switch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The host port could not be created or configured.
+    #[error("host port {name}: {step}: {source}")]
+    HostPort {
+        /// Its name.
+        name: String,
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The worker thread or netlink socket could not be created.
+    #[error("{step}: {source}")]
+    Setup {
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The worker refused the host port.
+    #[error("worker: {0}")]
+    Worker(String),
+}
+
+/// The control plane of one switch.
+#[derive(Debug)]
+pub struct Controller {
+    config: Config,
+    worker: WorkerHandle,
+    state: Mutex<State>,
+    started: Instant,
+}
+
+fn failed(step: &str, e: io::Error) -> ApiError {
+    let kind = match e.kind() {
+        io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::Failed,
+    };
+    ApiError::new(kind, format!("{step}: {e}"))
+}
+
+fn unavailable(_: WorkerGone) -> ApiError {
+    ApiError::new(ErrorKind::Unavailable, "the packet worker is not answering")
+}
+
+impl Controller {
+    /// Starts the worker and attaches the host port (if configured) in the calling thread's
+    /// network namespace. On error nothing is left running.
+    pub fn start(config: Config) -> Result<Controller, StartError> {
+        let mut netlink = Netlink::open()
+            .map_err(|source| StartError::Setup { step: "netlink socket", source })?;
+        let pipeline = crate::pipeline::Pipeline::new(&config);
+        let worker = WorkerHandle::spawn(pipeline, config.ports.max_ports)
+            .map_err(|source| StartError::Setup { step: "worker thread", source })?;
+        let mut ports = BTreeMap::new();
+        let mut ids = vec![false; config.ports.max_ports];
+        let mut macs = HashSet::new();
+        if let Some(hp) = &config.host_port {
+            let err = |step, source| StartError::HostPort { name: hp.name.clone(), step, source };
+            let tap =
+                TapDevice::create(&hp.name, TapOptions::default()).map_err(|e| err("create", e))?;
+            let link = netlink
+                .link_get(&hp.name)
+                .map_err(|e| err("look up", e))?
+                .ok_or_else(|| err("look up", io::ErrorKind::NotFound.into()))?;
+            let gw = config.node.gateway;
+            netlink
+                .link_set_mac(link.index, config.node.gateway_mac.0)
+                .map_err(|e| err("set MAC", e))?;
+            netlink.link_set_mtu(link.index, config.node.mtu).map_err(|e| err("set MTU", e))?;
+            netlink
+                .addr_add(link.index, gw, config.node.pod_cidr.prefix_len())
+                .map_err(|e| err("add gateway address", e))?;
+            netlink.link_set_up(link.index, true).map_err(|e| err("set up", e))?;
+            let id = PortId(0);
+            let port = Box::new(TapPort::new(tap.into_file(), PortKind::Host));
+            worker
+                .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
+                .map_err(|e| StartError::Worker(e.to_string()))?
+                .map_err(StartError::Worker)?;
+            worker
+                .call(|reply| Command::SetHostPort { id: Some(id), reply })
+                .map_err(|e| StartError::Worker(e.to_string()))?;
+            ids[0] = true;
+            macs.insert(config.node.gateway_mac);
+            ports.insert(
+                hp.name.clone(),
+                PortRecord {
+                    id,
+                    kind: PortKind::Host,
+                    netns: None,
+                    ifname: hp.name.clone(),
+                    mac: config.node.gateway_mac,
+                    ip: Some(Ipv4IfAddr {
+                        addr: gw,
+                        prefix_len: config.node.pod_cidr.prefix_len(),
+                    }),
+                    mtu: config.node.mtu,
+                },
+            );
+        }
+        macs.insert(config.node.gateway_mac);
+        let pool = IpPool::new(config.node.pod_cidr, &[config.node.gateway]);
+        Ok(Controller {
+            state: Mutex::new(State { ports, ids, pool, macs, netlink, tmp_seq: 0 }),
+            config,
+            worker,
+            started: Instant::now(),
+        })
+    }
+
+    /// The configuration the switch runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the registry inconsistent with the
+        // worker in a way worse than refusing service, and refusing would take the node's
+        // networking down; keep going with the data as it is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out one request.
+    pub fn handle(&self, req: Request) -> Response {
+        let result = match req {
+            Request::Status => Ok(Reply::Status(self.status())),
+            Request::PortAdd(args) => self.port_add(args).map(Reply::Port),
+            Request::PortDel(args) => self.port_del(&args.name).map(Reply::Port),
+            Request::PortList => self.port_list().map(|ports| Reply::Ports { ports }),
+            Request::FdbList => self.fdb_list().map(Reply::Fdb),
+            Request::FdbFlush(args) => self.fdb_flush(args.port.as_deref()),
+            Request::Stats => self.stats().map(Reply::Stats),
+        };
+        match result {
+            Ok(r) => Response::Ok(r),
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    fn status(&self) -> StatusReply {
+        let st = self.state();
+        let n = &self.config.node;
+        StatusReply {
+            api_version: API_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node: n.name.clone(),
+            pod_cidr: n.pod_cidr,
+            gateway: n.gateway,
+            gateway_mac: n.gateway_mac,
+            mtu: n.mtu,
+            host_port: self.config.host_port.as_ref().map(|h| h.name.clone()),
+            ports: st.ports.len(),
+            max_ports: self.config.ports.max_ports,
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Validates a port add and resolves its defaults, without changing anything.
+    fn plan_port_add(&self, st: &State, args: &PortAddArgs) -> Result<PortRecord, ApiError> {
+        validate_port_name(&args.name)?;
+        if st.ports.contains_key(&args.name) {
+            return Err(ApiError::field(
+                ErrorKind::AlreadyExists,
+                "args.name",
+                format!("a port named {:?} exists", args.name),
+            ));
+        }
+        let Some(slot) = st.ids.iter().position(|used| !used) else {
+            return Err(ApiError::new(
+                ErrorKind::ResourceExhausted,
+                format!("the switch has its maximum of {} ports", self.config.ports.max_ports),
+            ));
+        };
+        let ifname = args.ifname.clone().unwrap_or_else(|| DEFAULT_IFNAME.to_string());
+        tun::validate_ifname(&ifname).map_err(|e| {
+            ApiError::field(ErrorKind::InvalidArgument, "args.ifname", e.to_string())
+        })?;
+        let mtu = args.mtu.unwrap_or(self.config.node.mtu);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(ApiError::field(
+                ErrorKind::InvalidArgument,
+                "args.mtu",
+                format!("must be from {MIN_MTU} to {MAX_MTU}, got {mtu}"),
+            ));
+        }
+        let cidr = self.config.node.pod_cidr;
+        let ip = match args.ip {
+            Some(ip) => {
+                if ip.prefix_len != cidr.prefix_len() && ip.prefix_len != 32 {
+                    return Err(ApiError::field(
+                        ErrorKind::InvalidArgument,
+                        "args.ip",
+                        format!(
+                            "prefix length must be /{} (the pod CIDR's) or /32, got /{}",
+                            cidr.prefix_len(),
+                            ip.prefix_len
+                        ),
+                    ));
+                }
+                if ip.addr == self.config.node.gateway {
+                    return Err(ApiError::field(
+                        ErrorKind::InvalidArgument,
+                        "args.ip",
+                        format!("{} is the gateway address", ip.addr),
+                    ));
+                }
+                if !cidr.is_host(ip.addr) {
+                    return Err(ApiError::field(
+                        ErrorKind::InvalidArgument,
+                        "args.ip",
+                        format!("{} is not a host address of the pod CIDR {cidr}", ip.addr),
+                    ));
+                }
+                if st.pool.is_used(ip.addr) {
+                    return Err(ApiError::field(
+                        ErrorKind::AlreadyExists,
+                        "args.ip",
+                        format!("{} is in use by another port", ip.addr),
+                    ));
+                }
+                Some(ip)
+            }
+            None => None, // allocated when the add is carried out
+        };
+        let mac = match args.mac {
+            Some(m) => {
+                if !m.is_unicast() || m == MacAddr::ZERO {
+                    return Err(ApiError::field(
+                        ErrorKind::InvalidArgument,
+                        "args.mac",
+                        format!("{m} is not a unicast MAC"),
+                    ));
+                }
+                m
+            }
+            None => MacAddr::ZERO, // derived from the address once it is known
+        };
+        if args.mac.is_some() && st.macs.contains(&mac) {
+            return Err(ApiError::field(
+                ErrorKind::AlreadyExists,
+                "args.mac",
+                format!("{mac} is in use by another port or the gateway"),
+            ));
+        }
+        Ok(PortRecord {
+            id: PortId(slot as u16),
+            kind: PortKind::Tap,
+            netns: Some(args.netns.clone()),
+            ifname,
+            mac,
+            ip,
+            mtu,
+        })
+    }
+
+    fn port_add(&self, args: PortAddArgs) -> Result<PortInfo, ApiError> {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let mut rec = self.plan_port_add(st, &args)?;
+        let ns = NetNs::open(&args.netns).map_err(|e| {
+            let kind = if e.kind() == io::ErrorKind::NotFound {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::InvalidArgument
+            };
+            ApiError::field(kind, "args.netns", e.to_string())
+        })?;
+        rec.netns = Some(ns.path().display().to_string());
+        // Address: claim the requested one or allocate; undone on any failure below.
+        let checkpoint = st.pool.checkpoint();
+        let ip = match rec.ip {
+            Some(ip) => {
+                st.pool.claim(ip.addr);
+                ip
+            }
+            None => {
+                let addr = st.pool.allocate().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::ResourceExhausted,
+                        format!(
+                            "no free address left in the pod CIDR {}",
+                            self.config.node.pod_cidr
+                        ),
+                    )
+                })?;
+                Ipv4IfAddr { addr, prefix_len: self.config.node.pod_cidr.prefix_len() }
+            }
+        };
+        rec.ip = Some(ip);
+        if rec.mac == MacAddr::ZERO {
+            let o = ip.addr.octets();
+            rec.mac = MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]]);
+            if st.macs.contains(&rec.mac) {
+                st.pool.undo(ip.addr, checkpoint);
+                return Err(ApiError::field(
+                    ErrorKind::AlreadyExists,
+                    "args.mac",
+                    format!("the derived MAC {} is in use; pass --mac", rec.mac),
+                ));
+            }
+        }
+        st.tmp_seq = st.tmp_seq.wrapping_add(1);
+        let tmp_name = format!("pst{:04x}{:04x}", std::process::id() & 0xffff, st.tmp_seq & 0xffff);
+        match self.attach(&mut st.netlink, &ns, &tmp_name, &rec, ip) {
+            Ok(()) => {
+                st.ids[rec.id.index()] = true;
+                st.macs.insert(rec.mac);
+                st.ports.insert(args.name.clone(), rec.clone());
+                Ok(self.info(&args.name, &rec, None))
+            }
+            Err(e) => {
+                st.pool.undo(ip.addr, checkpoint);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates, configures and attaches a pod's TAP. On error the TAP is dropped, which
+    /// destroys the device and everything configured on it.
+    fn attach(
+        &self,
+        netlink: &mut Netlink,
+        ns: &NetNs,
+        tmp_name: &str,
+        rec: &PortRecord,
+        ip: Ipv4IfAddr,
+    ) -> Result<(), ApiError> {
+        let tap = TapDevice::create(tmp_name, TapOptions::default())
+            .map_err(|e| failed("create TAP", e))?;
+        let link = netlink
+            .link_get(tmp_name)
+            .map_err(|e| failed("look up TAP", e))?
+            .ok_or_else(|| ApiError::new(ErrorKind::Failed, format!("TAP {tmp_name} vanished")))?;
+        netlink.link_set_mac(link.index, rec.mac.0).map_err(|e| failed("set MAC", e))?;
+        netlink.link_set_mtu(link.index, rec.mtu).map_err(|e| failed("set MTU", e))?;
+        netlink.link_move_to_netns(link.index, ns, Some(&rec.ifname)).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                ApiError::field(
+                    ErrorKind::AlreadyExists,
+                    "args.ifname",
+                    format!("the namespace already has an interface named {}", rec.ifname),
+                )
+            } else {
+                failed("move into the namespace", e)
+            }
+        })?;
+        let mut pod = Netlink::open_in(ns).map_err(|e| failed("netlink in the namespace", e))?;
+        let index = pod
+            .link_get(&rec.ifname)
+            .map_err(|e| failed("look up interface in the namespace", e))?
+            .ok_or_else(|| ApiError::new(ErrorKind::Failed, "interface vanished after the move"))?
+            .index;
+        pod.addr_add(index, ip.addr, ip.prefix_len).map_err(|e| failed("add address", e))?;
+        pod.link_set_up(index, true).map_err(|e| failed("set up", e))?;
+        let gw = self.config.node.gateway;
+        if !ip.subnet().contains(gw) {
+            pod.route_add(gw, 32, None, index)
+                .map_err(|e| failed("add route to the gateway", e))?;
+        }
+        pod.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(gw), index)
+            .map_err(|e| failed("add default route", e))?;
+        let port = Box::new(TapPort::new(tap.into_file(), PortKind::Tap));
+        let id = rec.id;
+        self.worker
+            .call(|reply| Command::AddPort { id, port, neighbor: Some((ip.addr, rec.mac)), reply })
+            .map_err(unavailable)?
+            .map_err(|e| ApiError::new(ErrorKind::Failed, format!("attach: {e}")))
+    }
+
+    fn port_del(&self, name: &str) -> Result<PortInfo, ApiError> {
+        let mut st = self.state();
+        let rec = st.ports.get(name).cloned().ok_or_else(|| {
+            ApiError::field(ErrorKind::NotFound, "args.name", format!("no port named {name:?}"))
+        })?;
+        if rec.kind == PortKind::Host {
+            return Err(ApiError::field(
+                ErrorKind::InvalidArgument,
+                "args.name",
+                "the host port lives as long as the switch",
+            ));
+        }
+        let id = rec.id;
+        let removed =
+            self.worker.call(|reply| Command::RemovePort { id, reply }).map_err(unavailable)?;
+        // Dropping the port closes the TAP: the pod's interface, its address and routes go.
+        drop(removed);
+        st.ports.remove(name);
+        st.ids[id.index()] = false;
+        st.macs.remove(&rec.mac);
+        if let Some(ip) = rec.ip {
+            st.pool.release(ip.addr);
+        }
+        Ok(self.info(name, &rec, None))
+    }
+
+    fn info(&self, name: &str, rec: &PortRecord, failure: Option<&str>) -> PortInfo {
+        PortInfo {
+            name: name.to_string(),
+            id: rec.id.0,
+            kind: rec.kind,
+            netns: rec.netns.clone(),
+            ifname: rec.ifname.clone(),
+            mac: rec.mac,
+            ip: rec.ip,
+            mtu: rec.mtu,
+            state: match failure {
+                None => "up".to_string(),
+                Some(f) => format!("failed: {f}"),
+            },
+        }
+    }
+
+    fn port_list(&self) -> Result<Vec<PortInfo>, ApiError> {
+        let snap = self.worker.call(|reply| Command::Stats { reply }).map_err(unavailable)?;
+        let st = self.state();
+        let mut v: Vec<PortInfo> = st
+            .ports
+            .iter()
+            .map(|(name, rec)| {
+                let failure =
+                    snap.ports.iter().find(|p| p.0 == rec.id).and_then(|p| p.2.as_deref());
+                self.info(name, rec, failure)
+            })
+            .collect();
+        v.sort_by_key(|p| p.id);
+        Ok(v)
+    }
+
+    fn names_by_id(&self) -> BTreeMap<PortId, String> {
+        self.state().ports.iter().map(|(n, r)| (r.id, n.clone())).collect()
+    }
+
+    fn fdb_list(&self) -> Result<FdbReply, ApiError> {
+        let snap = self.worker.call(|reply| Command::FdbList { reply }).map_err(unavailable)?;
+        let names = self.names_by_id();
+        Ok(FdbReply {
+            entries: snap
+                .entries
+                .iter()
+                .map(|e| FdbEntryInfo {
+                    mac: e.key.mac(),
+                    vlan: e.key.vlan(),
+                    port: names.get(&e.port).cloned().unwrap_or_else(|| format!("#{}", e.port)),
+                    age_secs: (e.age.as_secs_f64() * 10.0).round() / 10.0,
+                })
+                .collect(),
+            size: snap.len as u64,
+            max_entries: snap.max_entries as u64,
+            aging_secs: snap.aging.as_secs(),
+            counters: snap.counters,
+        })
+    }
+
+    fn fdb_flush(&self, port: Option<&str>) -> Result<Reply, ApiError> {
+        let id = match port {
+            None => None,
+            Some(name) => Some(self.state().ports.get(name).map(|r| r.id).ok_or_else(|| {
+                ApiError::field(ErrorKind::NotFound, "args.port", format!("no port named {name:?}"))
+            })?),
+        };
+        let n =
+            self.worker.call(|reply| Command::FdbFlush { port: id, reply }).map_err(unavailable)?;
+        Ok(Reply::Flushed { removed: n as u64 })
+    }
+
+    fn stats(&self) -> Result<StatsReply, ApiError> {
+        let snap = self.worker.call(|reply| Command::Stats { reply }).map_err(unavailable)?;
+        let names = self.names_by_id();
+        Ok(StatsReply {
+            ports: snap
+                .ports
+                .iter()
+                .map(|(id, c, _)| {
+                    c.to_report(names.get(id).map(String::as_str).unwrap_or("(detached)"))
+                })
+                .collect(),
+            fdb_size: snap.fdb_len as u64,
+            fdb: snap.fdb,
+            neighbors: snap.neighbors as u64,
+        })
+    }
+
+    /// Stops the worker; every port's device is closed, so pod interfaces and the host port
+    /// disappear.
+    pub fn shutdown(&self) {
+        self.worker.shutdown();
+        let mut st = self.state();
+        st.ports.clear();
+    }
+
+    /// Waits until the worker answers, up to `timeout` (used at start-up).
+    pub fn ping_worker(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.worker.call(|reply| Command::Stats { reply }).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn validate_port_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PORT_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            ErrorKind::InvalidArgument,
+            "args.name",
+            format!(
+                "{name:?} is not a valid port name: use 1-{MAX_PORT_NAME_LEN} of [A-Za-z0-9._:-]"
+            ),
+        ))
+    }
+}

@@ -1,0 +1,12 @@
+//! The control plane: the Unix-socket JSON API through which users, the CNI plugin and the
+//! tests attach pods and read state.
+//!
+//! - [`api`]: the request/response types, shared by server and clients.
+//! - [`server`]: socket and framing; no packet or table code.
+//! - [`controller`]: what each request does; talks to the worker only through commands.
+//! - [`client`]: the client side.
+
+pub mod api;
+pub mod client;
+pub mod controller;
+pub mod server;
