@@ -1,0 +1,308 @@
+//! Topologies built from scratch in fresh network namespaces, for the lab, the behaviour
+//! tests and the benchmarks: a node running podswitch with pods attached, and the same node
+//! built the kernel's way (pods on veth pairs to a Linux bridge) as the peer to compare with.
+//!
+//! Everything here is created inside namespaces it creates itself; nothing is added to the
+//! namespace the caller runs in. Every piece is a guard: dropping it removes it, even during
+//! a panic. Field order in the structs is drop order, chosen so the switch stops (closing its
+//! TAP devices) before the namespaces holding them are deleted.
+
+use std::io::{self, Read};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
+use crate::config::Config;
+use crate::control::api::{PortAddArgs, PortInfo, Reply, Request};
+use crate::control::client::{self, Client, ClientError};
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::{NamedNetNs, NetNs};
+use crate::sys::process::send_signal;
+use crate::wire::MacAddr;
+
+/// How long a freshly started switch has to answer on its socket.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a stopping switch has after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `<tag>-<pid>-<n>` (for namespaces and files).
+pub fn unique_name(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates a named namespace with `lo` up.
+pub fn netns_with_lo(name: &str) -> io::Result<NamedNetNs> {
+    let ns = NamedNetNs::create(name)?;
+    let mut nl = Netlink::open_in(&ns)?;
+    let lo = nl
+        .link_get("lo")?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no lo in a new namespace"))?;
+    nl.link_set_up(lo.index, true)?;
+    Ok(ns)
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `/tmp/<unique name>`.
+    pub fn new(tag: &str) -> io::Result<ScratchDir> {
+        let p = std::env::temp_dir().join(unique_name(tag));
+        std::fs::create_dir_all(&p)?;
+        Ok(ScratchDir(p))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `podswitch run` child process in a namespace, stopped (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct SwitchProcess {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+    dir: ScratchDir,
+}
+
+impl SwitchProcess {
+    /// Writes `config` to a scratch directory and runs `exe run --config` inside `ns`; returns
+    /// once the switch answers on its socket. `config.control.socket` should point into a
+    /// directory of the caller's (it is used as is).
+    pub fn start(exe: &Path, ns: &NetNs, config: &Config) -> io::Result<SwitchProcess> {
+        let dir = ScratchDir::new("psw-switch")?;
+        let cfg_path = dir.path().join("node.toml");
+        std::fs::write(&cfg_path, config.to_toml())?;
+        let log = dir.path().join("switch.log");
+        let log_file = std::fs::File::create(&log)?;
+        let exe = exe.to_path_buf();
+        let child = ns.run(move || {
+            Command::new(exe)
+                .arg("run")
+                .arg("--config")
+                .arg(&cfg_path)
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .spawn()
+        })??;
+        let mut sp =
+            SwitchProcess { child: Some(child), socket: config.control.socket.clone(), log, dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Reply::Status(_)) = client::call(&sp.socket, &Request::Status) {
+                return Ok(sp);
+            }
+            if let Some(status) = sp.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(io::Error::other(format!(
+                    "podswitch exited at start ({status}): {}",
+                    sp.log_text().trim()
+                )));
+            }
+            if Instant::now() > deadline {
+                let log = sp.log_text();
+                let _ = sp.stop();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("podswitch did not answer within {START_TIMEOUT:?}: {}", log.trim()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The child's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A new control connection.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        Client::connect(&self.socket)
+    }
+
+    /// One request on a new connection.
+    pub fn call(&self, req: &Request) -> Result<Reply, ClientError> {
+        client::call(&self.socket, req)
+    }
+
+    /// What the switch printed so far.
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The scratch directory (config, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Asks the switch to stop and waits for it; kills it after [`STOP_TIMEOUT`].
+    pub fn stop(&mut self) -> io::Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else { return Ok(None) };
+        if child.try_wait()?.is_none() {
+            let _ = send_signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Some(s) = child.try_wait()? {
+                    return Ok(Some(s));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+        }
+        child.wait().map(Some)
+    }
+}
+
+impl Drop for SwitchProcess {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A pod: a namespace with one interface.
+#[derive(Debug)]
+pub struct Pod {
+    /// Name (also the switch port name for podswitch pods).
+    pub name: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its interface MAC.
+    pub mac: MacAddr,
+    /// Its namespace.
+    pub ns: NamedNetNs,
+}
+
+/// A node running podswitch, with pods attached through the control API.
+#[derive(Debug)]
+pub struct PodswitchNode {
+    /// The switch (first: stops before the namespaces go).
+    pub switch: SwitchProcess,
+    /// The pods.
+    pub pods: Vec<Pod>,
+    /// The node's configuration.
+    pub config: Config,
+    /// The node namespace.
+    pub ns: NamedNetNs,
+    _dir: ScratchDir,
+}
+
+impl PodswitchNode {
+    /// Builds a node namespace running `exe` with `config_edit` applied to the default node
+    /// config for `pod_cidr`, and attaches `pods` pods.
+    pub fn build(
+        exe: &Path,
+        tag: &str,
+        pod_cidr: Ipv4Cidr,
+        pods: usize,
+        config_edit: impl FnOnce(&mut Config),
+    ) -> io::Result<PodswitchNode> {
+        let dir = ScratchDir::new(tag)?;
+        let ns = netns_with_lo(&unique_name(&format!("{tag}-node")))?;
+        let mut config = Config::for_node("lab-node", pod_cidr, dir.path().join("podswitch.sock"));
+        config_edit(&mut config);
+        let switch = SwitchProcess::start(exe, &ns, &config)?;
+        let mut node = PodswitchNode { switch, pods: Vec::new(), config, ns, _dir: dir };
+        for i in 1..=pods {
+            node.add_pod(&format!("pod{i}"), None)?;
+        }
+        Ok(node)
+    }
+
+    /// Creates a pod namespace and attaches it (address from the switch unless given).
+    pub fn add_pod(&mut self, name: &str, ip: Option<Ipv4IfAddr>) -> io::Result<&Pod> {
+        let ns = netns_with_lo(&unique_name(&format!("{}-{name}", self.ns.name())))?;
+        let reply = self
+            .switch
+            .call(&Request::PortAdd(PortAddArgs {
+                name: name.to_string(),
+                netns: ns.name().to_string(),
+                ip,
+                mac: None,
+                ifname: None,
+                mtu: None,
+            }))
+            .map_err(|e| io::Error::other(format!("port add {name}: {e}")))?;
+        let Reply::Port(PortInfo { ip: Some(ip), mac, .. }) = reply else {
+            return Err(io::Error::other(format!("port add {name}: unexpected reply {reply:?}")));
+        };
+        self.pods.push(Pod { name: name.to_string(), ip: ip.addr, mac, ns });
+        Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// The gateway address (carried by the host port in the node namespace).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.config.node.gateway
+    }
+}
+
+/// The kernel's way: pods on veth pairs to a Linux bridge in the node namespace, the bridge
+/// carrying the gateway address (the `cni0` model).
+#[derive(Debug)]
+pub struct BridgeNode {
+    /// The pods.
+    pub pods: Vec<Pod>,
+    /// The node namespace.
+    pub ns: NamedNetNs,
+    /// The gateway (the bridge's address).
+    pub gateway: Ipv4Addr,
+}
+
+impl BridgeNode {
+    /// Builds the node with `pods` pods at `.2`, `.3`, ... of `pod_cidr`.
+    pub fn build(tag: &str, pod_cidr: Ipv4Cidr, pods: usize, mtu: u32) -> io::Result<BridgeNode> {
+        let ns = netns_with_lo(&unique_name(&format!("{tag}-node")))?;
+        let gateway = pod_cidr.nth(1).expect("pod CIDR has hosts");
+        let mut nl = Netlink::open_in(&ns)?;
+        nl.bridge_add("br0")?;
+        let br = nl.link_get("br0")?.ok_or_else(|| io::Error::other("br0 vanished"))?.index;
+        nl.addr_add(br, gateway, pod_cidr.prefix_len())?;
+        nl.link_set_mtu(br, mtu)?;
+        nl.link_set_up(br, true)?;
+        let mut node = BridgeNode { pods: Vec::new(), ns, gateway };
+        for i in 1..=pods {
+            let pod_ns = netns_with_lo(&unique_name(&format!("{}-pod{i}", node.ns.name())))?;
+            let host_end = format!("veth{i}");
+            nl.veth_add(&host_end, "eth0", Some(&pod_ns))?;
+            let h = nl.link_get(&host_end)?.ok_or_else(|| io::Error::other("veth vanished"))?.index;
+            nl.link_set_mtu(h, mtu)?;
+            nl.link_set_master(h, Some(br))?;
+            nl.link_set_up(h, true)?;
+            let ip =
+                pod_cidr.nth(1 + i as u32).ok_or_else(|| io::Error::other("pod CIDR too small"))?;
+            let mut pnl = Netlink::open_in(&pod_ns)?;
+            let eth0 = pnl.link_get("eth0")?.ok_or_else(|| io::Error::other("eth0 vanished"))?;
+            pnl.link_set_mtu(eth0.index, mtu)?;
+            pnl.addr_add(eth0.index, ip, pod_cidr.prefix_len())?;
+            pnl.link_set_up(eth0.index, true)?;
+            pnl.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), eth0.index)?;
+            let mac = eth0.mac.map(MacAddr).unwrap_or(MacAddr::ZERO);
+            node.pods.push(Pod { name: format!("pod{i}"), ip, mac, ns: pod_ns });
+        }
+        Ok(node)
+    }
+}
