@@ -1,0 +1,194 @@
+//! Ports come and go: adding and removing ports while traffic flows on others loses none of
+//! it, a refused or failed add leaves nothing behind, a removed port takes its interface
+//! with it, and the port limit is enforced.
+
+use std::collections::HashSet;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use podswitch_tests::topology::{netns_with_lo, unique_name, PodswitchNode};
+use podswitch_tests::*;
+use vswitch::control::api::{ErrorKind, PortAddArgs, PortDelArgs, Reply, Request};
+use vswitch::control::client::ClientError;
+
+const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
+
+fn add(
+    n: &PodswitchNode,
+    name: &str,
+    netns: &str,
+    ip: Option<&str>,
+    ifname: Option<&str>,
+) -> Result<Reply, ClientError> {
+    n.switch.call(&Request::PortAdd(PortAddArgs {
+        name: name.into(),
+        netns: netns.into(),
+        ip: ip.map(|i| i.parse().unwrap()),
+        mac: None,
+        ifname: ifname.map(Into::into),
+        mtu: None,
+    }))
+}
+
+fn api_err(r: Result<Reply, ClientError>) -> (ErrorKind, Option<String>) {
+    match r {
+        Err(ClientError::Api(e)) => (e.kind, e.field),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn port_names(n: &PodswitchNode) -> Vec<String> {
+    match n.switch.call(&Request::PortList).unwrap() {
+        Reply::Ports { ports } => ports.into_iter().map(|p| p.name).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn churning_other_ports_loses_no_traffic() {
+    require_root!();
+    let n = node(EXE, 2);
+    let (a, b) = (&n.pods[0], &n.pods[1]);
+    let rx = b.ns.run(|| UdpSocket::bind(SocketAddrV4::new(b.ip, 0))).unwrap().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let dst = rx.local_addr().unwrap();
+    let tx = a.ns.run(|| UdpSocket::bind(SocketAddrV4::new(a.ip, 0))).unwrap().unwrap();
+    const COUNT: u32 = 8000;
+    let done = AtomicBool::new(false);
+    let churned = std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            let mut seen = HashSet::new();
+            let mut buf = [0u8; 64];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while seen.len() < COUNT as usize && Instant::now() < deadline {
+                match rx.recv(&mut buf) {
+                    Ok(4) => {
+                        seen.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+                    }
+                    Ok(_) => {}
+                    Err(_) if done.load(Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+            seen.len()
+        });
+        let churner = s.spawn(|| {
+            let mut cycles = 0;
+            while !done.load(Ordering::SeqCst) && cycles < 50 {
+                let ns = netns_with_lo(&unique_name("pst-churn")).unwrap();
+                let name = format!("churn{cycles}");
+                add(&n, &name, ns.name(), None, None).unwrap();
+                n.switch.call(&Request::PortDel(PortDelArgs { name })).unwrap();
+                cycles += 1;
+            }
+            cycles
+        });
+        // Paced at ~4k datagrams/s so a busy CI box never overflows a socket buffer: any loss
+        // would be the switch's.
+        let start = Instant::now();
+        for seq in 0..COUNT {
+            let due = start + Duration::from_micros(250) * seq;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            tx.send_to(&seq.to_be_bytes(), dst).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        done.store(true, Ordering::SeqCst);
+        let cycles = churner.join().unwrap();
+        assert_eq!(
+            receiver.join().unwrap(),
+            COUNT as usize,
+            "datagrams lost during {cycles} add/remove cycles"
+        );
+        cycles
+    });
+    assert!(churned >= 3, "ports were added and removed meanwhile ({churned} cycles)");
+    assert_eq!(port_stats(&n, "pod1").drops.values().sum::<u64>(), 0);
+    assert_eq!(port_names(&n), vec!["psw0", "pod1", "pod2"]);
+}
+
+#[test]
+fn refused_adds_leave_nothing_behind() {
+    require_root!();
+    let n = node(EXE, 1);
+    let ns = netns_with_lo(&unique_name("pst-refused")).unwrap();
+    let before_node_links = links(&n.ns);
+    let cases = [
+        (add(&n, "x", "no-such-namespace-here", None, None), ErrorKind::NotFound, "args.netns"),
+        (add(&n, "x", ns.name(), None, Some("lo")), ErrorKind::AlreadyExists, "args.ifname"),
+        (
+            add(&n, "x", ns.name(), Some(&format!("{}/24", n.pods[0].ip)), None),
+            ErrorKind::AlreadyExists,
+            "args.ip",
+        ),
+        (add(&n, "x", ns.name(), Some("10.9.9.9/24"), None), ErrorKind::InvalidArgument, "args.ip"),
+        (
+            add(&n, "x", ns.name(), Some("10.244.1.1/24"), None),
+            ErrorKind::InvalidArgument,
+            "args.ip",
+        ),
+        (
+            add(&n, "x", ns.name(), None, Some("a-name-too-long-for-linux")),
+            ErrorKind::InvalidArgument,
+            "args.ifname",
+        ),
+        (add(&n, "pod1", ns.name(), None, None), ErrorKind::AlreadyExists, "args.name"),
+        (add(&n, "bad name!", ns.name(), None, None), ErrorKind::InvalidArgument, "args.name"),
+    ];
+    for (i, (result, kind, field)) in cases.into_iter().enumerate() {
+        let (k, f) = api_err(result);
+        assert_eq!((k, f.as_deref()), (kind, Some(field)), "case {i}");
+    }
+    assert_eq!(links(&ns), vec!["lo"], "nothing was left in the pod namespace");
+    assert_eq!(links(&n.ns), before_node_links, "nothing was left in the node namespace");
+    assert_eq!(port_names(&n), vec!["psw0", "pod1"]);
+    // No address was consumed by the failures: the next add gets the next free one.
+    let Reply::Port(p) = add(&n, "x", ns.name(), None, None).unwrap() else { panic!() };
+    assert_eq!(p.ip.unwrap().to_string(), "10.244.1.3/24");
+    ping_ok(&ns, n.pods[0].ip);
+}
+
+#[test]
+fn removing_a_port_removes_its_interface_and_frees_its_address() {
+    require_root!();
+    let n = node(EXE, 2);
+    let gone = &n.pods[1];
+    ping_ok(&n.pods[0].ns, gone.ip);
+    let Reply::Port(info) =
+        n.switch.call(&Request::PortDel(PortDelArgs { name: "pod2".into() })).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(info.ip.unwrap().addr, gone.ip);
+    assert_eq!(links(&gone.ns), vec!["lo"], "eth0 went with the port");
+    let r = traffic::ping(
+        &n.pods[0].ns,
+        gone.ip,
+        2,
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    assert_eq!(r.received, 0);
+    let (k, f) = api_err(n.switch.call(&Request::PortDel(PortDelArgs { name: "pod2".into() })));
+    assert_eq!((k, f.as_deref()), (ErrorKind::NotFound, Some("args.name")));
+    // The address can be given to a new pod.
+    let ns = netns_with_lo(&unique_name("pst-reuse")).unwrap();
+    add(&n, "again", ns.name(), Some(&format!("{}/24", gone.ip)), None).unwrap();
+    ping_ok(&n.pods[0].ns, gone.ip);
+    // The host port cannot be removed through the API.
+    let (k, _) = api_err(n.switch.call(&Request::PortDel(PortDelArgs { name: "psw0".into() })));
+    assert_eq!(k, ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn the_port_limit_is_enforced() {
+    require_root!();
+    let n = node_with(EXE, 2, |c| c.ports.max_ports = 3);
+    let ns = netns_with_lo(&unique_name("pst-limit")).unwrap();
+    let (k, _) = api_err(add(&n, "third", ns.name(), None, None));
+    assert_eq!(k, ErrorKind::ResourceExhausted);
+    assert_eq!(links(&ns), vec!["lo"]);
+}
