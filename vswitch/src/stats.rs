@@ -2,7 +2,7 @@
 //!
 //! A worker owns the counters of the ports it polls and bumps them with plain adds: no
 //! atomics, no sharing on the packet path. The control plane reads them by asking the worker
-//! for a [`PortStats`] copy between bursts (see `worker.rs`), so a read never races a write.
+//! for a [`PortCounters`] copy between bursts (see `worker.rs`), so a read never races a write.
 //!
 //! Which counters add up: for a port, every received frame is either dropped on ingress
 //! (`drops[r]` for an ingress reason), or handed to output (forwarded, flooded, or answered).

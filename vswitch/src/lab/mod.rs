@@ -41,6 +41,9 @@ pub struct LabArgs {
     /// Request/response round trips per latency measurement.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     pub round_trips: u64,
+    /// Measurement rounds per datapath (alternating); the table shows medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub repeat: u64,
     /// Skip the kernel bridge comparison.
     #[arg(long)]
     pub no_compare: bool,
@@ -55,11 +58,9 @@ pub struct LabArgs {
     pub switch_exe: Option<PathBuf>,
 }
 
-/// Measurements of one datapath.
+/// One round of measurements of one datapath.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurements {
-    /// Which datapath.
-    pub datapath: String,
     /// TCP, one stream, Gbit/s.
     pub tcp_1_stream_gbps: f64,
     /// 64-byte UDP frames delivered per second.
@@ -68,14 +69,42 @@ pub struct Measurements {
     pub udp64_offered_pps: f64,
     /// Loss at that rate.
     pub udp64_loss: f64,
-    /// UDP request/response 64 B: p50, p99 in µs.
+    /// UDP request/response 64 B p50 in µs.
     pub udp_rr_p50_us: f64,
-    /// .
+    /// UDP request/response p99 in µs.
     pub udp_rr_p99_us: f64,
-    /// TCP request/response 64 B: p50, p99 in µs.
+    /// TCP request/response 64 B p50 in µs.
     pub tcp_rr_p50_us: f64,
-    /// .
+    /// TCP request/response p99 in µs.
     pub tcp_rr_p99_us: f64,
+}
+
+/// Every round of one datapath, and their per-metric medians.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Which datapath.
+    pub datapath: String,
+    /// Each round, in order.
+    pub rounds: Vec<Measurements>,
+}
+
+type Getter = fn(&Measurements) -> f64;
+
+impl Summary {
+    fn of(datapath: &str, rounds: Vec<Measurements>) -> Summary {
+        Summary { datapath: datapath.to_string(), rounds }
+    }
+
+    /// Median, min and max of one metric over the rounds.
+    pub fn stat(&self, get: Getter) -> (f64, f64, f64) {
+        let mut v: Vec<f64> = self.rounds.iter().map(get).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => (0.0, 0.0, 0.0),
+            n if n % 2 == 1 => (v[n / 2], v[0], v[n - 1]),
+            n => ((v[n / 2 - 1] + v[n / 2]) / 2.0, v[0], v[n - 1]),
+        }
+    }
 }
 
 /// The lab's results.
@@ -84,7 +113,7 @@ pub struct LabReport {
     /// Connectivity checks: (description, passed, detail).
     pub checks: Vec<(String, bool, String)>,
     /// podswitch, then the kernel bridge if compared.
-    pub measurements: Vec<Measurements>,
+    pub measurements: Vec<Summary>,
 }
 
 /// Set by the first Ctrl-C; the lab stops at its next step and cleans up.
@@ -224,32 +253,45 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
     );
     check("ARP answered by the switch".into(), arp_answered(&node));
 
-    println!(
-        "\nmeasuring podswitch ({} s per throughput test, {} round trips per latency test)",
-        args.seconds, args.round_trips
-    );
-    let ps = measure("podswitch (TAP)", &a.ns, &b.ns, b.ip, args)?;
-    report.measurements.push(ps);
-    if args.no_compare {
-        drop(node);
+    let kernel = if args.no_compare {
+        None
     } else {
-        let stats = node.switch.call(&Request::Stats).ok();
-        if args.hold {
-            hold(&node.ns);
-        }
-        drop(node);
-        println!("\nbuilding the kernel peer: the same pods on veth pairs to a Linux bridge");
-        let kernel = step("build the kernel bridge node", BridgeNode::build("psk", cidr, 2, 1500))?;
-        let (ka, kb) = (&kernel.pods[0], &kernel.pods[1]);
-        println!("measuring the kernel bridge");
-        let k = measure("kernel bridge (veth)", &ka.ns, &kb.ns, kb.ip, args)?;
-        report.measurements.push(k);
-        drop(kernel);
-        if let Some(Reply::Stats(s)) = stats {
-            print_switch_stats(&s);
+        println!(
+            "\nbuilding the kernel peer: two pods on veth pairs to a Linux bridge (cni0 model)"
+        );
+        Some(step(
+            "build the kernel bridge node",
+            BridgeNode::build("psk", cidr, 2, node.config.node.mtu),
+        )?)
+    };
+    println!(
+        "\nmeasuring, {} round(s) alternating between datapaths ({} s per throughput test, {} round trips per latency test)",
+        args.repeat, args.seconds, args.round_trips
+    );
+    let mut ps_runs = Vec::new();
+    let mut k_runs = Vec::new();
+    for round in 1..=args.repeat {
+        println!("round {round}: podswitch (TAP)");
+        ps_runs.push(measure(&a.ns, &b.ns, b.ip, args)?);
+        if let Some(k) = &kernel {
+            let (ka, kb) = (&k.pods[0], &k.pods[1]);
+            println!("round {round}: kernel bridge (veth)");
+            k_runs.push(measure(&ka.ns, &kb.ns, kb.ip, args)?);
         }
     }
-    print_table(&report.measurements);
+    report.measurements.push(Summary::of("podswitch (TAP)", ps_runs));
+    if kernel.is_some() {
+        report.measurements.push(Summary::of("kernel bridge (veth)", k_runs));
+    }
+    if let Ok(Reply::Stats(s)) = node.switch.call(&Request::Stats) {
+        print_switch_stats(&s);
+    }
+    if args.hold {
+        hold(&node.ns);
+    }
+    drop(kernel);
+    drop(node);
+    print_table(&report.measurements, args.repeat);
     Ok(report)
 }
 
@@ -288,7 +330,6 @@ fn arp_answered(node: &PodswitchNode) -> Result<String, String> {
 }
 
 fn measure(
-    name: &str,
     client: &NetNs,
     server_ns: &NetNs,
     server: Ipv4Addr,
@@ -322,7 +363,6 @@ fn measure(
     )?;
     println!("  TCP RR 64 B: p50 {:.1} µs, p99 {:.1} µs", us(trr.p50), us(trr.p99));
     Ok(Measurements {
-        datapath: name.to_string(),
         tcp_1_stream_gbps: tcp.gbit_per_sec(),
         udp64_delivered_pps: udp.delivered_pps(),
         udp64_offered_pps: udp.offered_pps(),
@@ -343,29 +383,39 @@ fn print_switch_stats(s: &crate::control::api::StatsReply) {
     print!("{}", crate::cli::render(&Reply::Stats(s.clone())));
 }
 
-fn print_table(m: &[Measurements]) {
-    println!("\nresults (same machine, same run; pods on one node)");
+fn print_table(m: &[Summary], rounds: u64) {
+    if rounds > 1 {
+        println!("\nresults: medians of {rounds} rounds [min-max] (same machine, same run; pods on one node)");
+    } else {
+        println!("\nresults (same machine, same run; pods on one node)");
+    }
     let mut header = vec!["metric".to_string()];
     header.extend(m.iter().map(|x| x.datapath.clone()));
     if m.len() == 2 {
         header.push("podswitch / kernel".into());
     }
-    type Getter = fn(&Measurements) -> f64;
-    let rows: [(&str, Getter, bool); 7] = [
-        ("TCP 1 stream, Gbit/s", |x| x.tcp_1_stream_gbps, true),
-        ("UDP 64 B delivered, kpps", |x| x.udp64_delivered_pps / 1e3, true),
-        ("UDP 64 B loss, %", |x| x.udp64_loss * 100.0, false),
-        ("UDP RR 64 B p50, µs", |x| x.udp_rr_p50_us, false),
-        ("UDP RR 64 B p99, µs", |x| x.udp_rr_p99_us, false),
-        ("TCP RR 64 B p50, µs", |x| x.tcp_rr_p50_us, false),
-        ("TCP RR 64 B p99, µs", |x| x.tcp_rr_p99_us, false),
+    let rows: [(&str, Getter); 7] = [
+        ("TCP 1 stream, Gbit/s", |x| x.tcp_1_stream_gbps),
+        ("UDP 64 B delivered, kpps", |x| x.udp64_delivered_pps / 1e3),
+        ("UDP 64 B loss, %", |x| x.udp64_loss * 100.0),
+        ("UDP RR 64 B p50, µs", |x| x.udp_rr_p50_us),
+        ("UDP RR 64 B p99, µs", |x| x.udp_rr_p99_us),
+        ("TCP RR 64 B p50, µs", |x| x.tcp_rr_p50_us),
+        ("TCP RR 64 B p99, µs", |x| x.tcp_rr_p99_us),
     ];
     let mut table_rows = Vec::new();
-    for (label, get, _higher_better) in rows {
+    for (label, get) in rows {
         let mut r = vec![label.to_string()];
-        r.extend(m.iter().map(|x| format!("{:.2}", get(x))));
+        for x in m {
+            let (med, lo, hi) = x.stat(get);
+            r.push(if rounds > 1 {
+                format!("{med:.2} [{lo:.2}-{hi:.2}]")
+            } else {
+                format!("{med:.2}")
+            });
+        }
         if m.len() == 2 {
-            let (a, b) = (get(&m[0]), get(&m[1]));
+            let (a, b) = (m[0].stat(get).0, m[1].stat(get).0);
             r.push(if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() });
         }
         table_rows.push(r);
