@@ -53,11 +53,6 @@ impl Daemon {
         Ok(Daemon { controller, server })
     }
 
-    /// The controller (for in-process use).
-    pub fn controller(&self) -> &Arc<Controller> {
-        &self.controller
-    }
-
     /// Stops serving and removes every device the switch created.
     pub fn stop(mut self) {
         self.server.stop();

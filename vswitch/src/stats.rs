@@ -77,8 +77,6 @@ drop_reasons! {
     /// Addressed to the gateway IP with a protocol the switch does not answer and no host
     /// port to hand it to.
     GatewayUnhandled => "gateway_unhandled",
-    /// IPv4 fragment or IP options in a packet the switch had to answer itself.
-    Unsupported => "unsupported",
     /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
     TxQueueFull => "tx_queue_full",
     /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.

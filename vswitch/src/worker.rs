@@ -312,12 +312,7 @@ impl Worker {
     fn process_batch(&mut self) {
         let now = Instant::now();
         self.pipeline.run(&mut self.batch, &mut self.counters, now);
-        let slots = &self.slots;
-        self.plan.build(
-            &self.batch,
-            &self.live,
-            |p| matches!(slots.get(p.index()), Some(Some(s)) if s.failed.is_none()),
-        );
+        self.plan.build(&self.batch, &self.live);
         for (port, list) in self.plan.iter() {
             let Some(Some(slot)) = self.slots.get_mut(port.index()) else { continue };
             let out = slot.port.tx_burst(&self.batch, list);

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cidr::Ipv4IfAddr;
 use crate::config::{Config, MAX_MTU, MIN_MTU};
@@ -550,17 +550,6 @@ impl Controller {
         self.worker.shutdown();
         let mut st = self.state();
         st.ports.clear();
-    }
-
-    /// Waits until the worker answers, up to `timeout` (used at start-up).
-    pub fn ping_worker(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.worker.call(|reply| Command::Stats { reply }).is_ok() {
-                return true;
-            }
-        }
-        false
     }
 }
 

@@ -189,7 +189,7 @@ mod tests {
                         p.run(&mut batch, &mut counters, now);
                         let action = batch.packets()[0].meta.action;
                         prop_assert_ne!(action, Action::Continue);
-                        plan.build(&batch, &live, |x| live.contains(&x));
+                        plan.build(&batch, &live);
                         for (out, _) in plan.iter() {
                             prop_assert!(live.contains(&out));
                         }

@@ -25,10 +25,11 @@ impl TxPlan {
         }
     }
 
-    /// Plans `batch`. `live` lists the ports a flood goes to and every port a forward may
-    /// target; decisions naming any other port (removed since the table was written) are
-    /// dropped silently here because the removal already flushed the tables pointing at it.
-    pub fn build(&mut self, batch: &Batch, live: &[PortId], is_live: impl Fn(PortId) -> bool) {
+    /// Plans `batch`. `live` (sorted) lists the ports a flood goes to and every port a
+    /// forward or reply may target; a decision naming any other port (one that failed or was
+    /// removed after the decision's table entry was read) sends nothing.
+    pub fn build(&mut self, batch: &Batch, live: &[PortId]) {
+        let is_live = |p: PortId| live.binary_search(&p).is_ok();
         self.clear();
         for (i, pkt) in batch.packets().iter().enumerate() {
             let idx = i as u16;
@@ -96,7 +97,7 @@ mod tests {
             (1, Action::Forward(PortId(7))),
         ]);
         let mut plan = TxPlan::new(8);
-        plan.build(&b, &live, |p| live.contains(&p));
+        plan.build(&b, &live);
         let got: Vec<(PortId, Vec<u16>)> = plan.iter().map(|(p, l)| (p, l.to_vec())).collect();
         assert_eq!(
             got,
