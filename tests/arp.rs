@@ -39,7 +39,6 @@ fn arp_for_a_known_pod_is_answered_by_the_switch_and_not_flooded() {
     let n = node(EXE, 3);
     let (a, b, c) = (&n.pods[0], &n.pods[1], &n.pods[2]);
     let sniffer = RawSocket::open(&c.ns, "eth0").unwrap();
-    let flooded_before = port_stats(&n, "pod1").flooded;
     std::thread::scope(|s| {
         let seen =
             s.spawn(|| sniffer.count_for(Duration::from_millis(1500), |f| is_arp_for(f, b.ip)));
@@ -53,11 +52,6 @@ fn arp_for_a_known_pod_is_answered_by_the_switch_and_not_flooded() {
         "pod1 learned pod2's MAC from the switch"
     );
     assert!(port_stats(&n, "pod1").arp_replies >= 1);
-    let flooded_after = port_stats(&n, "pod1").flooded;
-    assert!(
-        flooded_after - flooded_before <= 4,
-        "at most IPv6 housekeeping was flooded, not ARP: {flooded_before} -> {flooded_after}"
-    );
 }
 
 #[test]
