@@ -192,3 +192,54 @@ fn the_port_limit_is_enforced() {
     assert_eq!(k, ErrorKind::ResourceExhausted);
     assert_eq!(links(&ns), vec!["lo"]);
 }
+
+#[test]
+fn removing_ports_that_carry_traffic_leaves_the_switch_forwarding() {
+    require_root!();
+    let n = node(EXE, 4);
+    let (a, b) = (&n.pods[0], &n.pods[1]);
+    std::thread::scope(|s| {
+        // pod1 floods pod2 while first the receiver's, then the sender's port goes away.
+        let flood = s.spawn(|| {
+            traffic::udp_flood(
+                traffic::Endpoint { ns: &b.ns, addr: b.ip },
+                &a.ns,
+                64,
+                Duration::from_millis(1500),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(400));
+        n.switch.call(&Request::PortDel(PortDelArgs { name: "pod2".into() })).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        n.switch.call(&Request::PortDel(PortDelArgs { name: "pod1".into() })).unwrap();
+        // The flood itself may end in an error once its interface is gone; the switch must not.
+        let _ = flood.join().unwrap();
+    });
+    assert_eq!(port_names(&n), vec!["psw0", "pod3", "pod4"]);
+    ping_ok(&n.pods[2].ns, n.pods[3].ip);
+    ping_ok(&n.ns, n.pods[3].ip);
+    let s = stats(&n);
+    assert!(s.ports.iter().all(|p| !p.drops.contains_key("rx_error")), "{:?}", s.ports);
+}
+
+#[test]
+fn a_port_whose_namespace_is_deleted_is_marked_failed_and_can_be_removed() {
+    require_root!();
+    let n = node(EXE, 2);
+    let ns = netns_with_lo(&unique_name("pst-vanish")).unwrap();
+    add(&n, "doomed", ns.name(), None, None).unwrap();
+    drop(ns); // the pod's namespace, and with it the TAP device, goes away under the switch
+    let state = || match n.switch.call(&Request::PortList).unwrap() {
+        Reply::Ports { ports } => ports.into_iter().find(|p| p.name == "doomed").unwrap().state,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || state().starts_with("failed")),
+        "state: {}",
+        state()
+    );
+    // Floods no longer go to it, the rest keeps working, and it can be removed.
+    ping_ok(&n.pods[0].ns, n.pods[1].ip);
+    n.switch.call(&Request::PortDel(PortDelArgs { name: "doomed".into() })).unwrap();
+    assert_eq!(port_names(&n), vec!["psw0", "pod1", "pod2"]);
+}
