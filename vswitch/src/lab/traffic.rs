@@ -17,7 +17,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -61,6 +61,39 @@ fn refuse_root(ns: &NetNs) -> io::Result<()> {
     Ok(())
 }
 
+/// CPUs for the two sides of every tool, `usize::MAX` for "leave to the scheduler".
+static PLACEMENT: [AtomicUsize; 2] = [AtomicUsize::new(usize::MAX), AtomicUsize::new(usize::MAX)];
+
+/// The side of a measurement a thread works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sends requests or bulk data.
+    Client = 0,
+    /// Receives, counts or echoes.
+    Server = 1,
+}
+
+/// Pins every tool's client-side threads to `client` and server-side threads to `server`
+/// (`None`: unpinned). The benchmarks set this so every datapath is measured with the same
+/// placement; it applies to tools started afterwards, process-wide.
+pub fn set_placement(client: Option<usize>, server: Option<usize>) {
+    PLACEMENT[0].store(client.unwrap_or(usize::MAX), Ordering::Relaxed);
+    PLACEMENT[1].store(server.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
+
+/// The CPU `side` is pinned to, if any.
+pub fn placement(side: Side) -> Option<usize> {
+    let cpu = PLACEMENT[side as usize].load(Ordering::Relaxed);
+    (cpu != usize::MAX).then_some(cpu)
+}
+
+/// Pins the calling thread (a tool's own scoped thread) as [`set_placement`] asked.
+fn place(side: Side) {
+    if let Some(id) = placement(side) {
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+}
+
 fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
 }
@@ -88,8 +121,12 @@ fn accept_until(l: &TcpListener, deadline: Instant) -> io::Result<TcpStream> {
 }
 
 fn listen(server: Endpoint) -> io::Result<(TcpListener, SocketAddr)> {
+    listen_at(server, 0)
+}
+
+fn listen_at(server: Endpoint, port: u16) -> io::Result<(TcpListener, SocketAddr)> {
     refuse_root(server.ns)?;
-    let l = server.ns.run(|| TcpListener::bind(SocketAddrV4::new(server.addr, 0)))??;
+    let l = server.ns.run(|| TcpListener::bind(SocketAddrV4::new(server.addr, port)))??;
     let a = l.local_addr()?;
     Ok((l, a))
 }
@@ -290,6 +327,7 @@ pub fn tcp_transfer_verified(
     let deadline = Instant::now() + timeout;
     std::thread::scope(|s| {
         let rx = s.spawn(|| -> io::Result<TransferReport> {
+            place(Side::Server);
             let mut conn = accept_until(&listener, deadline)?;
             let start = Instant::now();
             let mut expect = PatternStream::new(seed);
@@ -329,6 +367,7 @@ pub fn tcp_transfer_verified(
             Ok(TransferReport { bytes: got, elapsed: start.elapsed() })
         });
         let tx = s.spawn(|| -> io::Result<()> {
+            place(Side::Client);
             let mut conn = connect(client_ns, addr)?;
             let mut pattern = PatternStream::new(seed);
             let mut buf = vec![0u8; CHUNK];
@@ -394,6 +433,7 @@ pub fn tcp_throughput(
             .map(|_| {
                 let (listener, started) = (&listener, &started);
                 s.spawn(move || -> io::Result<(u64, Instant)> {
+                    place(Side::Server);
                     let mut conn = accept_until(listener, deadline)?;
                     started.get_or_init(Instant::now);
                     let mut buf = vec![0u8; CHUNK];
@@ -415,6 +455,7 @@ pub fn tcp_throughput(
         let senders: Vec<_> = (0..streams)
             .map(|_| {
                 s.spawn(move || -> io::Result<()> {
+                    place(Side::Client);
                     let mut conn = connect(client_ns, addr)?;
                     let buf = vec![0x5au8; CHUNK];
                     let end = Instant::now() + duration;
@@ -534,6 +575,7 @@ pub fn udp_rr(
     let end = Instant::now() + deadline;
     std::thread::scope(|s| {
         let echo = s.spawn(|| -> io::Result<()> {
+            place(Side::Server);
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) && Instant::now() < end + Duration::from_secs(1) {
                 match srv.recv_from(&mut buf) {
@@ -552,7 +594,8 @@ pub fn udp_rr(
             }
             Ok(())
         });
-        let result = (|| -> io::Result<LatencyReport> {
+        let client = s.spawn(|| -> io::Result<LatencyReport> {
+            place(Side::Client);
             let mut h = new_histogram()?;
             let mut lost = 0;
             let mut req = vec![0u8; payload];
@@ -591,7 +634,8 @@ pub fn udp_rr(
                 }
             }
             Ok(LatencyReport::from_histogram(h, lost))
-        })();
+        });
+        let result = join(client);
         stop.store(true, Ordering::Relaxed);
         let e = join(echo);
         let r = result?;
@@ -609,12 +653,28 @@ pub fn tcp_rr(
     count: u64,
     deadline: Duration,
 ) -> io::Result<LatencyReport> {
+    tcp_rr_via(server, 0, None, client_ns, payload, count, deadline)
+}
+
+/// [`tcp_rr`] with the server listening on `port` (0: any) and the client connecting to `to`
+/// instead of the server's own address (a service address translated to it).
+pub fn tcp_rr_via(
+    server: Endpoint,
+    port: u16,
+    to: Option<SocketAddrV4>,
+    client_ns: &NetNs,
+    payload: usize,
+    count: u64,
+    deadline: Duration,
+) -> io::Result<LatencyReport> {
     refuse_root(client_ns)?;
     let payload = payload.clamp(1, 65536);
-    let (listener, addr) = listen(server)?;
+    let (listener, addr) = listen_at(server, port)?;
+    let addr = to.map_or(addr, SocketAddr::V4);
     let end = Instant::now() + deadline;
     std::thread::scope(|s| {
         let echo = s.spawn(|| -> io::Result<()> {
+            place(Side::Server);
             let mut conn = accept_until(&listener, end)?;
             conn.set_nodelay(true)?;
             let mut buf = vec![0u8; payload];
@@ -629,7 +689,8 @@ pub fn tcp_rr(
                 }
             }
         });
-        let result = (|| -> io::Result<LatencyReport> {
+        let client = s.spawn(|| -> io::Result<LatencyReport> {
+            place(Side::Client);
             let mut conn = connect(client_ns, addr)?;
             conn.set_nodelay(true)?;
             let mut h = new_histogram()?;
@@ -646,10 +707,117 @@ pub fn tcp_rr(
             }
             conn.shutdown(Shutdown::Both)?;
             Ok(LatencyReport::from_histogram(h, 0))
-        })();
+        });
+        let result = join(client);
         let e = join(echo);
         let r = result?;
         e?;
+        Ok(r)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP connection rate
+
+/// Result of [`tcp_connect_rate`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRateReport {
+    /// Connections that completed a one-byte exchange.
+    pub completed: u64,
+    /// Connections that failed (refused, reset, timed out).
+    pub failed: u64,
+    /// The client's time.
+    pub elapsed: Duration,
+}
+
+impl ConnectRateReport {
+    /// Completed connections per second.
+    pub fn per_sec(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Opens new TCP connections one after another for `duration`: connect, one byte each way,
+/// close with a reset so no TIME_WAIT piles up. Every server listens on `port` (0: any, for a
+/// single server); the client connects to `to`, by default the first server's address (a
+/// service address in front of several servers spreads the connections). Stops after `max`.
+pub fn tcp_connect_rate(
+    servers: &[Endpoint],
+    port: u16,
+    to: Option<SocketAddrV4>,
+    client_ns: &NetNs,
+    duration: Duration,
+    max: u64,
+) -> io::Result<ConnectRateReport> {
+    refuse_root(client_ns)?;
+    let mut listeners = Vec::with_capacity(servers.len());
+    for server in servers {
+        let (l, a) = listen_at(*server, port)?;
+        socket2::SockRef::from(&l).set_read_timeout(Some(Duration::from_millis(50)))?;
+        listeners.push((l, a));
+    }
+    let first = listeners.first().map(|(_, a)| *a).ok_or_else(|| io::Error::other("no server"))?;
+    let to = to.map_or(first, SocketAddr::V4);
+    let stop = AtomicBool::new(false);
+    let end = Instant::now() + duration;
+    std::thread::scope(|s| {
+        let (stop, end) = (&stop, end);
+        let acceptors: Vec<_> = listeners
+            .iter()
+            .map(|(listener, _)| {
+                s.spawn(move || -> io::Result<()> {
+                    place(Side::Server);
+                    let mut b = [0u8; 1];
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < end + IO_TIMEOUT {
+                        match listener.accept() {
+                            Ok((mut c, _)) => {
+                                c.set_read_timeout(Some(IO_TIMEOUT))?;
+                                if c.read_exact(&mut b).is_ok() {
+                                    let _ = c.write_all(&b);
+                                }
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock
+                                        | io::ErrorKind::TimedOut
+                                        | io::ErrorKind::Interrupted
+                                        | io::ErrorKind::ConnectionAborted
+                                ) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let client = s.spawn(move || -> io::Result<ConnectRateReport> {
+            client_ns.enter()?;
+            place(Side::Client);
+            let start = Instant::now();
+            let (mut completed, mut failed) = (0u64, 0u64);
+            let mut b = [0u8; 1];
+            while Instant::now() < end && completed + failed < max {
+                let ok = (|| -> io::Result<()> {
+                    let mut c = TcpStream::connect_timeout(&to, IO_TIMEOUT)?;
+                    c.set_read_timeout(Some(IO_TIMEOUT))?;
+                    c.write_all(&[0x42])?;
+                    c.read_exact(&mut b)?;
+                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO))?;
+                    Ok(())
+                })();
+                match ok {
+                    Ok(()) => completed += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            Ok(ConnectRateReport { completed, failed, elapsed: start.elapsed() })
+        });
+        let r = join(client);
+        stop.store(true, Ordering::Relaxed);
+        let accepted: Vec<_> = acceptors.into_iter().map(join).collect();
+        let r = r?;
+        accepted.into_iter().collect::<io::Result<Vec<()>>>()?;
         Ok(r)
     })
 }
@@ -721,6 +889,7 @@ pub fn udp_flood(
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let counter = s.spawn(|| -> io::Result<u64> {
+            place(Side::Server);
             let mut seen: Vec<u64> = Vec::with_capacity(1 << 16);
             let mut distinct = 0u64;
             let mut buf = [0u8; 2048];
@@ -761,7 +930,8 @@ pub fn udp_flood(
                 }
             }
         });
-        let sending = (|| -> io::Result<(u64, Duration)> {
+        let sender = s.spawn(|| -> io::Result<(u64, Duration)> {
+            place(Side::Client);
             let mut buf = vec![0u8; payload];
             let start = Instant::now();
             let end = start + duration;
@@ -784,7 +954,8 @@ pub fn udp_flood(
                 }
             }
             Ok((sent, start.elapsed()))
-        })();
+        });
+        let sending = join(sender);
         done.store(true, Ordering::Relaxed);
         let received = join(counter);
         let (sent, elapsed) = sending?;
@@ -858,6 +1029,8 @@ mod tests {
             let t = tcp_throughput(ep, &ns, streams, Duration::from_millis(500)).unwrap();
             assert!(t.bytes > 0 && t.gbit_per_sec() > 0.0, "{t:?}");
         }
+        let c = tcp_connect_rate(&[ep], 0, None, &ns, Duration::from_millis(300), 200).unwrap();
+        assert!(c.completed > 0 && c.completed + c.failed <= 200, "{c:?}");
         let l = tcp_rr(ep, &ns, 64, 200, Duration::from_secs(10)).unwrap();
         assert_eq!(l.samples, 200);
         assert!(l.min <= l.p50 && l.p50 <= l.p99 && l.p99 <= l.max);
@@ -901,5 +1074,6 @@ mod tests {
         denied(udp_rr(ep, &root, 64, 1, d).map(|_| ()));
         denied(tcp_rr(ep, &root, 64, 1, d).map(|_| ()));
         denied(udp_flood(ep, &root, 18, d).map(|_| ()));
+        denied(tcp_connect_rate(&[ep], 0, None, &root, d, 1).map(|_| ()));
     }
 }
