@@ -94,6 +94,11 @@ impl Ipv4Cidr {
         u32::from(addr) & self.mask() == u32::from(self.network)
     }
 
+    /// True when the two networks share any address (one contains the other).
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        self.contains(other.network) || other.contains(self.network)
+    }
+
     /// The broadcast address (last address of the network).
     pub fn broadcast(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) | !self.mask())

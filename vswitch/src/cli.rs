@@ -65,6 +65,35 @@ enum CtlCommand {
     Fdb(FdbCommand),
     /// Per-port counters and drops by reason, and table counters.
     Stats,
+    /// Overlay peers: the other nodes, their underlay addresses and pod CIDRs.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Add a peer node (or replace the one with this name).
+    Add {
+        /// Peer name (its node name).
+        name: String,
+        /// Its underlay address.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// Its pod CIDR.
+        #[arg(long)]
+        pod_cidr: crate::cidr::Ipv4Cidr,
+        /// Inner destination MAC toward it (a Linux vxlan device's MAC; default: what a
+        /// podswitch node with that pod CIDR uses).
+        #[arg(long)]
+        vtep_mac: Option<MacAddr>,
+    },
+    /// Remove a peer; traffic to its pods stops at once.
+    Del {
+        /// Peer name.
+        name: String,
+    },
+    /// List peers.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +182,11 @@ fn ctl(args: CtlArgs) -> ExitCode {
         CtlCommand::Fdb(FdbCommand::List) => Request::FdbList,
         CtlCommand::Fdb(FdbCommand::Flush { port }) => Request::FdbFlush(FdbFlushArgs { port }),
         CtlCommand::Stats => Request::Stats,
+        CtlCommand::Peer(PeerCommand::Add { name, ip, pod_cidr, vtep_mac }) => {
+            Request::PeerAdd(PeerAddArgs { name, ip, pod_cidr, vtep_mac })
+        }
+        CtlCommand::Peer(PeerCommand::Del { name }) => Request::PeerDel(PeerDelArgs { name }),
+        CtlCommand::Peer(PeerCommand::List) => Request::PeerList,
     };
     match client::call(&args.socket, &req) {
         Ok(reply) => {
@@ -197,7 +231,16 @@ pub fn render(reply: &Reply) -> String {
             s.uptime_secs,
             s.version,
             s.api_version
-        ),
+        ) + &s
+            .overlay
+            .as_ref()
+            .map(|o| {
+                format!(
+                    "overlay      {} vni {} udp {} underlay mtu {}, {} of {} peers\n",
+                    o.underlay_ip, o.vni, o.udp_port, o.underlay_mtu, o.peers, o.max_peers
+                )
+            })
+            .unwrap_or_default(),
         Reply::Port(p) => format!(
             "{} {} ifname={} mac={} ip={} mtu={} netns={} state={}\n",
             p.name,
@@ -248,6 +291,16 @@ pub fn render(reply: &Reply) -> String {
             s
         }
         Reply::Flushed { removed } => format!("removed {removed} entries\n"),
+        Reply::Peer(p) => {
+            format!("{} ip={} pod_cidr={} vtep_mac={}\n", p.name, p.ip, p.pod_cidr, p.vtep_mac)
+        }
+        Reply::Peers { peers } => {
+            let rows: Vec<Vec<String>> = peers
+                .iter()
+                .map(|p| vec![p.name.clone(), p.ip.to_string(), p.pod_cidr.to_string(), p.vtep_mac.to_string()])
+                .collect();
+            table(&["NAME", "UNDERLAY IP", "POD CIDR", "VTEP MAC"], &rows)
+        }
         Reply::Stats(st) => {
             let rows: Vec<Vec<String>> = st
                 .ports
@@ -285,6 +338,7 @@ fn kind_name(p: &PortInfo) -> &'static str {
         crate::port::PortKind::Tap => "tap",
         crate::port::PortKind::Host => "host",
         crate::port::PortKind::Memory => "memory",
+        crate::port::PortKind::Overlay => "overlay",
     }
 }
 

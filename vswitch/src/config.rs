@@ -35,6 +35,13 @@ pub const DEFAULT_FDB_AGING_SECS: u64 = 300;
 pub const DEFAULT_MAX_PORTS: u32 = 1024;
 /// Port ids are 16-bit.
 pub const MAX_PORTS: u32 = 4096;
+/// Default VXLAN network identifier (Flannel's).
+pub const DEFAULT_VNI: u32 = 1;
+/// Default and largest number of overlay peers.
+pub const DEFAULT_MAX_PEERS: u32 = 4096;
+/// Bytes VXLAN adds in front of a pod's IPv4 packet on the underlay (outer IPv4 20, UDP 8,
+/// VXLAN 8, inner Ethernet 14).
+pub const OVERLAY_OVERHEAD: u32 = 50;
 
 /// A configuration error. The message always names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +65,15 @@ pub enum ConfigError {
     /// A value of the right type that is not acceptable.
     #[error("config {key}: {reason}")]
     Invalid {
-        /// Dotted path of the key.
-        key: &'static str,
+        /// Dotted path of the key (`overlay.peers[2].pod_cidr`).
+        key: String,
         /// What is wrong and what is accepted.
         reason: String,
     },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
 /// The file as written.
@@ -82,6 +89,34 @@ struct File {
     fdb: FdbSection,
     #[serde(default)]
     ports: PortsSection,
+    overlay: Option<OverlaySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlaySection {
+    underlay_ip: String,
+    #[serde(default = "default_vni")]
+    vni: u32,
+    #[serde(default = "default_vxlan_port")]
+    udp_port: u16,
+    #[serde(default = "default_mtu")]
+    underlay_mtu: u32,
+    #[serde(default)]
+    udp_checksum: bool,
+    #[serde(default = "default_max_peers")]
+    max_peers: u32,
+    #[serde(default)]
+    peers: Vec<PeerSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerSection {
+    name: String,
+    ip: String,
+    pod_cidr: String,
+    vtep_mac: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,8 +126,7 @@ struct NodeSection {
     pod_cidr: String,
     gateway: Option<String>,
     gateway_mac: Option<String>,
-    #[serde(default = "default_mtu")]
-    mtu: u32,
+    mtu: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +206,15 @@ fn default_fdb_aging() -> u64 {
 fn default_max_ports() -> u32 {
     DEFAULT_MAX_PORTS
 }
+fn default_vni() -> u32 {
+    DEFAULT_VNI
+}
+fn default_vxlan_port() -> u16 {
+    crate::wire::vxlan::UDP_PORT
+}
+fn default_max_peers() -> u32 {
+    DEFAULT_MAX_PEERS
+}
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +229,130 @@ pub struct Config {
     pub fdb: FdbConfig,
     /// Port table limits.
     pub ports: PortsConfig,
+    /// The VXLAN overlay to other nodes, when configured.
+    pub overlay: Option<OverlayConfig>,
+}
+
+/// The node's place on the underlay and the peers it tunnels to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayConfig {
+    /// This node's underlay address: VXLAN is received on it and sent from it.
+    pub underlay_ip: Ipv4Addr,
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// UDP destination port of VXLAN.
+    pub udp_port: u16,
+    /// MTU of the underlay; pod MTU defaults to this minus [`OVERLAY_OVERHEAD`].
+    pub underlay_mtu: u32,
+    /// Compute outer UDP checksums (RFC 7348 allows zero, the default).
+    pub udp_checksum: bool,
+    /// Most peers at once.
+    pub max_peers: usize,
+    /// The other nodes at start; more can be added through the API.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Another node reachable over the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its name (a DNS-1123 subdomain, like node names).
+    pub name: String,
+    /// Its underlay address.
+    pub ip: Ipv4Addr,
+    /// Its pod CIDR.
+    pub pod_cidr: Ipv4Cidr,
+    /// Inner destination MAC of frames sent to it: what its VXLAN endpoint accepts as its own
+    /// (a Linux `vxlan` device's MAC; another podswitch accepts any). Default: the MAC a
+    /// podswitch node with that pod CIDR would use as its gateway MAC.
+    pub vtep_mac: MacAddr,
+}
+
+/// Why a peer cannot be added; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PeerError {
+    /// The field (`name`, `ip`, `pod_cidr`, `vtep_mac`).
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl PeerConfig {
+    /// Parses a peer from the config file's text fields, checking each one.
+    pub fn parse(
+        name: &str,
+        ip: &str,
+        pod_cidr: &str,
+        vtep_mac: Option<&str>,
+    ) -> Result<PeerConfig, PeerError> {
+        let err = |field, reason: String| PeerError { field, reason };
+        let ip: Ipv4Addr =
+            ip.parse().map_err(|_| err("ip", format!("{ip:?} is not an IPv4 address")))?;
+        let pod_cidr: Ipv4Cidr = pod_cidr.parse().map_err(|e| err("pod_cidr", format!("{e}")))?;
+        let vtep_mac = match vtep_mac {
+            None => None,
+            Some(m) => Some(m.parse().map_err(|e| err("vtep_mac", format!("{e}")))?),
+        };
+        PeerConfig::new(name, ip, pod_cidr, vtep_mac)
+    }
+
+    /// A peer from typed fields (the API's), checking each one; `vtep_mac` defaults to the
+    /// gateway MAC a podswitch node with `pod_cidr` uses.
+    pub fn new(
+        name: &str,
+        ip: Ipv4Addr,
+        pod_cidr: Ipv4Cidr,
+        vtep_mac: Option<MacAddr>,
+    ) -> Result<PeerConfig, PeerError> {
+        let err = |field, reason: String| PeerError { field, reason };
+        validate_node_name(name).map_err(|r| err("name", r))?;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            return Err(err("ip", format!("{ip} is not a unicast address")));
+        }
+        let vtep_mac = match vtep_mac {
+            None => default_gateway_mac(pod_cidr.nth(1).unwrap_or(pod_cidr.network())),
+            Some(mac) if !mac.is_unicast() || mac == MacAddr::ZERO => {
+                return Err(err("vtep_mac", format!("{mac} is not a unicast MAC")));
+            }
+            Some(mac) => mac,
+        };
+        Ok(PeerConfig { name: name.to_string(), ip, pod_cidr, vtep_mac })
+    }
+
+    /// Checks that this peer fits beside `others` on a node with `own_cidr` and `own_ip`:
+    /// unique name and address, a pod CIDR overlapping no one's.
+    pub fn check_fits<'a>(
+        &self,
+        own_cidr: Ipv4Cidr,
+        own_ip: Ipv4Addr,
+        others: impl IntoIterator<Item = &'a PeerConfig>,
+    ) -> Result<(), PeerError> {
+        let err = |field, reason: String| Err(PeerError { field, reason });
+        if self.ip == own_ip {
+            return err("ip", format!("{} is this node's own underlay address", self.ip));
+        }
+        if self.pod_cidr.overlaps(&own_cidr) {
+            return err(
+                "pod_cidr",
+                format!("{} overlaps this node's pod CIDR {own_cidr}", self.pod_cidr),
+            );
+        }
+        for o in others {
+            if o.name == self.name {
+                return err("name", format!("a peer named {:?} exists", self.name));
+            }
+            if o.ip == self.ip {
+                return err("ip", format!("{} is peer {:?}'s address", self.ip, o.name));
+            }
+            if o.pod_cidr.overlaps(&self.pod_cidr) {
+                return err(
+                    "pod_cidr",
+                    format!("{} overlaps peer {:?}'s {}", self.pod_cidr, o.name, o.pod_cidr),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The node's identity and pod network.
@@ -282,6 +449,18 @@ impl Config {
             self.fdb.aging.as_secs(),
             self.ports.max_ports
         );
+        if let Some(o) = &self.overlay {
+            s += &format!(
+                "\n[overlay]\nunderlay_ip = \"{}\"\nvni = {}\nudp_port = {}\nunderlay_mtu = {}\nudp_checksum = {}\nmax_peers = {}\n",
+                o.underlay_ip, o.vni, o.udp_port, o.underlay_mtu, o.udp_checksum, o.max_peers
+            );
+            for p in &o.peers {
+                s += &format!(
+                    "\n[[overlay.peers]]\nname = {:?}\nip = \"{}\"\npod_cidr = \"{}\"\nvtep_mac = \"{}\"\n",
+                    p.name, p.ip, p.pod_cidr, p.vtep_mac
+                );
+            }
+        }
         s
     }
 }
@@ -329,10 +508,17 @@ impl File {
                 mac
             }
         };
-        if !(MIN_MTU..=MAX_MTU).contains(&n.mtu) {
+        let overlay = match self.overlay {
+            Some(o) => Some(o.validate(pod_cidr)?),
+            None => None,
+        };
+        let mtu_limit = overlay.as_ref().map_or(MAX_MTU, |o| o.underlay_mtu - OVERLAY_OVERHEAD);
+        let mtu = n.mtu.unwrap_or(DEFAULT_MTU.min(mtu_limit));
+        if !(MIN_MTU..=mtu_limit).contains(&mtu) {
+            let why = if overlay.is_some() { " (overlay.underlay_mtu - 50)" } else { "" };
             return Err(invalid(
                 "node.mtu",
-                format!("must be from {MIN_MTU} to {MAX_MTU}, got {}", n.mtu),
+                format!("must be from {MIN_MTU} to {mtu_limit}{why}, got {mtu}"),
             ));
         }
         let host_port = if self.host_port.enabled {
@@ -364,7 +550,7 @@ impl File {
             ));
         }
         Ok(Config {
-            node: NodeConfig { name: n.name, pod_cidr, gateway, gateway_mac, mtu: n.mtu },
+            node: NodeConfig { name: n.name, pod_cidr, gateway, gateway_mac, mtu },
             host_port,
             control: ControlConfig { socket: self.control.socket },
             fdb: FdbConfig {
@@ -372,6 +558,72 @@ impl File {
                 aging: Duration::from_secs(self.fdb.aging_secs),
             },
             ports: PortsConfig { max_ports: self.ports.max_ports as usize },
+            overlay,
+        })
+    }
+}
+
+impl OverlaySection {
+    fn validate(self, own_cidr: Ipv4Cidr) -> Result<OverlayConfig, ConfigError> {
+        let ip = &self.underlay_ip;
+        let underlay_ip: Ipv4Addr = ip.parse().map_err(|_| {
+            invalid("overlay.underlay_ip", format!("{ip:?} is not an IPv4 address"))
+        })?;
+        if underlay_ip.is_unspecified() || underlay_ip.is_multicast() || underlay_ip.is_broadcast()
+        {
+            return Err(invalid("overlay.underlay_ip", format!("{underlay_ip} is not unicast")));
+        }
+        if self.vni >= 1 << 24 {
+            return Err(invalid(
+                "overlay.vni",
+                format!("must be below 16777216, got {}", self.vni),
+            ));
+        }
+        if self.udp_port == 0 {
+            return Err(invalid("overlay.udp_port", "must not be 0"));
+        }
+        let min = MIN_MTU + OVERLAY_OVERHEAD;
+        if !(min..=MAX_MTU + OVERLAY_OVERHEAD).contains(&self.underlay_mtu) {
+            return Err(invalid(
+                "overlay.underlay_mtu",
+                format!(
+                    "must be from {min} to {}, got {}",
+                    MAX_MTU + OVERLAY_OVERHEAD,
+                    self.underlay_mtu
+                ),
+            ));
+        }
+        if !(1..=DEFAULT_MAX_PEERS).contains(&self.max_peers) {
+            return Err(invalid(
+                "overlay.max_peers",
+                format!("must be from 1 to {DEFAULT_MAX_PEERS}, got {}", self.max_peers),
+            ));
+        }
+        if self.peers.len() > self.max_peers as usize {
+            return Err(invalid(
+                "overlay.peers",
+                format!(
+                    "{} peers, more than overlay.max_peers {}",
+                    self.peers.len(),
+                    self.max_peers
+                ),
+            ));
+        }
+        let mut peers: Vec<PeerConfig> = Vec::with_capacity(self.peers.len());
+        for (i, p) in self.peers.iter().enumerate() {
+            let peer = PeerConfig::parse(&p.name, &p.ip, &p.pod_cidr, p.vtep_mac.as_deref())
+                .and_then(|peer| peer.check_fits(own_cidr, underlay_ip, &peers).map(|()| peer))
+                .map_err(|e| invalid(format!("overlay.peers[{i}].{}", e.field), e.reason))?;
+            peers.push(peer);
+        }
+        Ok(OverlayConfig {
+            underlay_ip,
+            vni: self.vni,
+            udp_port: self.udp_port,
+            underlay_mtu: self.underlay_mtu,
+            udp_checksum: self.udp_checksum,
+            max_peers: self.max_peers as usize,
+            peers,
         })
     }
 }
@@ -440,6 +692,71 @@ mod tests {
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         let d = Config::for_node("n2", "10.244.2.0/24".parse().unwrap(), "/tmp/x.sock".into());
         assert_eq!(Config::parse(&d.to_toml()).unwrap(), d);
+    }
+
+    const OVERLAY: &str = "[overlay]\nunderlay_ip = \"192.168.0.1\"\n\
+        [[overlay.peers]]\nname = \"node-2\"\nip = \"192.168.0.2\"\npod_cidr = \"10.244.2.0/24\"\n\
+        [[overlay.peers]]\nname = \"node-3\"\nip = \"192.168.0.3\"\npod_cidr = \"10.244.3.0/24\"\n\
+        vtep_mac = \"02:aa:bb:cc:dd:ee\"\n";
+
+    #[test]
+    fn overlay_defaults_and_round_trip() {
+        let c = Config::parse(&format!("{MINIMAL}{OVERLAY}")).unwrap();
+        let o = c.overlay.as_ref().unwrap();
+        assert_eq!((o.vni, o.udp_port, o.underlay_mtu, o.udp_checksum), (1, 4789, 1500, false));
+        assert_eq!(c.node.mtu, 1450, "pod MTU defaults to the underlay's minus 50");
+        assert_eq!(o.peers.len(), 2);
+        assert_eq!(o.peers[0].vtep_mac, default_gateway_mac(Ipv4Addr::new(10, 244, 2, 1)));
+        assert_eq!(o.peers[1].vtep_mac.to_string(), "02:aa:bb:cc:dd:ee");
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let jumbo = Config::parse(&format!("{MINIMAL}{OVERLAY}underlay_mtu = 9000\n"));
+        assert!(jumbo.is_err(), "keys after a table array go to the last peer");
+        let c = Config::parse(&format!(
+            "{MINIMAL}[overlay]\nunderlay_ip = \"192.168.0.1\"\nunderlay_mtu = 9000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.node.mtu, 1500, "an explicit default stays below the overlay limit");
+    }
+
+    #[test]
+    fn overlay_errors_name_the_key() {
+        let ov = |extra: &str| {
+            err(&format!("{MINIMAL}[overlay]\nunderlay_ip = \"192.168.0.1\"\n{extra}"))
+        };
+        assert!(ov("vni = 16777216\n").starts_with("config overlay.vni:"));
+        assert!(ov("udp_port = 0\n").starts_with("config overlay.udp_port:"));
+        assert!(ov("underlay_mtu = 100\n").starts_with("config overlay.underlay_mtu:"));
+        assert!(ov("max_peers = 0\n").starts_with("config overlay.max_peers:"));
+        let peer = |name: &str, ip: &str, cidr: &str| {
+            format!("[[overlay.peers]]\nname = \"{name}\"\nip = \"{ip}\"\npod_cidr = \"{cidr}\"\n")
+        };
+        let e = ov(&peer("n2", "192.168.0.1", "10.244.2.0/24"));
+        assert!(e.starts_with("config overlay.peers[0].ip:") && e.contains("own"), "{e}");
+        let e = ov(&peer("n2", "192.168.0.2", "10.244.0.0/16"));
+        assert!(
+            e.starts_with("config overlay.peers[0].pod_cidr:") && e.contains("overlaps"),
+            "{e}"
+        );
+        let e = ov(&format!(
+            "{}{}",
+            peer("n2", "192.168.0.2", "10.244.2.0/24"),
+            peer("n2", "192.168.0.3", "10.244.3.0/24")
+        ));
+        assert!(e.starts_with("config overlay.peers[1].name:"), "{e}");
+        let e = ov(&format!(
+            "{}{}",
+            peer("n2", "192.168.0.2", "10.244.2.0/24"),
+            peer("n3", "192.168.0.3", "10.244.2.128/25")
+        ));
+        assert!(e.starts_with("config overlay.peers[1].pod_cidr:"), "{e}");
+        let e = ov(&peer("N_2", "192.168.0.2", "10.244.2.0/24"));
+        assert!(e.starts_with("config overlay.peers[0].name:"), "{e}");
+        let e = ov(&peer("n2", "10.0.0.x", "10.244.2.0/24"));
+        assert!(e.starts_with("config overlay.peers[0].ip:"), "{e}");
+        let e = err(&format!("{MINIMAL}mtu = 1500\n[overlay]\nunderlay_ip = \"192.168.0.1\"\n"));
+        assert!(e.starts_with("config node.mtu:") && e.contains("1450"), "{e}");
+        let e = err(&format!("{MINIMAL}[overlay]\nvni = 5\n"));
+        assert!(e.contains("underlay_ip"), "{e}");
     }
 
     #[test]

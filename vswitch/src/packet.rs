@@ -63,6 +63,9 @@ pub struct Meta {
     pub l4_offset: u16,
     /// IPv4 protocol number (0 when not IPv4).
     pub ip_proto: u8,
+    /// The overlay peer's underlay address: the sender of a received VXLAN datagram, the
+    /// destination of one to send.
+    pub tunnel: Option<std::net::Ipv4Addr>,
 }
 
 /// One frame in a buffer with headroom. The frame is `buf[start..start + len]`.
@@ -238,6 +241,19 @@ impl Batch {
     pub fn commit(&mut self) {
         debug_assert!(self.len < self.pkts.len());
         self.len = (self.len + 1).min(self.pkts.len());
+    }
+
+    /// Every free buffer after the current burst, for a port that receives several frames in
+    /// one call; follow with [`Batch::commit_n`].
+    #[inline]
+    pub fn free_mut(&mut self) -> &mut [Packet] {
+        &mut self.pkts[self.len..]
+    }
+
+    /// Accepts the first `n` free buffers into the burst.
+    #[inline]
+    pub fn commit_n(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.pkts.len());
     }
 
     /// Copies a frame into the next free buffer as arriving on `in_port`. False when the

@@ -77,6 +77,22 @@ drop_reasons! {
     /// Addressed to the gateway IP with a protocol the switch does not answer and no host
     /// port to hand it to.
     GatewayUnhandled => "gateway_unhandled",
+    /// VXLAN shorter than its header plus an inner Ethernet header.
+    VxlanMalformed => "vxlan_malformed",
+    /// VXLAN without the I flag (no valid VNI).
+    VxlanBadFlags => "vxlan_bad_flags",
+    /// VXLAN for a VNI other than this node's.
+    VxlanUnknownVni => "vxlan_unknown_vni",
+    /// VXLAN from an underlay address that is not a configured peer.
+    VxlanUnknownPeer => "vxlan_unknown_peer",
+    /// A decapsulated frame that is not untagged IPv4 (the overlay is routed, not bridged).
+    VxlanInnerNotIpv4 => "vxlan_inner_not_ipv4",
+    /// A decapsulated packet for an address that is not on this node (the overlay never
+    /// relays between peers).
+    OverlayNotLocal => "overlay_not_local",
+    /// Bound for a peer, larger than the overlay MTU and without DF: dropped, not fragmented
+    /// (with DF set the sender gets ICMP "fragmentation needed" instead).
+    OverlayTooBig => "overlay_too_big",
     /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
     TxQueueFull => "tx_queue_full",
     /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.
@@ -104,8 +120,12 @@ pub struct PortCounters {
     pub arp_replies: u64,
     /// ICMP echo requests to the gateway from this port answered by the switch.
     pub icmp_echo_replies: u64,
-    /// Frames from this port routed by the gateway (TTL decremented, MACs rewritten).
+    /// Frames from this port routed by the gateway (TTL decremented, MACs rewritten),
+    /// to a local pod or through the overlay to a peer.
     pub routed: u64,
+    /// Packets from this port too big for the overlay with DF set, answered with ICMP
+    /// "fragmentation needed" so path MTU discovery works.
+    pub frag_needed: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -133,6 +153,7 @@ impl PortCounters {
         self.arp_replies += other.arp_replies;
         self.icmp_echo_replies += other.icmp_echo_replies;
         self.routed += other.routed;
+        self.frag_needed += other.frag_needed;
         for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
             *d += o;
         }
@@ -152,6 +173,7 @@ impl PortCounters {
             arp_replies: self.arp_replies,
             icmp_echo_replies: self.icmp_echo_replies,
             routed: self.routed,
+            frag_needed: self.frag_needed,
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.drops[**r as usize] > 0)
@@ -185,6 +207,10 @@ pub struct PortStatsReport {
     pub icmp_echo_replies: u64,
     /// Frames from this port routed by the gateway.
     pub routed: u64,
+    /// Packets from this port answered with ICMP "fragmentation needed" (too big for the
+    /// overlay, DF set).
+    #[serde(default)]
+    pub frag_needed: u64,
     /// Drops by reason label; reasons with no drops are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
 }

@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::PeerConfig;
 use crate::packet::{Batch, BATCH_SIZE};
 use crate::pipeline::output::TxPlan;
 use crate::pipeline::Pipeline;
@@ -76,6 +77,29 @@ pub enum Command {
         id: Option<PortId>,
         /// Answer.
         reply: Sender<()>,
+    },
+    /// Sets which port is the overlay port (VXLAN to peers; never flooded to).
+    SetOverlayPort {
+        /// The overlay port.
+        id: Option<PortId>,
+        /// Answer.
+        reply: Sender<()>,
+    },
+    /// Adds an overlay peer, or replaces the one with its name. The control plane has checked
+    /// that it fits beside the others; refused when the peer table is full.
+    PeerUpsert {
+        /// The peer.
+        peer: PeerConfig,
+        /// Answer.
+        reply: Sender<Result<(), String>>,
+    },
+    /// Removes an overlay peer: packets to its pod CIDR stop being sent to it from the next
+    /// burst on.
+    PeerRemove {
+        /// Its name.
+        name: String,
+        /// Answer: whether it existed.
+        reply: Sender<bool>,
     },
     /// Lists the MAC table.
     FdbList {
@@ -361,6 +385,29 @@ impl Worker {
                 self.pipeline.gateway.host_port = id;
                 let _ = reply.send(());
             }
+            Command::SetOverlayPort { id, reply } => {
+                self.pipeline.gateway.overlay_port = id;
+                if let Some(ov) = &mut self.pipeline.overlay {
+                    ov.port = id;
+                }
+                self.plan.set_no_flood(id);
+                let _ = reply.send(());
+            }
+            Command::PeerUpsert { peer, reply } => {
+                let r = match &mut self.pipeline.overlay {
+                    Some(ov) => ov.peers.upsert(peer).map(|_| ()).map_err(|e| e.to_string()),
+                    None => Err("no overlay is configured".to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::PeerRemove { name, reply } => {
+                let removed = self
+                    .pipeline
+                    .overlay
+                    .as_mut()
+                    .is_some_and(|ov| ov.peers.remove(&name).is_some());
+                let _ = reply.send(removed);
+            }
             Command::FdbList { reply } => {
                 let fdb = &self.pipeline.fdb;
                 let _ = reply.send(FdbSnapshot {
@@ -454,6 +501,13 @@ impl Worker {
         self.pipeline.neigh.remove_port(id);
         if self.pipeline.gateway.host_port == Some(id) {
             self.pipeline.gateway.host_port = None;
+        }
+        if self.pipeline.gateway.overlay_port == Some(id) {
+            self.pipeline.gateway.overlay_port = None;
+            if let Some(ov) = &mut self.pipeline.overlay {
+                ov.port = None;
+            }
+            self.plan.set_no_flood(None);
         }
         let counters = std::mem::take(&mut self.counters[id.index()]);
         Some((slot.port, counters))

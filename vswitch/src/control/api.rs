@@ -43,6 +43,70 @@ pub enum Request {
     FdbFlush(FdbFlushArgs),
     /// Counters of every port and table.
     Stats,
+    /// Adds an overlay peer (another node: its underlay address and pod CIDR), or replaces
+    /// the one with the same name. Refused when no overlay is configured, when a field is
+    /// invalid or clashes with another peer or this node, or when the peer table is full.
+    PeerAdd(PeerAddArgs),
+    /// Removes an overlay peer; traffic to its pods stops at once.
+    PeerDel(PeerDelArgs),
+    /// Lists the overlay peers.
+    PeerList,
+}
+
+/// Arguments of [`Request::PeerAdd`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerAddArgs {
+    /// Peer name (a DNS-1123 subdomain, e.g. its node name).
+    pub name: String,
+    /// Its underlay address.
+    pub ip: Ipv4Addr,
+    /// Its pod CIDR.
+    pub pod_cidr: Ipv4Cidr,
+    /// Inner destination MAC for it (a Linux `vxlan` device's MAC). Default: the gateway
+    /// MAC a podswitch node with that pod CIDR uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<MacAddr>,
+}
+
+/// Arguments of [`Request::PeerDel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerDelArgs {
+    /// The peer's name.
+    pub name: String,
+}
+
+/// One overlay peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerInfo {
+    /// Name.
+    pub name: String,
+    /// Underlay address.
+    pub ip: Ipv4Addr,
+    /// Pod CIDR.
+    pub pod_cidr: Ipv4Cidr,
+    /// Inner destination MAC used toward it.
+    pub vtep_mac: MacAddr,
+}
+
+/// The overlay's settings, in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayStatus {
+    /// This node's underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// VNI.
+    pub vni: u32,
+    /// VXLAN UDP port.
+    pub udp_port: u16,
+    /// Underlay MTU.
+    pub underlay_mtu: u32,
+    /// Peers configured.
+    pub peers: usize,
+    /// Peer limit.
+    pub max_peers: usize,
 }
 
 /// Arguments of [`Request::PortAdd`].
@@ -117,6 +181,13 @@ pub enum Reply {
     },
     /// For `stats`.
     Stats(StatsReply),
+    /// For `peer_add` (the peer as added) and `peer_del` (as it was removed).
+    Peer(PeerInfo),
+    /// For `peer_list`.
+    Peers {
+        /// Every peer, by name.
+        peers: Vec<PeerInfo>,
+    },
 }
 
 /// The switch's identity.
@@ -145,6 +216,9 @@ pub struct StatusReply {
     pub max_ports: usize,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// The overlay, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayStatus>,
 }
 
 /// One port.

@@ -19,8 +19,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cidr::Ipv4IfAddr;
-use crate::config::{Config, MAX_MTU, MIN_MTU};
+use crate::config::{Config, PeerConfig, MAX_MTU, MIN_MTU};
 use crate::control::api::*;
+use crate::port::overlay::{OverlayOptions, OverlayPort};
 use crate::port::tap::TapPort;
 use crate::port::{PortId, PortKind};
 use crate::sys::netlink::Netlink;
@@ -56,7 +57,15 @@ struct State {
     macs: HashSet<MacAddr>,
     netlink: Netlink,
     tmp_seq: u32,
+    /// Overlay peers, as the worker has them.
+    peers: Vec<PeerConfig>,
+    /// The host port's interface index: peers' pod CIDRs are routed to it in the node
+    /// namespace, so the node reaches remote pods through the gateway.
+    host_index: Option<u32>,
 }
+
+/// Name the overlay port is listed under.
+pub const OVERLAY_PORT_NAME: &str = "overlay";
 
 /// Why the switch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +91,14 @@ pub enum StartError {
     /// The worker refused the host port.
     #[error("worker: {0}")]
     Worker(String),
+    /// The overlay's sockets or routes could not be set up.
+    #[error("overlay: {step}: {source}")]
+    Overlay {
+        /// The step that failed.
+        step: String,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// The control plane of one switch.
@@ -118,6 +135,7 @@ impl Controller {
         let mut ports = BTreeMap::new();
         let mut ids = vec![false; config.ports.max_ports];
         let mut macs = HashSet::new();
+        let mut host_index = None;
         if let Some(hp) = &config.host_port {
             let err = |step, source| StartError::HostPort { name: hp.name.clone(), step, source };
             let tap =
@@ -135,6 +153,7 @@ impl Controller {
                 .addr_add(link.index, gw, config.node.pod_cidr.prefix_len())
                 .map_err(|e| err("add gateway address", e))?;
             netlink.link_set_up(link.index, true).map_err(|e| err("set up", e))?;
+            host_index = Some(link.index);
             let id = PortId(0);
             let port = Box::new(TapPort::new(tap.into_file(), PortKind::Host));
             worker
@@ -163,9 +182,59 @@ impl Controller {
             );
         }
         macs.insert(config.node.gateway_mac);
+        let mut peers = Vec::new();
+        if let Some(ov) = &config.overlay {
+            let err = |step: &str, source| StartError::Overlay { step: step.to_string(), source };
+            let port = OverlayPort::bind(OverlayOptions {
+                local: ov.underlay_ip,
+                udp_port: ov.udp_port,
+                vni: ov.vni,
+                udp_checksum: ov.udp_checksum,
+            })
+            .map_err(|e| err(&format!("bind {}:{}", ov.underlay_ip, ov.udp_port), e))?;
+            let id = PortId(ids.iter().position(|used| !used).unwrap_or(0) as u16);
+            let port = Box::new(port);
+            worker
+                .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
+                .map_err(|e| StartError::Worker(e.to_string()))?
+                .map_err(StartError::Worker)?;
+            worker
+                .call(|reply| Command::SetOverlayPort { id: Some(id), reply })
+                .map_err(|e| StartError::Worker(e.to_string()))?;
+            ids[id.index()] = true;
+            ports.insert(
+                OVERLAY_PORT_NAME.to_string(),
+                PortRecord {
+                    id,
+                    kind: PortKind::Overlay,
+                    netns: None,
+                    ifname: format!("udp:{}", ov.udp_port),
+                    mac: config.node.gateway_mac,
+                    ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
+                    mtu: ov.underlay_mtu,
+                },
+            );
+            for p in &ov.peers {
+                if let Some(h) = host_index {
+                    netlink
+                        .route_add(p.pod_cidr.network(), p.pod_cidr.prefix_len(), None, h)
+                        .map_err(|e| err(&format!("route {} to the host port", p.pod_cidr), e))?;
+                }
+                peers.push(p.clone());
+            }
+        }
         let pool = IpPool::new(config.node.pod_cidr, &[config.node.gateway]);
         Ok(Controller {
-            state: Mutex::new(State { ports, ids, pool, macs, netlink, tmp_seq: 0 }),
+            state: Mutex::new(State {
+                ports,
+                ids,
+                pool,
+                macs,
+                netlink,
+                tmp_seq: 0,
+                peers,
+                host_index,
+            }),
             config,
             worker,
             started: Instant::now(),
@@ -194,6 +263,11 @@ impl Controller {
             Request::FdbList => self.fdb_list().map(Reply::Fdb),
             Request::FdbFlush(args) => self.fdb_flush(args.port.as_deref()),
             Request::Stats => self.stats().map(Reply::Stats),
+            Request::PeerAdd(args) => self.peer_add(args).map(Reply::Peer),
+            Request::PeerDel(args) => self.peer_del(&args.name).map(Reply::Peer),
+            Request::PeerList => {
+                Ok(Reply::Peers { peers: self.state().peers.iter().map(peer_info).collect() })
+            }
         };
         match result {
             Ok(r) => Response::Ok(r),
@@ -216,7 +290,107 @@ impl Controller {
             ports: st.ports.len(),
             max_ports: self.config.ports.max_ports,
             uptime_secs: self.started.elapsed().as_secs(),
+            overlay: self.config.overlay.as_ref().map(|o| OverlayStatus {
+                underlay_ip: o.underlay_ip,
+                vni: o.vni,
+                udp_port: o.udp_port,
+                underlay_mtu: o.underlay_mtu,
+                peers: st.peers.len(),
+                max_peers: o.max_peers,
+            }),
         }
+    }
+
+    /// Adds (or replaces) a peer: validated against this node and the other peers, handed
+    /// to the worker, then routed to the host port in the node namespace. On a failure after
+    /// the worker took it, the worker's table is put back as it was.
+    fn peer_add(&self, args: PeerAddArgs) -> Result<PeerInfo, ApiError> {
+        let Some(ov) = &self.config.overlay else {
+            return Err(ApiError::new(
+                ErrorKind::InvalidArgument,
+                "no overlay is configured on this node ([overlay] in its config)",
+            ));
+        };
+        let field = |e: crate::config::PeerError| {
+            ApiError::field(ErrorKind::InvalidArgument, &format!("args.{}", e.field), e.reason)
+        };
+        let peer =
+            PeerConfig::new(&args.name, args.ip, args.pod_cidr, args.vtep_mac).map_err(field)?;
+        let mut st = self.state();
+        let old = st.peers.iter().find(|p| p.name == peer.name).cloned();
+        let others: Vec<&PeerConfig> = st.peers.iter().filter(|p| p.name != peer.name).collect();
+        peer.check_fits(self.config.node.pod_cidr, ov.underlay_ip, others).map_err(field)?;
+        if old.is_none() && st.peers.len() >= ov.max_peers {
+            return Err(ApiError::new(
+                ErrorKind::ResourceExhausted,
+                format!("the peer table is full ({} peers)", ov.max_peers),
+            ));
+        }
+        let p = peer.clone();
+        self.worker
+            .call(|reply| Command::PeerUpsert { peer: p, reply })
+            .map_err(unavailable)?
+            .map_err(|e| ApiError::new(ErrorKind::ResourceExhausted, e))?;
+        if let Some(h) = st.host_index {
+            let routed = |st: &mut State, c: crate::cidr::Ipv4Cidr| {
+                st.netlink.route_add(c.network(), c.prefix_len(), None, h)
+            };
+            let same_cidr = old.as_ref().is_some_and(|o| o.pod_cidr == peer.pod_cidr);
+            if !same_cidr {
+                if let Err(e) = routed(&mut st, peer.pod_cidr) {
+                    let undo = old.clone();
+                    let name = peer.name.clone();
+                    let _ = match undo {
+                        Some(o) => self
+                            .worker
+                            .call(|reply| Command::PeerUpsert { peer: o, reply })
+                            .map(|_| ()),
+                        None => self
+                            .worker
+                            .call(|reply| Command::PeerRemove { name, reply })
+                            .map(|_| ()),
+                    };
+                    return Err(failed(&format!("route {} to the host port", peer.pod_cidr), e));
+                }
+                if let Some(o) = &old {
+                    let _ = st.netlink.route_del(
+                        o.pod_cidr.network(),
+                        o.pod_cidr.prefix_len(),
+                        None,
+                        Some(h),
+                    );
+                }
+            }
+        }
+        st.peers.retain(|p| p.name != peer.name);
+        st.peers.push(peer.clone());
+        st.peers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(peer_info(&peer))
+    }
+
+    /// Removes a peer from the worker first (its traffic stops with the next burst), then
+    /// its route.
+    fn peer_del(&self, name: &str) -> Result<PeerInfo, ApiError> {
+        let mut st = self.state();
+        let Some(peer) = st.peers.iter().find(|p| p.name == name).cloned() else {
+            return Err(ApiError::field(
+                ErrorKind::NotFound,
+                "args.name",
+                format!("no peer named {name:?}"),
+            ));
+        };
+        let n = name.to_string();
+        self.worker.call(|reply| Command::PeerRemove { name: n, reply }).map_err(unavailable)?;
+        if let Some(h) = st.host_index {
+            let _ = st.netlink.route_del(
+                peer.pod_cidr.network(),
+                peer.pod_cidr.prefix_len(),
+                None,
+                Some(h),
+            );
+        }
+        st.peers.retain(|p| p.name != name);
+        Ok(peer_info(&peer))
     }
 
     /// Validates a port add and resolves its defaults, without changing anything.
@@ -436,11 +610,11 @@ impl Controller {
         let rec = st.ports.get(name).cloned().ok_or_else(|| {
             ApiError::field(ErrorKind::NotFound, "args.name", format!("no port named {name:?}"))
         })?;
-        if rec.kind == PortKind::Host {
+        if matches!(rec.kind, PortKind::Host | PortKind::Overlay) {
             return Err(ApiError::field(
                 ErrorKind::InvalidArgument,
                 "args.name",
-                "the host port lives as long as the switch",
+                format!("the {name} port lives as long as the switch"),
             ));
         }
         let id = rec.id;
@@ -568,4 +742,8 @@ fn validate_port_name(name: &str) -> Result<(), ApiError> {
             ),
         ))
     }
+}
+
+fn peer_info(p: &PeerConfig) -> PeerInfo {
+    PeerInfo { name: p.name.clone(), ip: p.ip, pod_cidr: p.pod_cidr, vtep_mac: p.vtep_mac }
 }

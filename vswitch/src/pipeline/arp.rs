@@ -1,6 +1,8 @@
 //! ARP responder: answers requests for the gateway address (with the gateway MAC) and for
 //! known pod addresses (with the pod's MAC, from the neighbor table), so ARP broadcasts for
-//! them are never flooded. The request is rewritten into the reply in place and sent back out
+//! them are never flooded. Requests from the host port for addresses on peer nodes are
+//! answered with the gateway MAC (proxy ARP): the node's kernel reaches remote pods through
+//! the host port, and the gateway routes them into the overlay. The request is rewritten into the reply in place and sent back out
 //! of the port it came from.
 //!
 //! Left alone, to be switched normally: replies, gratuitous ARP (sender address = target
@@ -13,13 +15,14 @@ use crate::stats::PortCounters;
 use crate::tables::neigh::NeighTable;
 use crate::wire::{ArpOperation, ArpPacket, EtherType, EthernetFrame, MacAddr};
 
-use super::Gateway;
+use super::{Gateway, Overlay};
 
 /// Answers the ARP requests of the batch that the switch knows the answer to.
 pub fn run(
     batch: &mut Batch,
     gateway: &Gateway,
     neigh: &NeighTable,
+    overlay: Option<&Overlay>,
     counters: &mut [PortCounters],
 ) {
     for pkt in batch.packets_mut() {
@@ -29,7 +32,7 @@ pub fn run(
         {
             continue;
         }
-        if answer(pkt, gateway, neigh) {
+        if answer(pkt, gateway, neigh, overlay) {
             pkt.meta.action = Action::Reply;
             if let Some(c) = counters.get_mut(pkt.meta.in_port.index()) {
                 c.arp_replies += 1;
@@ -40,7 +43,12 @@ pub fn run(
 
 /// Rewrites an ARP request into its reply when the switch knows the answer.
 #[inline]
-fn answer(pkt: &mut Packet, gateway: &Gateway, neigh: &NeighTable) -> bool {
+fn answer(
+    pkt: &mut Packet,
+    gateway: &Gateway,
+    neigh: &NeighTable,
+    overlay: Option<&Overlay>,
+) -> bool {
     let l3 = usize::from(pkt.meta.l3_offset);
     let in_port = pkt.meta.in_port;
     let frame = pkt.data_mut();
@@ -54,13 +62,18 @@ fn answer(pkt: &mut Packet, gateway: &Gateway, neigh: &NeighTable) -> bool {
     if sender_ip == target_ip {
         return false;
     }
+    let from_host = gateway.host_port == Some(in_port);
     let answer_mac = if target_ip == gateway.ip {
         gateway.mac
-    } else {
-        match neigh.lookup(target_ip) {
-            Some(n) if n.port != in_port => n.mac,
-            _ => return false,
+    } else if let Some(n) = neigh.lookup(target_ip) {
+        if n.port == in_port {
+            return false;
         }
+        n.mac
+    } else if from_host && overlay.is_some_and(|o| o.peers.route(target_ip).is_some()) {
+        gateway.mac
+    } else {
+        return false;
     };
     let requester: MacAddr = arp.source_hardware_addr();
     arp.set_operation(ArpOperation::Reply);
@@ -90,6 +103,7 @@ mod tests {
             mac: GW_MAC,
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: None,
+            overlay_port: None,
         }
     }
 
@@ -104,7 +118,7 @@ mod tests {
         b.push_frame(PortId(port), frame);
         let mut c = vec![PortCounters::default(); 4];
         classify::run(&mut b, &mut c);
-        run(&mut b, &gw(), &neigh(), &mut c);
+        run(&mut b, &gw(), &neigh(), None, &mut c);
         (b.packets()[0].meta.action, b.packets()[0].data().to_vec(), c[usize::from(port)])
     }
 

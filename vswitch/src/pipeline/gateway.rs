@@ -9,7 +9,9 @@
 //!   address is a /32, or traffic that reached the gateway for any other reason, take this
 //!   path.
 //! - To an unknown address inside the pod CIDR: dropped as `no_route`.
+//! - To an address in a peer node's pod CIDR: routed through the overlay (see `overlay.rs`).
 //! - To anywhere else: handed unchanged to the host port, the node's kernel routes it on.
+//!   Decapsulated packets never take this path: the overlay does not relay between peers.
 //!
 //! Non-IPv4 frames to the gateway MAC (IPv6 neighbour discovery to the host port's link-local
 //! address, say) are left to L2 forwarding, which knows the gateway MAC lives on the host port.
@@ -26,6 +28,7 @@ use crate::wire::{
 };
 
 use super::drop_packet;
+use super::overlay::{self, Overlay};
 
 /// TTL of the echo replies the gateway sends.
 pub const REPLY_TTL: u8 = 64;
@@ -41,6 +44,8 @@ pub struct Gateway {
     pub pod_cidr: Ipv4Cidr,
     /// The host port, once attached.
     pub host_port: Option<PortId>,
+    /// The overlay port, once attached: frames from it are never learned or relayed.
+    pub overlay_port: Option<PortId>,
 }
 
 /// Handles every undecided untagged IPv4 frame addressed to the gateway MAC.
@@ -48,6 +53,7 @@ pub fn run(
     batch: &mut Batch,
     gateway: &Gateway,
     neigh: &NeighTable,
+    overlay: Option<&Overlay>,
     counters: &mut [PortCounters],
 ) {
     let ipv4 = u16::from(EtherType::Ipv4);
@@ -62,11 +68,12 @@ pub fn run(
             continue;
         }
         let in_port = pkt.meta.in_port;
-        match handle(pkt, gateway, neigh) {
+        match handle(pkt, gateway, neigh, overlay) {
             Ok(action) => {
                 pkt.meta.action = action;
                 if let Some(c) = counters.get_mut(in_port.index()) {
                     match action {
+                        Action::Reply if is_frag_needed(pkt) => c.frag_needed += 1,
                         Action::Reply => c.icmp_echo_replies += 1,
                         Action::Forward(p) if Some(p) != gateway.host_port => c.routed += 1,
                         _ => {}
@@ -78,8 +85,19 @@ pub fn run(
     }
 }
 
+/// Whether a settled reply is an ICMP "fragmentation needed" the overlay produced (an echo
+/// reply has type 0 there).
+fn is_frag_needed(pkt: &Packet) -> bool {
+    pkt.data().get(23) == Some(&1) && pkt.data().get(34..36) == Some(&[3, 4][..])
+}
+
 #[inline]
-fn handle(pkt: &mut Packet, gw: &Gateway, neigh: &NeighTable) -> Result<Action, DropReason> {
+fn handle(
+    pkt: &mut Packet,
+    gw: &Gateway,
+    neigh: &NeighTable,
+    overlay: Option<&Overlay>,
+) -> Result<Action, DropReason> {
     let l3 = usize::from(pkt.meta.l3_offset);
     let in_port = pkt.meta.in_port;
     let to_host = || match gw.host_port {
@@ -115,6 +133,14 @@ fn handle(pkt: &mut Packet, gw: &Gateway, neigh: &NeighTable) -> Result<Action, 
     if gw.pod_cidr.contains(dst) {
         return Err(DropReason::NoRoute);
     }
+    if gw.overlay_port == Some(in_port) {
+        return Err(DropReason::OverlayNotLocal);
+    }
+    if let Some(ov) = overlay {
+        if let Some(decision) = overlay::to_peer(pkt, ov, gw, dst) {
+            return decision;
+        }
+    }
     to_host()
 }
 
@@ -148,7 +174,8 @@ fn echo_reply(ip: &mut Ipv4Packet<&mut [u8]>) {
     icmp.set_checksum(csum);
 }
 
-fn decrement_ttl(ip: &mut Ipv4Packet<&mut [u8]>) {
+/// Decrements the TTL (the caller checked it is above 1) and updates the checksum.
+pub(crate) fn decrement_ttl(ip: &mut Ipv4Packet<&mut [u8]>) {
     let ttl = ip.hop_limit();
     let proto = u8::from(ip.next_header());
     ip.set_hop_limit(ttl - 1);
@@ -175,6 +202,7 @@ mod tests {
             mac: GW_MAC,
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: host,
+            overlay_port: None,
         }
     }
 
@@ -185,7 +213,7 @@ mod tests {
         b.push_frame(PortId(port), frame);
         let mut c = vec![PortCounters::default(); 4];
         classify::run(&mut b, &mut c);
-        run(&mut b, g, &n, &mut c);
+        run(&mut b, g, &n, None, &mut c);
         (b.packets()[0].meta.action, b.packets()[0].data().to_vec(), c[usize::from(port)])
     }
 

@@ -35,6 +35,9 @@ pub fn learn(
             continue;
         }
         let in_port = pkt.meta.in_port;
+        if gateway.overlay_port == Some(in_port) {
+            continue;
+        }
         let src = mac_at(pkt.data(), 6);
         if src == gateway.mac && gateway.host_port != Some(in_port) {
             drop_packet(&mut pkt.meta.action, in_port, DropReason::SrcMacGateway, counters);
@@ -92,6 +95,7 @@ mod tests {
             mac: GW_MAC,
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: Some(PortId(0)),
+            overlay_port: None,
         };
         (fdb, gw, vec![PortCounters::default(); 8])
     }

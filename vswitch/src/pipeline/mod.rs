@@ -21,6 +21,7 @@ pub mod classify;
 pub mod gateway;
 pub mod l2;
 pub mod output;
+pub mod overlay;
 
 use std::time::Instant;
 
@@ -30,8 +31,10 @@ use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::fdb::Fdb;
 use crate::tables::neigh::NeighTable;
+use crate::tables::peers::PeerTable;
 
 pub use gateway::Gateway;
+pub use overlay::Overlay;
 
 /// The stages' shared state: the tables and the gateway identity.
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub struct Pipeline {
     pub neigh: NeighTable,
     /// The pods' gateway.
     pub gateway: Gateway,
+    /// The VXLAN overlay to other nodes, when configured.
+    pub overlay: Option<Overlay>,
 }
 
 impl Pipeline {
@@ -56,17 +61,35 @@ impl Pipeline {
                 mac: config.node.gateway_mac,
                 pod_cidr: config.node.pod_cidr,
                 host_port: None,
+                overlay_port: None,
             },
+            overlay: config.overlay.as_ref().map(|o| {
+                let mut peers = PeerTable::new(o.max_peers);
+                for p in &o.peers {
+                    // Validated in the config: names, addresses and CIDRs are unique and the
+                    // count is within max_peers.
+                    let _ = peers.upsert(p.clone());
+                }
+                Overlay {
+                    port: None,
+                    vni: o.vni,
+                    peers,
+                    inner_mtu: (o.underlay_mtu - crate::config::OVERLAY_OVERHEAD) as u16,
+                }
+            }),
         }
     }
 
     /// Runs every stage over `batch`. `counters` is indexed by port id and must cover every
     /// `in_port` in the batch.
     pub fn run(&mut self, batch: &mut Batch, counters: &mut [PortCounters], now: Instant) {
+        if let Some(ov) = &self.overlay {
+            overlay::decap(batch, ov, self.gateway.mac, counters);
+        }
         classify::run(batch, counters);
         l2::learn(batch, &mut self.fdb, &self.gateway, counters, now);
-        arp::run(batch, &self.gateway, &self.neigh, counters);
-        gateway::run(batch, &self.gateway, &self.neigh, counters);
+        arp::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
+        gateway::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
         l2::forward(batch, &self.fdb, counters, now);
     }
 }

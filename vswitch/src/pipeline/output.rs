@@ -14,6 +14,7 @@ use crate::port::PortId;
 pub struct TxPlan {
     lists: Vec<Vec<u16>>,
     touched: Vec<PortId>,
+    no_flood: Option<PortId>,
 }
 
 impl TxPlan {
@@ -22,7 +23,13 @@ impl TxPlan {
         TxPlan {
             lists: (0..max_ports).map(|_| Vec::with_capacity(BATCH_SIZE)).collect(),
             touched: Vec::with_capacity(max_ports),
+            no_flood: None,
         }
+    }
+
+    /// Keeps floods off `port` (the overlay port: the overlay is routed, never flooded).
+    pub fn set_no_flood(&mut self, port: Option<PortId>) {
+        self.no_flood = port;
     }
 
     /// Plans `batch`. `live` (sorted) lists the ports a flood goes to and every port a
@@ -38,7 +45,7 @@ impl TxPlan {
                 Action::Reply if is_live(pkt.meta.in_port) => self.push(pkt.meta.in_port, idx),
                 Action::Flood => {
                     for &p in live {
-                        if p != pkt.meta.in_port {
+                        if p != pkt.meta.in_port && Some(p) != self.no_flood {
                             self.push(p, idx);
                         }
                     }

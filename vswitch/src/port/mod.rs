@@ -10,6 +10,7 @@
 //! worker; dropping the port closes the device.
 
 pub mod memory;
+pub mod overlay;
 pub mod tap;
 
 use std::io;
@@ -49,6 +50,8 @@ pub enum PortKind {
     Host,
     /// An in-memory port (tests and benchmarks).
     Memory,
+    /// The VXLAN overlay: a UDP socket on the node's underlay address.
+    Overlay,
 }
 
 /// Result of one `tx_burst`.

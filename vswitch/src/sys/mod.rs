@@ -1,12 +1,13 @@
 //! Operating-system plumbing: network namespaces, rtnetlink, the TUN/TAP character device,
-//! and signals to child processes. This is where podswitch talks to the kernel about
-//! *devices*; packet I/O on them lives in `port/`.
+//! signals to child processes, and the batched datagram syscalls (`recvmmsg`/`sendmmsg`)
+//! the overlay port uses. Ports decide what to send and receive; the raw calls live here.
 //!
 //! Every `unsafe` block of the crate is in here (ports do their I/O through `std::fs::File`
-//! on fds created here), each with a `// SAFETY:` line. Kernel ABI constants and structs sit
-//! next to the function that uses them.
+//! or these wrappers on fds created here), each with a `// SAFETY:` line. Kernel ABI
+//! constants and structs sit next to the function that uses them.
 #![allow(unsafe_code)]
 
+pub mod mmsg;
 pub mod netlink;
 pub mod netns;
 pub mod process;

@@ -8,3 +8,4 @@
 pub mod fdb;
 pub mod ipam;
 pub mod neigh;
+pub mod peers;

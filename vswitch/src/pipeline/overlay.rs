@@ -1,0 +1,323 @@
+//! The overlay: pods on other nodes, reached through VXLAN (RFC 7348) over the underlay.
+//!
+//! The overlay is *routed*, as Flannel's vxlan backend is: the control plane knows which node
+//! owns which pod CIDR ([`PeerTable`]), so nothing is flooded across the underlay and no MAC
+//! is learned from it.
+//!
+//! - **Decapsulation** ([`decap`], first stage): the overlay port delivers each datagram's
+//!   payload (VXLAN header + inner frame) with the sender's underlay address in
+//!   `meta.tunnel`. The header is checked (I flag, this node's VNI, a known sender) and
+//!   removed; the inner frame must be untagged IPv4, and its destination MAC is set to the
+//!   gateway's, so the gateway stage routes it to the local pod (or the host port) whatever
+//!   MAC the sending VTEP chose. Anything else is dropped and counted by reason.
+//! - **Encapsulation decision** ([`to_peer`], called by the gateway stage for addresses it
+//!   does not own): TTL decremented, inner MACs set (gateway → the peer's VTEP MAC), the
+//!   peer's underlay address put in `meta.tunnel`, forwarded to the overlay port, which
+//!   builds the outer headers. A packet too big for the underlay gets ICMP "fragmentation
+//!   needed" (DF set) or is dropped and counted (DF clear): never silently lost.
+
+use std::net::Ipv4Addr;
+
+use crate::packet::{Action, Batch, Packet};
+use crate::port::PortId;
+use crate::stats::{DropReason, PortCounters};
+use crate::tables::peers::PeerTable;
+use crate::wire::{checksum, vxlan, EthernetFrame, Ipv4Packet, MacAddr};
+
+use super::{drop_packet, Gateway};
+
+/// The overlay's state in the pipeline.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    /// The overlay port, once attached.
+    pub port: Option<PortId>,
+    /// This node's VNI.
+    pub vni: u32,
+    /// The peers.
+    pub peers: PeerTable,
+    /// Largest inner IPv4 packet the underlay carries (underlay MTU − 50).
+    pub inner_mtu: u16,
+}
+
+const ETH_LEN: usize = 14;
+/// The I flag: the VNI field is valid (RFC 7348 §5). Other flag bits are reserved, ignored on
+/// receipt.
+const FLAG_I: u8 = 0x08;
+
+/// Validates and strips the VXLAN header of every packet from the overlay port.
+pub fn decap(
+    batch: &mut Batch,
+    overlay: &Overlay,
+    gateway_mac: MacAddr,
+    counters: &mut [PortCounters],
+) {
+    let Some(port) = overlay.port else { return };
+    for pkt in batch.packets_mut() {
+        if pkt.meta.action != Action::Continue || pkt.meta.in_port != port {
+            continue;
+        }
+        if let Err(reason) = decap_one(pkt, overlay, gateway_mac) {
+            drop_packet(&mut pkt.meta.action, port, reason, counters);
+        }
+    }
+}
+
+#[inline]
+fn decap_one(pkt: &mut Packet, overlay: &Overlay, gateway_mac: MacAddr) -> Result<(), DropReason> {
+    let d = pkt.data();
+    if d.len() < vxlan::HEADER_LEN + ETH_LEN {
+        return Err(DropReason::VxlanMalformed);
+    }
+    if d[0] & FLAG_I == 0 {
+        return Err(DropReason::VxlanBadFlags);
+    }
+    if u32::from_be_bytes([0, d[4], d[5], d[6]]) != overlay.vni {
+        return Err(DropReason::VxlanUnknownVni);
+    }
+    match pkt.meta.tunnel {
+        Some(ip) if overlay.peers.by_underlay(ip).is_some() => {}
+        _ => return Err(DropReason::VxlanUnknownPeer),
+    }
+    pkt.pull_front(vxlan::HEADER_LEN);
+    let inner = pkt.data_mut();
+    if inner[12..14] != [0x08, 0x00] {
+        return Err(DropReason::VxlanInnerNotIpv4);
+    }
+    inner[..6].copy_from_slice(&gateway_mac.0);
+    Ok(())
+}
+
+/// What the gateway does with a packet bound for `dst`, an address it does not own, when it
+/// arrived on a port other than the overlay's: `None` when no peer owns `dst`.
+#[inline]
+pub fn to_peer(
+    pkt: &mut Packet,
+    overlay: &Overlay,
+    gw: &Gateway,
+    dst: Ipv4Addr,
+) -> Option<Result<Action, DropReason>> {
+    let peer = overlay.peers.route(dst)?;
+    let Some(port) = overlay.port else { return Some(Err(DropReason::NoRoute)) };
+    let (tunnel, vtep_mac) = (peer.ip, peer.vtep_mac);
+    Some(encap_decision(pkt, overlay.inner_mtu, gw, port, tunnel, vtep_mac))
+}
+
+#[inline]
+fn encap_decision(
+    pkt: &mut Packet,
+    inner_mtu: u16,
+    gw: &Gateway,
+    port: PortId,
+    tunnel: Ipv4Addr,
+    vtep_mac: MacAddr,
+) -> Result<Action, DropReason> {
+    let l3 = usize::from(pkt.meta.l3_offset);
+    let frame = pkt.data_mut();
+    let (eth, ip_bytes) = frame.split_at_mut(l3.min(frame.len()));
+    let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Ipv4BadHeader)?;
+    if ip.hop_limit() <= 1 {
+        return Err(DropReason::TtlExpired);
+    }
+    if ip.total_len() > inner_mtu {
+        if !ip.dont_frag() {
+            return Err(DropReason::OverlayTooBig);
+        }
+        frag_needed_reply(pkt, gw, inner_mtu);
+        return Ok(Action::Reply);
+    }
+    super::gateway::decrement_ttl(&mut ip);
+    let mut eth = EthernetFrame::new_unchecked(eth);
+    eth.set_src_addr(gw.mac);
+    eth.set_dst_addr(vtep_mac);
+    pkt.meta.tunnel = Some(tunnel);
+    Ok(Action::Forward(port))
+}
+
+/// Rewrites `pkt` (an untagged IPv4 frame too big for the overlay) into an ICMP destination
+/// unreachable / fragmentation needed (RFC 1191) from the gateway to its sender, quoting the
+/// original IP header and the first 8 bytes of its payload.
+pub fn frag_needed_reply(pkt: &mut Packet, gw: &Gateway, mtu: u16) {
+    let d = pkt.data();
+    let ihl = usize::from(d[ETH_LEN] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([d[ETH_LEN + 2], d[ETH_LEN + 3]]));
+    let quote_len = (ihl + 8).min(total).min(d.len() - ETH_LEN);
+    let mut quote = [0u8; 68];
+    quote[..quote_len].copy_from_slice(&d[ETH_LEN..ETH_LEN + quote_len]);
+    let requester_mac = MacAddr::from_slice(&d[6..12]).unwrap_or(MacAddr::ZERO);
+    let requester_ip = Ipv4Addr::new(d[26], d[27], d[28], d[29]);
+    let len = ETH_LEN + 20 + 8 + quote_len;
+    let f = pkt.data_mut();
+    f[..6].copy_from_slice(&requester_mac.0);
+    f[6..12].copy_from_slice(&gw.mac.0);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len = (20 + 8 + quote_len) as u16;
+    let ip = &mut f[ETH_LEN..ETH_LEN + 20];
+    ip.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[12..16].copy_from_slice(&gw.ip.octets());
+    ip[16..20].copy_from_slice(&requester_ip.octets());
+    let c = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let icmp = &mut f[ETH_LEN + 20..len];
+    icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[8..].copy_from_slice(&quote[..quote_len]);
+    let c = checksum::checksum(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    pkt.truncate(len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PeerConfig;
+    use crate::pipeline::classify;
+    use crate::pipeline::testutil::*;
+
+    const OV: PortId = PortId(9);
+    const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+
+    fn overlay() -> Overlay {
+        let mut peers = PeerTable::new(4);
+        peers
+            .upsert(PeerConfig::parse("n2", "192.168.0.2", "10.244.2.0/24", None).unwrap())
+            .unwrap();
+        Overlay { port: Some(OV), vni: 1, peers, inner_mtu: 1450 }
+    }
+
+    fn gw() -> Gateway {
+        Gateway {
+            ip: GW_IP,
+            mac: GW_MAC,
+            pod_cidr: "10.244.1.0/24".parse().unwrap(),
+            host_port: None,
+            overlay_port: Some(OV),
+        }
+    }
+
+    fn vxlan_datagram(flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
+        let v = vni.to_be_bytes();
+        let mut d = vec![flags, 0, 0, 0, v[1], v[2], v[3], 0];
+        d.extend_from_slice(inner);
+        d
+    }
+
+    fn decap_one_frame(datagram: &[u8], from: Ipv4Addr) -> (Action, Vec<u8>, PortCounters) {
+        let mut b = Batch::new();
+        b.push_frame(OV, datagram);
+        b.packets_mut()[0].meta.tunnel = Some(from);
+        let mut c = vec![PortCounters::default(); 10];
+        decap(&mut b, &overlay(), GW_MAC, &mut c);
+        classify::run(&mut b, &mut c);
+        let p = &b.packets()[0];
+        (p.meta.action, p.data().to_vec(), c[OV.index()])
+    }
+
+    #[test]
+    fn valid_vxlan_is_stripped_and_aimed_at_the_gateway() {
+        let inner = udp_frame(MAC_C, MAC_A, Ipv4Addr::new(10, 244, 2, 5), IP_A, 1, 2, b"x");
+        let (action, out, c) = decap_one_frame(&vxlan_datagram(0x08, 1, &inner), PEER_IP);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(&out[..6], &GW_MAC.0);
+        assert_eq!(&out[6..], &inner[6..]);
+        assert_eq!(c.total_drops(), 0);
+    }
+
+    #[test]
+    fn malformed_vxlan_is_dropped_by_reason() {
+        let inner = udp_frame(MAC_C, MAC_A, Ipv4Addr::new(10, 244, 2, 5), IP_A, 1, 2, b"x");
+        let arp = arp_request(MAC_C, Ipv4Addr::new(10, 244, 2, 5), IP_A);
+        let cases: [(Vec<u8>, Ipv4Addr, DropReason); 5] = [
+            (vec![0x08, 0, 0, 0, 0, 0, 1, 0, 1, 2], PEER_IP, DropReason::VxlanMalformed),
+            (vxlan_datagram(0x00, 1, &inner), PEER_IP, DropReason::VxlanBadFlags),
+            (vxlan_datagram(0x08, 2, &inner), PEER_IP, DropReason::VxlanUnknownVni),
+            (
+                vxlan_datagram(0x08, 1, &inner),
+                Ipv4Addr::new(192, 168, 0, 77),
+                DropReason::VxlanUnknownPeer,
+            ),
+            (vxlan_datagram(0x08, 1, &arp), PEER_IP, DropReason::VxlanInnerNotIpv4),
+        ];
+        for (d, from, reason) in cases {
+            let (action, _, c) = decap_one_frame(&d, from);
+            assert_eq!(action, Action::Drop(reason));
+            assert_eq!(c.drops[reason as usize], 1);
+        }
+    }
+
+    fn classified(frame: &[u8]) -> Packet {
+        let mut b = Batch::new();
+        b.push_frame(PortId(1), frame);
+        let mut c = vec![PortCounters::default(); 10];
+        classify::run(&mut b, &mut c);
+        std::mem::take(&mut b.packets_mut()[0])
+    }
+
+    #[test]
+    fn packets_for_a_peer_are_aimed_at_it() {
+        let dst = Ipv4Addr::new(10, 244, 2, 7);
+        let mut pkt = classified(&udp_frame(MAC_A, GW_MAC, IP_A, dst, 1, 2, b"hello"));
+        let r = to_peer(&mut pkt, &overlay(), &gw(), dst).unwrap();
+        assert_eq!(r, Ok(Action::Forward(OV)));
+        assert_eq!(pkt.meta.tunnel, Some(PEER_IP));
+        let p = etherparse::SlicedPacket::from_ethernet(pkt.data()).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = p.link else { panic!() };
+        assert_eq!(eth.source(), GW_MAC.0);
+        assert_eq!(
+            eth.destination(),
+            crate::config::default_gateway_mac(Ipv4Addr::new(10, 244, 2, 1)).0
+        );
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
+        assert_eq!(ip.header().ttl(), 63);
+        assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+        let mut other = classified(&udp_frame(MAC_A, GW_MAC, IP_A, dst, 1, 2, b"hello"));
+        assert!(to_peer(&mut other, &overlay(), &gw(), Ipv4Addr::new(10, 9, 9, 9)).is_none());
+    }
+
+    fn big_frame(df: bool, len: usize) -> Vec<u8> {
+        let dst = Ipv4Addr::new(10, 244, 2, 7);
+        let mut f = udp_frame(MAC_A, GW_MAC, IP_A, dst, 1000, 2000, &vec![7u8; len]);
+        if !df {
+            f[20] &= !0x40;
+            let ip = etherparse::Ipv4HeaderSlice::from_slice(&f[14..]).unwrap().to_header();
+            f[24..26].copy_from_slice(&ip.calc_header_checksum().to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn too_big_with_df_gets_frag_needed_with_the_overlay_mtu() {
+        let frame = big_frame(true, 1450);
+        let mut pkt = classified(&frame);
+        let r = to_peer(&mut pkt, &overlay(), &gw(), Ipv4Addr::new(10, 244, 2, 7)).unwrap();
+        assert_eq!(r, Ok(Action::Reply));
+        let p = etherparse::SlicedPacket::from_ethernet(pkt.data()).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = p.link else { panic!() };
+        assert_eq!((eth.destination(), eth.source()), (MAC_A.0, GW_MAC.0));
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
+        assert_eq!(ip.header().source_addr(), GW_IP);
+        assert_eq!(ip.header().destination_addr(), IP_A);
+        assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+        let Some(etherparse::TransportSlice::Icmpv4(icmp)) = p.transport else { panic!() };
+        assert_eq!(icmp.checksum(), icmp.icmp_type().calc_checksum(icmp.payload()));
+        match icmp.icmp_type() {
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu },
+            ) => assert_eq!(next_hop_mtu, 1450),
+            t => panic!("{t:?}"),
+        }
+        // The quote is the original IP header and 8 bytes of UDP.
+        assert_eq!(icmp.payload(), &frame[14..14 + 28]);
+    }
+
+    #[test]
+    fn too_big_without_df_is_dropped_and_small_enough_passes() {
+        let mut pkt = classified(&big_frame(false, 1450));
+        let r = to_peer(&mut pkt, &overlay(), &gw(), Ipv4Addr::new(10, 244, 2, 7)).unwrap();
+        assert_eq!(r, Err(DropReason::OverlayTooBig));
+        // 1450 bytes of IP exactly fit.
+        let mut pkt = classified(&big_frame(true, 1450 - 28));
+        let r = to_peer(&mut pkt, &overlay(), &gw(), Ipv4Addr::new(10, 244, 2, 7)).unwrap();
+        assert_eq!(r, Ok(Action::Forward(OV)));
+    }
+}
