@@ -18,8 +18,7 @@
 //! [`BridgeNode`]: vswitch::lab::topology::BridgeNode
 
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -430,7 +429,7 @@ impl OvsNode {
             let eth0 = pnl.link_get("eth0")?.ok_or_else(|| io::Error::other("eth0 vanished"))?;
             pnl.link_set_mtu(eth0.index, mtu)?;
             pnl.addr_add(eth0.index, ip, pod_cidr.prefix_len())?;
-            disable_tx_checksum(&pod_ns, "eth0")?;
+            vswitch::sys::ethtool::disable_tx_checksum(&pod_ns, "eth0")?;
             pnl.link_set_up(eth0.index, true)?;
             pnl.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(self.gateway), eth0.index)?;
             let mac = eth0.mac.map(MacAddr).unwrap_or(MacAddr::ZERO);
@@ -521,46 +520,6 @@ impl Drop for OvsNode {
         self.vswitchd.stop();
         self.ovsdb.stop();
     }
-}
-
-/// `struct ethtool_value` from `<linux/ethtool.h>`.
-#[repr(C)]
-struct EthtoolValue {
-    cmd: u32,
-    data: u32,
-}
-
-/// `struct ifreq` with the `ifr_data` member of its union (padded to the union's size).
-#[repr(C)]
-struct IfreqData {
-    name: [u8; libc::IFNAMSIZ],
-    data: *mut EthtoolValue,
-    _pad: [u8; 16],
-}
-
-/// `ETHTOOL_STXCSUM` from `<linux/ethtool.h>`.
-const ETHTOOL_STXCSUM: u32 = 0x17;
-
-/// Turns TX checksum offload off on interface `ifname` in `ns` (`ethtool -K IF tx off`), so
-/// frames leave the pod with complete checksums: OVS's AF_XDP and AF_PACKET ports do not
-/// complete partial ones.
-fn disable_tx_checksum(ns: &NetNs, ifname: &str) -> io::Result<()> {
-    let bytes = ifname.as_bytes();
-    if bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
-    }
-    let sock = ns.run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
-    let mut value = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
-    let mut req = IfreqData { name: [0; libc::IFNAMSIZ], data: &mut value, _pad: [0; 16] };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: `req` is a valid ifreq whose data pointer refers to `value`; both outlive the
-    // call, and the kernel reads/writes only within them for ETHTOOL_STXCSUM.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("ethtool tx off on {ifname}: {e}")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

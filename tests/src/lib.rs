@@ -195,9 +195,19 @@ impl RawSocket {
 
     /// Counts received frames for which `matches` holds, for `duration`.
     pub fn count_for(&self, duration: Duration, matches: impl Fn(&[u8]) -> bool) -> usize {
+        let mut n = 0;
+        self.each_for(duration, |f| {
+            if matches(f) {
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Hands every frame received during `duration` to `f`.
+    pub fn each_for(&self, duration: Duration, mut f: impl FnMut(&[u8])) {
         let deadline = Instant::now() + duration;
         let mut buf = vec![0u8; 65536];
-        let mut n = 0;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let mut pfd =
                 libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -215,11 +225,10 @@ impl RawSocket {
                     libc::MSG_DONTWAIT,
                 )
             };
-            if len > 0 && matches(&buf[..len as usize]) {
-                n += 1;
+            if len > 0 {
+                f(&buf[..len as usize]);
             }
         }
-        n
     }
 }
 

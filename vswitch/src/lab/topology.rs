@@ -221,8 +221,22 @@ impl PodswitchNode {
         pods: usize,
         config_edit: impl FnOnce(&mut Config),
     ) -> io::Result<PodswitchNode> {
+        PodswitchNode::build_with(exe, tag, pod_cidr, pods, |_| Ok(()), config_edit)
+    }
+
+    /// [`PodswitchNode::build`], with `prepare` run on the fresh node namespace before the
+    /// switch starts (to plug it into an underlay, say).
+    pub fn build_with(
+        exe: &Path,
+        tag: &str,
+        pod_cidr: Ipv4Cidr,
+        pods: usize,
+        prepare: impl FnOnce(&NamedNetNs) -> io::Result<()>,
+        config_edit: impl FnOnce(&mut Config),
+    ) -> io::Result<PodswitchNode> {
         let dir = ScratchDir::new(tag)?;
         let ns = netns_with_lo(&unique_name(&format!("{tag}-node")))?;
+        prepare(&ns)?;
         let mut config = Config::for_node("lab-node", pod_cidr, dir.path().join("podswitch.sock"));
         config_edit(&mut config);
         let switch = SwitchProcess::start(exe, &ns, &config)?;
@@ -231,6 +245,42 @@ impl PodswitchNode {
             node.add_pod(&format!("pod{i}"), None)?;
         }
         Ok(node)
+    }
+
+    /// Node `n` (1-based) of an overlay: plugged into `underlay` at [`underlay_ip`]`(n)`, pod
+    /// CIDR [`node_pod_cidr`]`(n)`, VNI 1, underlay MTU 1500 (so pod MTU 1450), tunnelling to
+    /// `peers` from the start; `config_edit` sees the config last.
+    pub fn build_on_underlay(
+        exe: &Path,
+        tag: &str,
+        underlay: &mut Underlay,
+        n: u8,
+        pods: usize,
+        peers: &[crate::config::PeerConfig],
+        config_edit: impl FnOnce(&mut Config),
+    ) -> io::Result<PodswitchNode> {
+        let ip = underlay_ip(n);
+        PodswitchNode::build_with(
+            exe,
+            tag,
+            node_pod_cidr(n),
+            pods,
+            |ns| underlay.plug(ns, ip, 1500),
+            |c| {
+                c.node.name = format!("node-{n}");
+                c.node.mtu = 1500 - crate::config::OVERLAY_OVERHEAD;
+                c.overlay = Some(crate::config::OverlayConfig {
+                    underlay_ip: ip,
+                    vni: 1,
+                    udp_port: crate::wire::vxlan::UDP_PORT,
+                    underlay_mtu: 1500,
+                    udp_checksum: false,
+                    max_peers: 64,
+                    peers: peers.to_vec(),
+                });
+                config_edit(c);
+            },
+        )
     }
 
     /// Creates a pod namespace and attaches it (address from the switch unless given).
@@ -304,5 +354,198 @@ impl BridgeNode {
             node.pods.push(Pod { name: format!("pod{i}"), ip, mac, ns: pod_ns });
         }
         Ok(node)
+    }
+}
+
+/// An underlay network: a namespace holding a bridge that node namespaces plug into with veth
+/// pairs, each node getting `ul0` with an address of `192.168.0.0/24` (the nodes' "physical"
+/// network).
+#[derive(Debug)]
+pub struct Underlay {
+    /// The underlay namespace (bridge `br0`).
+    pub ns: NamedNetNs,
+    bridge: u32,
+    next: u32,
+}
+
+/// The underlay's prefix length.
+pub const UNDERLAY_PREFIX: u8 = 24;
+
+/// Underlay address of node `n` (1-based): `192.168.0.n`.
+pub fn underlay_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 0, n)
+}
+
+/// Pod CIDR of node `n`: `10.244.n.0/24`.
+pub fn node_pod_cidr(n: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(Ipv4Addr::new(10, 244, n, 0), 24).expect("a valid CIDR")
+}
+
+/// Node `n` as an overlay peer of the others (a podswitch node: default VTEP MAC).
+pub fn podswitch_peer(n: u8) -> crate::config::PeerConfig {
+    crate::config::PeerConfig::new(&format!("node-{n}"), underlay_ip(n), node_pod_cidr(n), None)
+        .expect("a valid peer")
+}
+
+impl Underlay {
+    /// Creates the underlay namespace and its bridge.
+    pub fn build(tag: &str) -> io::Result<Underlay> {
+        let ns = netns_with_lo(&unique_name(&format!("{tag}-ul")))?;
+        let mut nl = Netlink::open_in(&ns)?;
+        nl.bridge_add("br0")?;
+        let bridge = nl.link_get("br0")?.ok_or_else(|| io::Error::other("br0 vanished"))?.index;
+        nl.link_set_up(bridge, true)?;
+        Ok(Underlay { ns, bridge, next: 0 })
+    }
+
+    /// Plugs `node` in: a veth pair whose node end is `ul0`, up, with `ip/24` and `mtu`.
+    pub fn plug(&mut self, node: &NetNs, ip: Ipv4Addr, mtu: u32) -> io::Result<()> {
+        self.next += 1;
+        let name = format!("port{}", self.next);
+        let mut nl = Netlink::open_in(&self.ns)?;
+        nl.veth_add(&name, "ul0", Some(node))?;
+        let here = nl.link_get(&name)?.ok_or_else(|| io::Error::other("veth vanished"))?.index;
+        nl.link_set_mtu(here, mtu)?;
+        nl.link_set_master(here, Some(self.bridge))?;
+        nl.link_set_up(here, true)?;
+        let mut nnl = Netlink::open_in(node)?;
+        let ul = nnl.link_get("ul0")?.ok_or_else(|| io::Error::other("ul0 vanished"))?.index;
+        nnl.link_set_mtu(ul, mtu)?;
+        nnl.addr_add(ul, ip, UNDERLAY_PREFIX)?;
+        nnl.link_set_up(ul, true)?;
+        Ok(())
+    }
+
+    /// Adds `ip/24` to the underlay bridge itself, so the underlay namespace can send on it
+    /// (a stranger on the underlay, for tests).
+    pub fn add_address(&self, ip: Ipv4Addr) -> io::Result<()> {
+        Netlink::open_in(&self.ns)?.addr_add(self.bridge, ip, UNDERLAY_PREFIX)
+    }
+}
+
+/// Runs a program (`ip`, `bridge`) and turns a failure into an error naming it.
+fn run_tool(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        io::Error::new(e.kind(), format!("{program}: {e} (is iproute2 installed?)"))
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A node built the kernel's way for the overlay, as Flannel's vxlan backend programs it: a
+/// [`BridgeNode`] plus a `vxlan0` device (VNI, port 4789, no learning) on the underlay, with
+/// the node's pod network address `<cidr>.0/32` on it, IP forwarding on, and per peer a
+/// static neighbour entry, FDB entry and route. Built with iproute2 (`ip`, `bridge`).
+#[derive(Debug)]
+pub struct KernelVxlanNode {
+    /// The node and its pods.
+    pub bridge: BridgeNode,
+    /// The MAC of `vxlan0` (what peers must send to).
+    pub vtep_mac: MacAddr,
+    /// The node's underlay address.
+    pub underlay_ip: Ipv4Addr,
+}
+
+impl KernelVxlanNode {
+    /// Builds the node on `underlay` at `underlay_ip`, with `pods` pods in `pod_cidr` whose
+    /// MTU is the underlay's minus 50.
+    pub fn build(
+        tag: &str,
+        underlay: &mut Underlay,
+        underlay_ip: Ipv4Addr,
+        pod_cidr: Ipv4Cidr,
+        pods: usize,
+        vni: u32,
+        underlay_mtu: u32,
+    ) -> io::Result<KernelVxlanNode> {
+        let mtu = underlay_mtu - crate::config::OVERLAY_OVERHEAD;
+        let bridge = BridgeNode::build(tag, pod_cidr, pods, mtu)?;
+        underlay.plug(&bridge.ns, underlay_ip, underlay_mtu)?;
+        let o = underlay_ip.octets();
+        let vtep_mac = MacAddr([0x02, 0x76, 0x78, o[1], o[2], o[3]]);
+        let n = bridge.ns.name().to_string();
+        run_tool(
+            "ip",
+            &[
+                "-n",
+                &n,
+                "link",
+                "add",
+                "vxlan0",
+                "address",
+                &vtep_mac.to_string(),
+                "type",
+                "vxlan",
+                "id",
+                &vni.to_string(),
+                "local",
+                &underlay_ip.to_string(),
+                "dev",
+                "ul0",
+                "dstport",
+                "4789",
+                "nolearning",
+            ],
+        )?;
+        run_tool("ip", &["-n", &n, "link", "set", "vxlan0", "mtu", &mtu.to_string(), "up"])?;
+        // On a veth underlay the inner checksums would stay partial (a NIC completes them on
+        // real hardware); a VXLAN peer receiving through a socket needs them complete.
+        crate::sys::ethtool::disable_tx_checksum(&bridge.ns, "ul0")?;
+        run_tool(
+            "ip",
+            &["-n", &n, "addr", "add", &format!("{}/32", pod_cidr.network()), "dev", "vxlan0"],
+        )?;
+        let path = "/proc/sys/net/ipv4/ip_forward";
+        bridge.ns.run(move || std::fs::write(path, "1"))??;
+        Ok(KernelVxlanNode { bridge, vtep_mac, underlay_ip })
+    }
+
+    /// Routes `pod_cidr` through the overlay to the node at `ip` whose VTEP answers to `mac`.
+    pub fn add_peer(&self, ip: Ipv4Addr, pod_cidr: Ipv4Cidr, mac: MacAddr) -> io::Result<()> {
+        let n = self.bridge.ns.name();
+        let net = pod_cidr.network().to_string();
+        let mac = mac.to_string();
+        run_tool(
+            "ip",
+            &[
+                "-n",
+                n,
+                "neigh",
+                "replace",
+                &net,
+                "lladdr",
+                &mac,
+                "dev",
+                "vxlan0",
+                "nud",
+                "permanent",
+            ],
+        )?;
+        run_tool(
+            "bridge",
+            &["-n", n, "fdb", "append", &mac, "dev", "vxlan0", "dst", &ip.to_string()],
+        )?;
+        run_tool(
+            "ip",
+            &[
+                "-n",
+                n,
+                "route",
+                "replace",
+                &pod_cidr.to_string(),
+                "via",
+                &net,
+                "dev",
+                "vxlan0",
+                "onlink",
+            ],
+        )
     }
 }

@@ -7,6 +7,7 @@
 //! constants and structs sit next to the function that uses them.
 #![allow(unsafe_code)]
 
+pub mod ethtool;
 pub mod mmsg;
 pub mod netlink;
 pub mod netns;
