@@ -4,7 +4,8 @@
 //! - **same node** (pods on one node): the kernel bridge with veth pods (`cni0` model), Open
 //!   vSwitch's userspace datapath, podswitch with TAP ports;
 //! - **cross node** (two nodes on a veth underlay): the kernel bridge plus a `vxlan` device
-//!   with static FDB and neighbour entries, as Flannel programs it;
+//!   with static FDB and neighbour entries, as Flannel programs it, and two podswitch nodes
+//!   peered over their VXLAN overlay;
 //! - **service** (a client and two backend pods behind a ClusterIP): the kernel bridge with
 //!   kube-proxy's rules in the node namespace, iptables or nftables layout.
 
@@ -12,11 +13,13 @@ use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::str::FromStr;
 
 use vswitch::cidr::Ipv4Cidr;
-use vswitch::lab::topology::{netns_with_lo, unique_name, BridgeNode, Pod, PodswitchNode};
+use vswitch::lab::topology::{
+    netns_with_lo, node_pod_cidr, podswitch_peer, underlay_ip, unique_name, BridgeNode,
+    KernelVxlanNode, Pod, PodswitchNode, Underlay,
+};
 use vswitch::sys::netns::{NamedNetNs, NetNs};
 
 use crate::machine::CpuSource;
@@ -153,23 +156,6 @@ impl SameNode {
     }
 }
 
-/// Runs `ip`/`bridge`/`sysctl`-style commands and turns a failure into an error naming it.
-pub fn run_tool(program: &str, args: &[&str]) -> io::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e} (is it installed?)")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
 /// Writes a sysctl inside `ns` (sysctls under `/proc/sys/net` are per namespace).
 pub fn sysctl(ns: &NetNs, key: &str, value: &str) -> io::Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -177,138 +163,90 @@ pub fn sysctl(ns: &NetNs, key: &str, value: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("sysctl {key}={value}: {e}")))
 }
 
-/// Two kernel nodes joined by a veth underlay, pods crossing through `vxlan` devices.
+/// Two nodes on a veth underlay (`192.168.0.0/24`, MTU 1500), one pod each (pod MTU 1450),
+/// the client on node 1 and the server on node 2, pods crossing through VXLAN (VNI 1).
 #[derive(Debug)]
-pub struct KernelCrossNode {
+pub struct CrossNode {
     /// The client pod (node 1).
     pub client: PodRef,
     /// The server pod (node 2).
     pub server: PodRef,
-    // Field order is drop order: nodes (and their pods) before nothing else depends on them.
-    _nodes: [BridgeNode; 2],
+    /// Where the datapath's CPU time is read (node 1's switch, or softirq).
+    pub cpu: CpuSource,
+    // Field order is drop order: the handles above, then the nodes, then the underlay.
+    _nodes: CrossNodes,
+    _underlay: Underlay,
+}
+
+#[derive(Debug)]
+#[allow(dead_code, clippy::large_enum_variant)]
+enum CrossNodes {
+    Kernel(KernelVxlanNode, KernelVxlanNode),
+    Podswitch(PodswitchNode, PodswitchNode),
+}
+
+impl CrossNode {
+    /// Builds the two nodes of `peer`: bridge + `vxlan` devices with static FDB and neighbour
+    /// entries (Flannel's layout) for the kernel, two podswitch nodes peered with each other.
+    pub fn build(peer: Peer) -> io::Result<CrossNode> {
+        let mut ul = Underlay::build("pswx")?;
+        match peer {
+            Peer::Kernel => {
+                let k = |ul: &mut Underlay, n| {
+                    KernelVxlanNode::build(
+                        "pswx",
+                        ul,
+                        underlay_ip(n),
+                        node_pod_cidr(n),
+                        1,
+                        VNI,
+                        MTU,
+                    )
+                };
+                let (k1, k2) = (k(&mut ul, 1)?, k(&mut ul, 2)?);
+                k1.add_peer(underlay_ip(2), node_pod_cidr(2), k2.vtep_mac)?;
+                k2.add_peer(underlay_ip(1), node_pod_cidr(1), k1.vtep_mac)?;
+                Ok(CrossNode {
+                    client: refs(&k1.bridge.pods)?.remove(0),
+                    server: refs(&k2.bridge.pods)?.remove(0),
+                    cpu: CpuSource::Softirq,
+                    _nodes: CrossNodes::Kernel(k1, k2),
+                    _underlay: ul,
+                })
+            }
+            Peer::Podswitch => {
+                let exe = switch_exe()?;
+                let p = |ul: &mut Underlay, n: u8, other: u8| {
+                    PodswitchNode::build_on_underlay(
+                        &exe,
+                        "pswx",
+                        ul,
+                        n,
+                        1,
+                        &[podswitch_peer(other)],
+                        MTU,
+                        |_| {},
+                    )
+                };
+                let (p1, p2) = (p(&mut ul, 1, 2)?, p(&mut ul, 2, 1)?);
+                let pid = p1.switch.pid().ok_or_else(|| io::Error::other("switch not running"))?;
+                Ok(CrossNode {
+                    client: refs(&p1.pods)?.remove(0),
+                    server: refs(&p2.pods)?.remove(0),
+                    cpu: CpuSource::Process(pid),
+                    _nodes: CrossNodes::Podswitch(p1, p2),
+                    _underlay: ul,
+                })
+            }
+            Peer::Ovs => {
+                Err(io::Error::other("the harness builds Open vSwitch on a single node only"))
+            }
+        }
+    }
 }
 
 /// VXLAN network identifier of the cross-node peers (Flannel's default).
 pub const VNI: u32 = 1;
-
-impl KernelCrossNode {
-    /// Nodes `10.244.1.0/24` and `10.244.2.0/24` with one pod each; underlay
-    /// `192.168.0.0/24`; VXLAN (VNI 1, port 4789) with static FDB and neighbour entries.
-    pub fn build() -> io::Result<KernelCrossNode> {
-        let mtu = MTU - vswitch::wire::vxlan::ENCAP_OVERHEAD as u32;
-        let cidr = |n: u8| Ipv4Cidr::new(Ipv4Addr::new(10, 244, n, 0), 24).expect("valid CIDR");
-        let nodes = [
-            BridgeNode::build("pswx", cidr(1), 1, mtu)?,
-            BridgeNode::build("pswx", cidr(2), 1, mtu)?,
-        ];
-        let names = [nodes[0].ns.name().to_string(), nodes[1].ns.name().to_string()];
-        let underlay = unique_name("pu");
-        let uname = |i: usize| {
-            format!("{underlay}{i}")
-                .chars()
-                .rev()
-                .take(15)
-                .collect::<String>()
-                .chars()
-                .rev()
-                .collect::<String>()
-        };
-        let (u0, u1) = (uname(0), uname(1));
-        run_tool(
-            "ip",
-            &[
-                "link", "add", &u0, "netns", &names[0], "type", "veth", "peer", "name", &u1,
-                "netns", &names[1],
-            ],
-        )?;
-        let vtep_mac = |i: usize| format!("02:76:78:00:00:{:02x}", i + 1);
-        for (i, (name, uif)) in names.iter().zip([&u0, &u1]).enumerate() {
-            let underlay_ip = format!("192.168.0.{}", i + 1);
-            let ns = &nodes[i].ns;
-            run_tool("ip", &["-n", name, "addr", "add", &format!("{underlay_ip}/24"), "dev", uif])?;
-            run_tool("ip", &["-n", name, "link", "set", uif, "up"])?;
-            run_tool(
-                "ip",
-                &[
-                    "-n",
-                    name,
-                    "link",
-                    "add",
-                    "vxlan0",
-                    "address",
-                    &vtep_mac(i),
-                    "type",
-                    "vxlan",
-                    "id",
-                    &VNI.to_string(),
-                    "local",
-                    &underlay_ip,
-                    "dev",
-                    uif,
-                    "dstport",
-                    "4789",
-                    "nolearning",
-                ],
-            )?;
-            run_tool("ip", &["-n", name, "link", "set", "vxlan0", "mtu", &mtu.to_string(), "up"])?;
-            run_tool(
-                "ip",
-                &["-n", name, "addr", "add", &format!("10.244.{}.0/32", i + 1), "dev", "vxlan0"],
-            )?;
-            sysctl(ns, "net.ipv4.ip_forward", "1")?;
-            let j = 1 - i;
-            let remote_net = format!("10.244.{}.0", j + 1);
-            run_tool(
-                "ip",
-                &[
-                    "-n",
-                    name,
-                    "neigh",
-                    "add",
-                    &remote_net,
-                    "lladdr",
-                    &vtep_mac(j),
-                    "dev",
-                    "vxlan0",
-                    "nud",
-                    "permanent",
-                ],
-            )?;
-            run_tool(
-                "bridge",
-                &[
-                    "-n",
-                    name,
-                    "fdb",
-                    "append",
-                    &vtep_mac(j),
-                    "dev",
-                    "vxlan0",
-                    "dst",
-                    &format!("192.168.0.{}", j + 1),
-                ],
-            )?;
-            run_tool(
-                "ip",
-                &[
-                    "-n",
-                    name,
-                    "route",
-                    "add",
-                    &format!("{remote_net}/24"),
-                    "via",
-                    &remote_net,
-                    "dev",
-                    "vxlan0",
-                    "onlink",
-                ],
-            )?;
-        }
-        let client = refs(&nodes[0].pods)?.remove(0);
-        let server = refs(&nodes[1].pods)?.remove(0);
-        Ok(KernelCrossNode { client, server, _nodes: nodes })
-    }
-}
 
 /// Throwaway namespace for control-plane timing (rules are loaded into it, then it goes).
 pub fn scratch_netns(tag: &str) -> io::Result<NamedNetNs> {

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use vswitch::cidr::Ipv4Cidr;
-use vswitch::config::Config;
+use vswitch::config::{Config, OverlayConfig, PeerConfig};
 use vswitch::packet::{Action, Batch};
 use vswitch::pipeline::output::TxPlan;
 use vswitch::pipeline::Pipeline;
+use vswitch::port::overlay::{outer_headers, OverlayOptions, OUTER_LEN};
 use vswitch::port::PortId;
 use vswitch::stats::PortCounters;
 use vswitch::tables::fdb::FdbKey;
+use vswitch::tables::neigh::Neighbor;
 use vswitch::wire::MacAddr;
 
 use super::Ctx;
@@ -96,19 +98,132 @@ pub fn l2_forwarding(flows: usize, time: Duration) -> L2Result {
     L2Result { packets, forwarded, elapsed: start.elapsed() }
 }
 
+/// Which overlay direction [`overlay`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A local pod's packets to pods on a peer node: routed, encapsulated (outer headers
+    /// built as the overlay port builds them before `sendmmsg`).
+    Encap,
+    /// VXLAN from a peer: validated, stripped, routed to a local pod.
+    Decap,
+}
+
+const OVERLAY_PORT: PortId = PortId(3);
+const PEER_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+
+/// Address of remote flow `i` (inside the peer's 10.128.0.0/9).
+fn remote_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 1)) + i as u32)
+}
+
+/// A 64-byte UDP frame of flow `i`.
+fn udp_frame(i: usize, src: MacAddr, dst: MacAddr, sip: Ipv4Addr, dip: Ipv4Addr) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(sip.octets(), dip.octets(), 64)
+        .udp(40_000 + (i % 20_000) as u16, 5201);
+    let mut v = Vec::with_capacity(60);
+    b.write(&mut v, &[0u8; 18]).expect("writing to a Vec");
+    v
+}
+
+/// Runs `flows` flows through the overlay stages in `dir` for about `time`.
+pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
+    let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).expect("valid CIDR");
+    let mut config = Config::for_node("bench", cidr, PathBuf::from("/nonexistent"));
+    let peer_cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 128, 0, 0), 9).expect("valid CIDR");
+    let peer = PeerConfig::new("node-2", PEER_UNDERLAY, peer_cidr, None).expect("valid peer");
+    let local = Ipv4Addr::new(192, 168, 0, 1);
+    config.overlay = Some(OverlayConfig {
+        underlay_ip: local,
+        vni: 1,
+        udp_port: 4789,
+        underlay_mtu: 1500,
+        udp_checksum: false,
+        max_peers: 16,
+        peers: vec![peer],
+    });
+    let mut pipeline = Pipeline::new(&config);
+    pipeline.gateway.overlay_port = Some(OVERLAY_PORT);
+    if let Some(ov) = &mut pipeline.overlay {
+        ov.port = Some(OVERLAY_PORT);
+    }
+    let (pod_port, pod_mac, pod_ip) = (PortId(1), mac(0, 0), Ipv4Addr::new(10, 244, 1, 2));
+    pipeline
+        .neigh
+        .insert(pod_ip, Neighbor { mac: pod_mac, port: pod_port })
+        .expect("room for one pod");
+    let gw_mac = config.node.gateway_mac;
+    let now = Instant::now();
+    pipeline.fdb.learn(FdbKey::new(None, pod_mac), pod_port, now);
+    let frames: Vec<Vec<u8>> = (0..flows)
+        .map(|i| match dir {
+            Direction::Encap => udp_frame(i, pod_mac, gw_mac, pod_ip, remote_ip(i)),
+            Direction::Decap => {
+                let mut d = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+                d.extend(udp_frame(i, mac(1, 0), gw_mac, remote_ip(i), pod_ip));
+                d
+            }
+        })
+        .collect();
+    let (in_port, expect) = match dir {
+        Direction::Encap => (pod_port, Action::Forward(OVERLAY_PORT)),
+        Direction::Decap => (OVERLAY_PORT, Action::Forward(pod_port)),
+    };
+    let opts = OverlayOptions { local, udp_port: 4789, vni: 1, udp_checksum: false };
+    let mut head = [0u8; OUTER_LEN];
+    let mut counters = vec![PortCounters::default(); 4];
+    let mut batch = Batch::new();
+    let mut plan = TxPlan::new(config.ports.max_ports);
+    plan.set_no_flood(Some(OVERLAY_PORT));
+    let live = [pod_port, OVERLAY_PORT];
+    let (mut packets, mut forwarded, mut next) = (0u64, 0u64, 0usize);
+    let start = Instant::now();
+    while start.elapsed() < time {
+        for _ in 0..64 {
+            batch.clear();
+            while !batch.is_full() {
+                batch.push_frame(in_port, &frames[next]);
+                next = if next + 1 == flows { 0 } else { next + 1 };
+            }
+            if dir == Direction::Decap {
+                for p in batch.packets_mut() {
+                    p.meta.tunnel = Some(PEER_UNDERLAY);
+                }
+            }
+            pipeline.run(&mut batch, &mut counters, now);
+            plan.clear();
+            plan.build(&batch, &live);
+            for p in batch.packets() {
+                if p.meta.action == expect {
+                    forwarded += 1;
+                    if let (Direction::Encap, Some(dst)) = (dir, p.meta.tunnel) {
+                        outer_headers(&mut head, &opts, dst, p.data());
+                    }
+                }
+            }
+            packets += batch.len() as u64;
+        }
+    }
+    std::hint::black_box(&head);
+    L2Result { packets, forwarded, elapsed: start.elapsed() }
+}
+
 /// Runs the micro-benchmarks.
 pub fn run(ctx: &Ctx) -> Scenario {
     let mut sc = Scenario::new(
         "pipeline",
         "In-memory pipeline micro-benchmarks (no I/O, one core)",
         "Prepared 64-byte frames copied into 32-frame batches, run through every stage \
-         (classify, learn, ARP, gateway, L2 forward) and the output plan, on one thread; all \
-         MACs learned beforehand; flows are distinct source/destination MAC pairs.",
+         (decap, classify, learn, ARP, gateway with the overlay, L2 forward) and the output \
+         plan, on one thread; all MACs learned beforehand; L2 flows are distinct \
+         source/destination MAC pairs.",
     );
     sc.column("podswitch", "podswitch pipeline", ColumnStatus::Measured);
     sc.notes.push(
-        "VXLAN encapsulation/decapsulation and NAT on established flows are not measured yet: \
-         the overlay (issue 6) and Service NAT (issue 7) do not exist in podswitch so far."
+        "VXLAN: flows are distinct remote pod addresses in a peer's 10.128.0.0/9; encap covers \
+         routing, TTL and MAC rewrite and building the outer headers, decap covers the VXLAN \
+         checks, stripping and routing to the local pod. NAT on established flows is not \
+         measured yet: Service NAT (issue 7) does not exist in podswitch so far."
             .into(),
     );
     let time = if ctx.quick { Duration::from_millis(300) } else { Duration::from_secs(2) };
@@ -133,6 +248,28 @@ pub fn run(ctx: &Ctx) -> Scenario {
             sc.metric(&format!("L2 forwarding, {flows} flows"), "Mpps", Better::Higher)
                 .push("podswitch", r.mpps());
         }
+        for (dir, label) in [(Direction::Encap, "VXLAN encap"), (Direction::Decap, "VXLAN decap")] {
+            for flows in FLOWS {
+                if ctx.stopped() {
+                    return sc;
+                }
+                eprintln!("  round {}/{}: {label}, {flows} flows", round + 1, ctx.runs);
+                let r = overlay(dir, flows, time);
+                if r.forwarded != r.packets {
+                    sc.fail(
+                        "podswitch",
+                        format!(
+                            "{label}: {} of {} packets were not forwarded as expected",
+                            r.packets - r.forwarded,
+                            r.packets
+                        ),
+                    );
+                    return sc;
+                }
+                sc.metric(&format!("{label}, {flows} flows"), "Mpps", Better::Higher)
+                    .push("podswitch", r.mpps());
+            }
+        }
     }
     sc
 }
@@ -147,6 +284,17 @@ mod tests {
             let r = l2_forwarding(flows, Duration::from_millis(20));
             assert!(r.packets > 0);
             assert_eq!(r.forwarded, r.packets, "{flows} flows");
+        }
+    }
+
+    #[test]
+    fn overlay_directions_forward_every_packet() {
+        for dir in [Direction::Encap, Direction::Decap] {
+            for flows in [1, 1_000] {
+                let r = overlay(dir, flows, Duration::from_millis(20));
+                assert!(r.packets > 0);
+                assert_eq!(r.forwarded, r.packets, "{dir:?} {flows} flows");
+            }
         }
     }
 

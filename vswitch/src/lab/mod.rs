@@ -1,8 +1,9 @@
-//! `podswitch lab`: the self-contained demonstration. It builds a node and pods in fresh
-//! network namespaces, runs the switch there, attaches the pods, proves they can talk (ping,
-//! a verified TCP transfer, node to pod and pod to node), measures throughput and latency
-//! with the built-in traffic tools, does the same on the kernel's bridge for comparison, prints
-//! one table, and removes everything it created, also on Ctrl-C or on failure.
+//! `podswitch lab`: the self-contained demonstration. It builds two nodes on an underlay
+//! network, each running the switch in its own namespace with pods attached, proves they can
+//! talk (ping, verified TCP transfers, node to pod and pod to node, and across nodes through
+//! the VXLAN overlay), measures throughput and latency with the built-in traffic tools, does
+//! the same on the kernel's path (bridge, veth, `vxlan`) for comparison, prints one table, and
+//! removes everything it created, also on Ctrl-C or on failure.
 //!
 //! Nothing is installed or configured outside the lab's own namespaces; every traffic loop
 //! is bounded in packets and time.
@@ -20,10 +21,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::cidr::Ipv4Cidr;
 use crate::control::api::{Reply, Request};
 use crate::sys::netns::NetNs;
-use topology::{BridgeNode, PodswitchNode};
+use topology::{
+    node_pod_cidr, podswitch_peer, underlay_ip, KernelVxlanNode, PodswitchNode, Underlay,
+};
 use traffic::Endpoint;
 
 /// Options of `podswitch lab`.
@@ -77,6 +79,12 @@ pub struct Measurements {
     pub tcp_rr_p50_us: f64,
     /// TCP request/response p99 in µs.
     pub tcp_rr_p99_us: f64,
+    /// Cross-node TCP, one stream, Gbit/s.
+    pub xnode_tcp_gbps: f64,
+    /// Cross-node TCP request/response 64 B p50 in µs.
+    pub xnode_tcp_rr_p50_us: f64,
+    /// Cross-node TCP request/response p99 in µs.
+    pub xnode_tcp_rr_p99_us: f64,
 }
 
 /// Every round of one datapath, and their per-metric medians.
@@ -188,11 +196,38 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
         Some(p) => p.clone(),
         None => step("locate podswitch", std::env::current_exe())?,
     };
-    let cidr: Ipv4Cidr = "10.244.1.0/24".parse().expect("literal");
-    println!("podswitch lab: building a node with {} pods (pod CIDR {cidr})", args.pods);
+    let cidr = node_pod_cidr(1);
+    println!(
+        "podswitch lab: building two nodes on an underlay: node-1 with {} pods (pod CIDR {cidr}), node-2 with 1 pod ({})",
+        args.pods,
+        node_pod_cidr(2)
+    );
+    let mut underlay = step("build the underlay", Underlay::build("psl"))?;
     let node = step(
-        "build the podswitch node",
-        PodswitchNode::build(&exe, "psl", cidr, args.pods.into(), |_| {}),
+        "build podswitch node-1",
+        PodswitchNode::build_on_underlay(
+            &exe,
+            "psl",
+            &mut underlay,
+            1,
+            args.pods.into(),
+            &[podswitch_peer(2)],
+            LAB_UNDERLAY_MTU,
+            |_| {},
+        ),
+    )?;
+    let node2 = step(
+        "build podswitch node-2",
+        PodswitchNode::build_on_underlay(
+            &exe,
+            "psl",
+            &mut underlay,
+            2,
+            1,
+            &[podswitch_peer(1)],
+            LAB_UNDERLAY_MTU,
+            |_| {},
+        ),
     )?;
     println!(
         "  node namespace {} runs podswitch (pid {}), host port psw0 = {}/{}",
@@ -204,6 +239,16 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
     for p in &node.pods {
         println!("  pod {:<5} namespace {:<22} eth0 {} {}", p.name, p.ns.name(), p.ip, p.mac);
     }
+    let remote = &node2.pods[0];
+    println!(
+        "  node-2 namespace {}: pod {} {}; underlay {} (node-1 {}, node-2 {}, VXLAN VNI 1)",
+        node2.ns.name(),
+        remote.name,
+        remote.ip,
+        underlay.ns.name(),
+        underlay_ip(1),
+        underlay_ip(2)
+    );
 
     let mut report = LabReport::default();
     println!("\nconnectivity");
@@ -252,17 +297,38 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
         .map_err(|e| e.to_string()),
     );
     check("ARP answered by the switch".into(), arp_answered(&node));
+    interrupted()?;
+    check(
+        format!("ping {} -> node-2 {} ({}) over VXLAN", a.name, remote.name, remote.ip),
+        ping(&a.ns, remote.ip),
+    );
+    check(
+        format!("ping node-1 -> node-2 {} ({}) via host port + overlay", remote.name, remote.ip),
+        ping(&node.ns, remote.ip),
+    );
+    interrupted()?;
+    check(
+        format!(
+            "TCP {} MiB {} -> node-2 {}, across nodes, every byte verified",
+            args.transfer_mib, a.name, remote.name
+        ),
+        traffic::tcp_transfer_verified(
+            Endpoint { ns: &remote.ns, addr: remote.ip },
+            &a.ns,
+            bytes,
+            Duration::from_secs(120),
+        )
+        .map(|r| format!("{:.2} Gbit/s", r.gbit_per_sec()))
+        .map_err(|e| e.to_string()),
+    );
 
     let kernel = if args.no_compare {
         None
     } else {
         println!(
-            "\nbuilding the kernel peer: two pods on veth pairs to a Linux bridge (cni0 model)"
+            "\nbuilding the kernel peer: two nodes, pods on veth pairs to a Linux bridge (cni0 model), vxlan between them (Flannel model)"
         );
-        Some(step(
-            "build the kernel bridge node",
-            BridgeNode::build("psk", cidr, 2, node.config.node.mtu),
-        )?)
+        Some(step("build the kernel nodes", kernel_peer())?)
     };
     println!(
         "\nmeasuring, {} round(s) alternating between datapaths ({} s per throughput test, {} round trips per latency test)",
@@ -271,17 +337,17 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
     let mut ps_runs = Vec::new();
     let mut k_runs = Vec::new();
     for round in 1..=args.repeat {
-        println!("round {round}: podswitch (TAP)");
-        ps_runs.push(measure(&a.ns, &b.ns, b.ip, args)?);
-        if let Some(k) = &kernel {
-            let (ka, kb) = (&k.pods[0], &k.pods[1]);
-            println!("round {round}: kernel bridge (veth)");
-            k_runs.push(measure(&ka.ns, &kb.ns, kb.ip, args)?);
+        println!("round {round}: podswitch (TAP, VXLAN overlay)");
+        ps_runs.push(measure(&a.ns, (&b.ns, b.ip), (&remote.ns, remote.ip), args)?);
+        if let Some((k1, k2, _)) = &kernel {
+            let (ka, kb, kr) = (&k1.bridge.pods[0], &k1.bridge.pods[1], &k2.bridge.pods[0]);
+            println!("round {round}: kernel (bridge, veth, vxlan)");
+            k_runs.push(measure(&ka.ns, (&kb.ns, kb.ip), (&kr.ns, kr.ip), args)?);
         }
     }
-    report.measurements.push(Summary::of("podswitch (TAP)", ps_runs));
+    report.measurements.push(Summary::of("podswitch", ps_runs));
     if kernel.is_some() {
-        report.measurements.push(Summary::of("kernel bridge (veth)", k_runs));
+        report.measurements.push(Summary::of("kernel path", k_runs));
     }
     if let Ok(Reply::Stats(s)) = node.switch.call(&Request::Stats) {
         print_switch_stats(&s);
@@ -291,6 +357,8 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
     }
     drop(kernel);
     drop(node);
+    drop(node2);
+    drop(underlay);
     print_table(&report.measurements, args.repeat);
     Ok(report)
 }
@@ -329,13 +397,46 @@ fn arp_answered(node: &PodswitchNode) -> Result<String, String> {
     }
 }
 
+/// MTU of the lab's underlays: pods get 1500 after the overlay's 50 bytes, like the kernel
+/// bridge peer's pods.
+pub const LAB_UNDERLAY_MTU: u32 = 1550;
+
+/// The kernel's path on its own underlay: node 1 with two pods, node 2 with one, Flannel-style
+/// VXLAN between them.
+fn kernel_peer() -> std::io::Result<(KernelVxlanNode, KernelVxlanNode, Underlay)> {
+    let mut ul = Underlay::build("psk")?;
+    let k1 = KernelVxlanNode::build(
+        "psk",
+        &mut ul,
+        underlay_ip(1),
+        node_pod_cidr(1),
+        2,
+        1,
+        LAB_UNDERLAY_MTU,
+    )?;
+    let k2 = KernelVxlanNode::build(
+        "psk",
+        &mut ul,
+        underlay_ip(2),
+        node_pod_cidr(2),
+        1,
+        1,
+        LAB_UNDERLAY_MTU,
+    )?;
+    k1.add_peer(underlay_ip(2), node_pod_cidr(2), k2.vtep_mac)?;
+    k2.add_peer(underlay_ip(1), node_pod_cidr(1), k1.vtep_mac)?;
+    Ok((k1, k2, ul))
+}
+
+/// One round: same-node measurements from `client` to `local`, cross-node ones to `remote`.
 fn measure(
     client: &NetNs,
-    server_ns: &NetNs,
-    server: Ipv4Addr,
+    local: (&NetNs, Ipv4Addr),
+    remote: (&NetNs, Ipv4Addr),
     args: &LabArgs,
 ) -> Result<Measurements, String> {
     let secs = Duration::from_secs(args.seconds);
+    let (server_ns, server) = local;
     let ep = || Endpoint { ns: server_ns, addr: server };
     let tcp = step("TCP throughput", traffic::tcp_throughput(ep(), client, 1, secs))?;
     println!("  TCP 1 stream: {:.2} Gbit/s", tcp.gbit_per_sec());
@@ -362,7 +463,18 @@ fn measure(
         traffic::tcp_rr(ep(), client, 64, args.round_trips, deadline),
     )?;
     println!("  TCP RR 64 B: p50 {:.1} µs, p99 {:.1} µs", us(trr.p50), us(trr.p99));
+    let rep = Endpoint { ns: remote.0, addr: remote.1 };
+    let xtcp = step("cross-node TCP throughput", traffic::tcp_throughput(rep, client, 1, secs))?;
+    println!("  cross-node TCP 1 stream: {:.2} Gbit/s", xtcp.gbit_per_sec());
+    let xrr = step(
+        "cross-node TCP request/response",
+        traffic::tcp_rr(rep, client, 64, args.round_trips, deadline),
+    )?;
+    println!("  cross-node TCP RR 64 B: p50 {:.1} µs, p99 {:.1} µs", us(xrr.p50), us(xrr.p99));
     Ok(Measurements {
+        xnode_tcp_gbps: xtcp.gbit_per_sec(),
+        xnode_tcp_rr_p50_us: us(xrr.p50),
+        xnode_tcp_rr_p99_us: us(xrr.p99),
         tcp_1_stream_gbps: tcp.gbit_per_sec(),
         udp64_delivered_pps: udp.delivered_pps(),
         udp64_offered_pps: udp.offered_pps(),
@@ -385,16 +497,16 @@ fn print_switch_stats(s: &crate::control::api::StatsReply) {
 
 fn print_table(m: &[Summary], rounds: u64) {
     if rounds > 1 {
-        println!("\nresults: medians of {rounds} rounds [min-max] (same machine, same run; pods on one node)");
+        println!("\nresults: medians of {rounds} rounds [min-max] (same machine, same run)");
     } else {
-        println!("\nresults (same machine, same run; pods on one node)");
+        println!("\nresults (same machine, same run)");
     }
     let mut header = vec!["metric".to_string()];
     header.extend(m.iter().map(|x| x.datapath.clone()));
     if m.len() == 2 {
         header.push("podswitch / kernel".into());
     }
-    let rows: [(&str, Getter); 7] = [
+    let rows: [(&str, Getter); 10] = [
         ("TCP 1 stream, Gbit/s", |x| x.tcp_1_stream_gbps),
         ("UDP 64 B delivered, kpps", |x| x.udp64_delivered_pps / 1e3),
         ("UDP 64 B loss, %", |x| x.udp64_loss * 100.0),
@@ -402,6 +514,9 @@ fn print_table(m: &[Summary], rounds: u64) {
         ("UDP RR 64 B p99, µs", |x| x.udp_rr_p99_us),
         ("TCP RR 64 B p50, µs", |x| x.tcp_rr_p50_us),
         ("TCP RR 64 B p99, µs", |x| x.tcp_rr_p99_us),
+        ("cross-node TCP 1 stream, Gbit/s", |x| x.xnode_tcp_gbps),
+        ("cross-node TCP RR p50, µs", |x| x.xnode_tcp_rr_p50_us),
+        ("cross-node TCP RR p99, µs", |x| x.xnode_tcp_rr_p99_us),
     ];
     let mut table_rows = Vec::new();
     for (label, get) in rows {

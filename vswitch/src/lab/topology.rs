@@ -248,8 +248,9 @@ impl PodswitchNode {
     }
 
     /// Node `n` (1-based) of an overlay: plugged into `underlay` at [`underlay_ip`]`(n)`, pod
-    /// CIDR [`node_pod_cidr`]`(n)`, VNI 1, underlay MTU 1500 (so pod MTU 1450), tunnelling to
-    /// `peers` from the start; `config_edit` sees the config last.
+    /// CIDR [`node_pod_cidr`]`(n)`, VNI 1, pod MTU `underlay_mtu` − 50, tunnelling to `peers`
+    /// from the start; `config_edit` sees the config last.
+    #[allow(clippy::too_many_arguments)]
     pub fn build_on_underlay(
         exe: &Path,
         tag: &str,
@@ -257,6 +258,7 @@ impl PodswitchNode {
         n: u8,
         pods: usize,
         peers: &[crate::config::PeerConfig],
+        underlay_mtu: u32,
         config_edit: impl FnOnce(&mut Config),
     ) -> io::Result<PodswitchNode> {
         let ip = underlay_ip(n);
@@ -265,15 +267,15 @@ impl PodswitchNode {
             tag,
             node_pod_cidr(n),
             pods,
-            |ns| underlay.plug(ns, ip, 1500),
+            |ns| underlay.plug(ns, ip, underlay_mtu),
             |c| {
                 c.node.name = format!("node-{n}");
-                c.node.mtu = 1500 - crate::config::OVERLAY_OVERHEAD;
+                c.node.mtu = underlay_mtu - crate::config::OVERLAY_OVERHEAD;
                 c.overlay = Some(crate::config::OverlayConfig {
                     underlay_ip: ip,
                     vni: 1,
                     udp_port: crate::wire::vxlan::UDP_PORT,
-                    underlay_mtu: 1500,
+                    underlay_mtu,
                     udp_checksum: false,
                     max_peers: 64,
                     peers: peers.to_vec(),
@@ -495,9 +497,6 @@ impl KernelVxlanNode {
             ],
         )?;
         run_tool("ip", &["-n", &n, "link", "set", "vxlan0", "mtu", &mtu.to_string(), "up"])?;
-        // On a veth underlay the inner checksums would stay partial (a NIC completes them on
-        // real hardware); a VXLAN peer receiving through a socket needs them complete.
-        crate::sys::ethtool::disable_tx_checksum(&bridge.ns, "ul0")?;
         run_tool(
             "ip",
             &["-n", &n, "addr", "add", &format!("{}/32", pod_cidr.network()), "dev", "vxlan0"],
@@ -505,6 +504,14 @@ impl KernelVxlanNode {
         let path = "/proc/sys/net/ipv4/ip_forward";
         bridge.ns.run(move || std::fs::write(path, "1"))??;
         Ok(KernelVxlanNode { bridge, vtep_mac, underlay_ip })
+    }
+
+    /// Makes the node complete inner checksums before its packets reach the underlay. On a
+    /// veth underlay they would otherwise stay partial (a NIC completes them on real
+    /// hardware): fine for another kernel, wrong for a peer that receives VXLAN through a
+    /// socket, as podswitch does. Costs the kernel its TSO on the underlay.
+    pub fn complete_checksums(&self) -> io::Result<()> {
+        crate::sys::ethtool::disable_tx_checksum(&self.bridge.ns, "ul0")
     }
 
     /// Routes `pod_cidr` through the overlay to the node at `ip` whose VTEP answers to `mac`.
