@@ -310,6 +310,55 @@ mod tests {
         assert_eq!(icmp.payload(), &frame[14..14 + 28]);
     }
 
+    proptest::proptest! {
+        /// Arbitrary datagrams from the overlay port, or arbitrary frames from a pod toward a
+        /// peer, through the whole pipeline: no panic, nothing flooded, nothing relayed back
+        /// into the overlay, every drop counted.
+        #[test]
+        fn arbitrary_input_never_panics_or_loops(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            from_overlay in proptest::prelude::any::<bool>(),
+            known_sender in proptest::prelude::any::<bool>(),
+        ) {
+            let mut config = crate::config::Config::for_node(
+                "n1",
+                "10.244.1.0/24".parse().unwrap(),
+                "/nonexistent".into(),
+            );
+            config.overlay = Some(crate::config::OverlayConfig {
+                underlay_ip: Ipv4Addr::new(192, 168, 0, 1),
+                vni: 1,
+                udp_port: 4789,
+                underlay_mtu: 1500,
+                udp_checksum: false,
+                max_peers: 4,
+                peers: vec![PeerConfig::parse("n2", "192.168.0.2", "10.244.2.0/24", None).unwrap()],
+            });
+            let mut p = crate::pipeline::Pipeline::new(&config);
+            p.gateway.overlay_port = Some(OV);
+            p.overlay.as_mut().unwrap().port = Some(OV);
+            let mut b = Batch::new();
+            let port = if from_overlay { OV } else { PortId(1) };
+            let mut frame = data.clone();
+            if !from_overlay && frame.len() >= 6 {
+                frame[..6].copy_from_slice(&p.gateway.mac.0);
+            }
+            b.push_frame(port, &frame);
+            b.packets_mut()[0].meta.tunnel =
+                Some(if known_sender { PEER_IP } else { Ipv4Addr::new(192, 168, 0, 99) });
+            let mut c = vec![PortCounters::default(); 10];
+            p.run(&mut b, &mut c, std::time::Instant::now());
+            let action = b.packets()[0].meta.action;
+            if from_overlay {
+                proptest::prop_assert!(action != Action::Flood);
+                proptest::prop_assert!(action != Action::Forward(OV));
+            }
+            if let Action::Drop(r) = action {
+                proptest::prop_assert_eq!(c[port.index()].drops[r as usize], 1);
+            }
+        }
+    }
+
     #[test]
     fn too_big_without_df_is_dropped_and_small_enough_passes() {
         let mut pkt = classified(&big_frame(false, 1450));
