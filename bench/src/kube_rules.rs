@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -443,7 +443,7 @@ pub fn add_one(
 /// How many Services are loaded in `ns` by `tool`'s layout: `KUBE-SVC-*` chains in the `nat`
 /// table, or elements of the `service-ips` map. Fails as [`load`] does.
 pub fn loaded_services(ns: &NetNs, tool: Tool, timeout: Duration) -> io::Result<usize> {
-    refuse_root(ns)?;
+    vswitch::lab::traffic::refuse_root(ns)?;
     tool.available().map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
     let scratch = ScratchDir::new("kube-rules")?;
     let args: &[&str] = match tool {
@@ -466,7 +466,7 @@ fn run_loader(
     partial: bool,
     timeout: Duration,
 ) -> io::Result<Duration> {
-    refuse_root(ns)?;
+    vswitch::lab::traffic::refuse_root(ns)?;
     tool.available().map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
     let scratch = ScratchDir::new("kube-rules")?;
     let rules = scratch.path().join("rules");
@@ -537,22 +537,6 @@ fn run_in(
         )));
     }
     Ok((elapsed, std::fs::read_to_string(&out_path)?))
-}
-
-/// Fails unless `ns` differs from both this process's namespace and init's: rules are only
-/// ever installed in namespaces a test or benchmark created.
-fn refuse_root(ns: &NetNs) -> io::Result<()> {
-    let inside = ns.run(|| std::fs::metadata("/proc/thread-self/ns/net"))??;
-    let same = |path: &str| {
-        std::fs::metadata(path).is_ok_and(|m| m.ino() == inside.ino() && m.dev() == inside.dev())
-    };
-    if same("/proc/self/ns/net") || same("/proc/1/ns/net") {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "refusing to load Service rules into the root network namespace",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

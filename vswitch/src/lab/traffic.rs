@@ -46,8 +46,9 @@ fn call_id() -> u32 {
         ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x85eb_ca6b)
 }
 
-/// Refuses the process's own namespace and PID 1's.
-fn refuse_root(ns: &NetNs) -> io::Result<()> {
+/// Fails unless `ns` differs from both this process's namespace and PID 1's: test traffic
+/// and test rules only ever go into namespaces the caller created.
+pub fn refuse_root(ns: &NetNs) -> io::Result<()> {
     let inside = ns.run(|| std::fs::metadata("/proc/thread-self/ns/net"))??;
     let same = |path: &str| {
         std::fs::metadata(path).is_ok_and(|m| m.ino() == inside.ino() && m.dev() == inside.dev())
@@ -55,7 +56,7 @@ fn refuse_root(ns: &NetNs) -> io::Result<()> {
     if same("/proc/self/ns/net") || same("/proc/1/ns/net") {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            "refusing to send test traffic from the root network namespace",
+            "refusing to use the root network namespace for test traffic or rules",
         ));
     }
     Ok(())
