@@ -39,7 +39,8 @@ fn tcp_100_mb_between_pods_arrives_intact() {
     .expect("verified transfer");
     assert_eq!(r.bytes, 100_000_000);
     let s = port_stats(&n, "pod1");
-    assert!(s.rx_packets > 60_000, "the data went through the switch: {s:?}");
+    // Offloads carry it as TCP super-frames, so count bytes, not frames.
+    assert!(s.rx_bytes > 100_000_000, "the data went through the switch: {s:?}");
     assert_eq!(s.drops.values().sum::<u64>(), 0, "no drops: {s:?}");
 }
 

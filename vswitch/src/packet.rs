@@ -16,9 +16,10 @@ use crate::stats::DropReason;
 /// IPv4/UDP/Ethernet is 50 bytes; 128 keeps the frame start cache-line aligned).
 pub const HEADROOM: usize = 128;
 
-/// Largest frame a port may hand to the pipeline: a 9000-byte MTU plus Ethernet and one VLAN
-/// tag, rounded up. Larger reads are truncated by the kernel and dropped as `Oversize`.
-pub const MAX_FRAME_LEN: usize = 9216;
+/// Largest frame a port may hand to the pipeline: a TCP segmentation offload super-frame (an
+/// IPv4 packet of up to 65,535 bytes) plus Ethernet and one VLAN tag, rounded up. TAP ports
+/// with offloads deliver such frames; everything else stays below 9,216 bytes.
+pub const MAX_FRAME_LEN: usize = 65_560;
 
 /// Size of one packet buffer.
 pub const BUF_SIZE: usize = HEADROOM + MAX_FRAME_LEN;
@@ -66,6 +67,79 @@ pub struct Meta {
     /// The overlay peer's underlay address: the sender of a received VXLAN datagram, the
     /// destination of one to send.
     pub tunnel: Option<std::net::Ipv4Addr>,
+    /// Offload metadata that came with the frame (a TAP port's virtio-net header): a partial
+    /// checksum to complete, or a super-frame to segment, before it leaves through a port
+    /// that cannot take it as is.
+    pub vnet: VnetHdr,
+}
+
+/// The `struct virtio_net_hdr` a TAP device with `IFF_VNET_HDR` puts in front of each frame
+/// (fields in host order). All zero: a plain frame with complete checksums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `NEEDS_CSUM` (1): the L4 checksum is partial; `DATA_VALID` (2).
+    pub flags: u8,
+    /// `GSO_NONE` (0), `GSO_TCPV4` (1), `GSO_UDP` (3), `GSO_TCPV6` (4), `GSO_UDP_L4` (5), with
+    /// `GSO_ECN` (0x80) or'ed in.
+    pub gso_type: u8,
+    /// Length of the headers (a hint).
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where checksumming starts (the L4 header).
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum goes.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Size on the wire (the legacy header, `TUNSETVNETHDRSZ` default).
+    pub const LEN: usize = 10;
+    /// Flag: the checksum at `csum_start + csum_offset` is partial.
+    pub const NEEDS_CSUM: u8 = 1;
+    /// GSO type: none.
+    pub const GSO_NONE: u8 = 0;
+    /// GSO type: TCP over IPv4.
+    pub const GSO_TCPV4: u8 = 1;
+    /// GSO type: TCP over IPv6.
+    pub const GSO_TCPV6: u8 = 4;
+    /// GSO flag: the segments carry ECN (CWR only on the first).
+    pub const GSO_ECN: u8 = 0x80;
+
+    /// Reads a header.
+    pub fn parse(b: &[u8; Self::LEN]) -> VnetHdr {
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    /// Writes the header.
+    pub fn write(&self, b: &mut [u8; Self::LEN]) {
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    }
+
+    /// A super-frame to be segmented.
+    #[inline]
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+
+    /// The L4 checksum is partial.
+    #[inline]
+    pub fn needs_csum(&self) -> bool {
+        self.flags & Self::NEEDS_CSUM != 0
+    }
 }
 
 /// One frame in a buffer with headroom. The frame is `buf[start..start + len]`.
@@ -175,6 +249,30 @@ impl Packet {
         }
         self.start += n;
         self.len -= n;
+        true
+    }
+
+    /// Completes a partial L4 checksum (`meta.vnet` says where) in software and clears the
+    /// flag, for a frame leaving through a port that cannot carry the offload metadata. The
+    /// field holds the pseudo-header sum, so the checksum over everything from `csum_start`
+    /// is the final one. False (frame unchanged) when the offsets point outside the frame.
+    pub fn complete_checksum(&mut self) -> bool {
+        let v = self.meta.vnet;
+        if !v.needs_csum() {
+            return true;
+        }
+        let (start, at) =
+            (usize::from(v.csum_start), usize::from(v.csum_start) + usize::from(v.csum_offset));
+        let data = self.data_mut();
+        if at + 2 > data.len() || start > at {
+            return false;
+        }
+        let c = match crate::wire::checksum::finish(crate::wire::checksum::sum(&data[start..])) {
+            0 => 0xffff,
+            c => c,
+        };
+        data[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        self.meta.vnet.flags &= !VnetHdr::NEEDS_CSUM;
         true
     }
 
@@ -295,6 +393,58 @@ mod tests {
         assert_eq!(p.data(), &[1, 2, 3, 4]);
         assert!(p.push_front(HEADROOM + 1).is_none());
         assert!(!p.pull_front(5));
+    }
+
+    #[test]
+    fn partial_checksums_are_completed() {
+        let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1000, 2000);
+        let mut frame = Vec::new();
+        b.write(&mut frame, b"some payload bytes!").unwrap();
+        let good = u16::from_be_bytes([frame[40], frame[41]]);
+        // What a kernel hands over with NEEDS_CSUM: the pseudo-header sum, not complemented.
+        let src = std::net::Ipv4Addr::new(10, 0, 0, 1);
+        let dst = std::net::Ipv4Addr::new(10, 0, 0, 2);
+        let len = (frame.len() - 34) as u16;
+        let pseudo = crate::wire::checksum::fold(crate::wire::checksum::pseudo_header_v4(
+            &src,
+            &dst,
+            crate::wire::IpProtocol::Udp,
+            len,
+        ));
+        frame[40..42].copy_from_slice(&pseudo.to_be_bytes());
+        let mut p = Packet::new();
+        assert!(p.fill_from(&frame));
+        p.meta.vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Default::default()
+        };
+        assert!(p.complete_checksum());
+        assert_eq!(u16::from_be_bytes([p.data()[40], p.data()[41]]), good);
+        assert!(!p.meta.vnet.needs_csum());
+        p.meta.vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 60,
+            csum_offset: 6,
+            ..Default::default()
+        };
+        assert!(!p.complete_checksum(), "offsets past the frame are refused");
+        let mut raw = [0u8; VnetHdr::LEN];
+        let v = VnetHdr {
+            flags: 1,
+            gso_type: VnetHdr::GSO_TCPV4 | VnetHdr::GSO_ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        v.write(&mut raw);
+        assert_eq!(VnetHdr::parse(&raw), v);
+        assert!(v.is_gso() && v.needs_csum());
+        assert!(!VnetHdr::default().is_gso());
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
                 if p.meta.action == expect {
                     forwarded += 1;
                     if let (Direction::Encap, Some(dst)) = (dir, p.meta.tunnel) {
-                        outer_headers(&mut head, &opts, dst, p.data());
+                        outer_headers(&mut head, &opts, dst, &[p.data()]);
                     }
                 }
             }

@@ -34,6 +34,7 @@ pub fn run(
         }
         if answer(pkt, gateway, neigh, overlay) {
             pkt.meta.action = Action::Reply;
+            pkt.meta.vnet = Default::default();
             if let Some(c) = counters.get_mut(pkt.meta.in_port.index()) {
                 c.arp_replies += 1;
             }

@@ -71,6 +71,10 @@ pub fn run(
         match handle(pkt, gateway, neigh, overlay) {
             Ok(action) => {
                 pkt.meta.action = action;
+                if action == Action::Reply {
+                    // A frame the switch rewrote into its own answer carries no offload.
+                    pkt.meta.vnet = Default::default();
+                }
                 if let Some(c) = counters.get_mut(in_port.index()) {
                     match action {
                         Action::Reply if is_frag_needed(pkt) => c.frag_needed += 1,

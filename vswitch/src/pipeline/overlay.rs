@@ -18,7 +18,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::packet::{Action, Batch, Packet};
+use crate::packet::{Action, Batch, Packet, VnetHdr};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::peers::PeerTable;
@@ -111,6 +111,22 @@ fn encap_decision(
     tunnel: Ipv4Addr,
     vtep_mac: MacAddr,
 ) -> Result<Action, DropReason> {
+    let vnet = pkt.meta.vnet;
+    // The size that goes on the underlay: the whole packet, or each segment of a super-frame
+    // (the overlay port segments TCP/IPv4 super-frames; nothing else may be one here).
+    let on_wire = if vnet.is_gso() {
+        if vnet.gso_type & !VnetHdr::GSO_ECN != VnetHdr::GSO_TCPV4 {
+            return Err(DropReason::OverlayTooBig);
+        }
+        let seg = crate::port::overlay::tcp4_segmentation(pkt.data(), vnet.gso_size)
+            .ok_or(DropReason::L4Truncated)?;
+        (seg.hdr_len - usize::from(pkt.meta.l3_offset) + seg.mss) as u16
+    } else {
+        if vnet.needs_csum() && !pkt.complete_checksum() {
+            return Err(DropReason::L4Truncated);
+        }
+        0
+    };
     let l3 = usize::from(pkt.meta.l3_offset);
     let frame = pkt.data_mut();
     let (eth, ip_bytes) = frame.split_at_mut(l3.min(frame.len()));
@@ -118,7 +134,8 @@ fn encap_decision(
     if ip.hop_limit() <= 1 {
         return Err(DropReason::TtlExpired);
     }
-    if ip.total_len() > inner_mtu {
+    let on_wire = if on_wire == 0 { ip.total_len() } else { on_wire };
+    if on_wire > inner_mtu {
         if !ip.dont_frag() {
             return Err(DropReason::OverlayTooBig);
         }
@@ -165,6 +182,7 @@ pub fn frag_needed_reply(pkt: &mut Packet, gw: &Gateway, mtu: u16) {
     let c = checksum::checksum(icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     pkt.truncate(len);
+    pkt.meta.vnet = Default::default();
 }
 
 #[cfg(test)]

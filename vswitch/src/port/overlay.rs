@@ -51,9 +51,49 @@ pub struct OverlayPort {
     rx_arrays: MsgArrays,
     tx_arrays: MsgArrays,
     heads: Vec<[u8; OUTER_LEN]>,
+    inner: Vec<[u8; MAX_INNER_HDR]>,
+    queue: Vec<Queued>,
 }
 
 impl OverlayPort {
+    /// Sends what is queued (one `sendmmsg`) and counts the outcome in datagrams.
+    fn flush(&mut self, pkts: &[crate::packet::Packet], out: &mut TxOutcome) {
+        let n = self.queue.len();
+        if n == 0 {
+            return;
+        }
+        let (heads, inner, queue) = (&self.heads, &self.inner, &self.queue);
+        let msgs = queue.iter().enumerate().map(|(slot, q)| {
+            let frame = pkts[usize::from(q.pkt)].data();
+            let pieces: [&[u8]; 3] = match q.segment {
+                None => [&heads[slot][..], frame, &[]],
+                Some((hdr_len, start, end)) => {
+                    [&heads[slot][..], &inner[slot][..hdr_len], &frame[start..end]]
+                }
+            };
+            (SocketAddrV4::new(q.dst, 0), pieces)
+        });
+        let bytes = |q: &Queued| match q.segment {
+            None => pkts[usize::from(q.pkt)].len() as u64,
+            Some((hdr_len, start, end)) => (hdr_len + end - start) as u64,
+        };
+        match self.tx_arrays.send(self.tx.as_raw_fd(), msgs) {
+            Ok(sent) => {
+                out.sent += sent as u32;
+                out.bytes += self.queue[..sent].iter().map(bytes).sum::<u64>();
+                out.queue_full += (n - sent) as u32;
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
+                out.queue_full += n as u32
+            }
+            Err(_) => out.errors += n as u32,
+        }
+        self.queue.clear();
+    }
+
     /// Binds the receive socket and opens the raw send socket, both non-blocking, in the
     /// calling thread's network namespace.
     pub fn bind(opts: OverlayOptions) -> io::Result<OverlayPort> {
@@ -69,8 +109,10 @@ impl OverlayPort {
             tx,
             opts,
             rx_arrays: MsgArrays::new(BATCH_SIZE),
-            tx_arrays: MsgArrays::new(BATCH_SIZE),
-            heads: vec![[0u8; OUTER_LEN]; BATCH_SIZE],
+            tx_arrays: MsgArrays::new(TX_MSGS),
+            heads: vec![[0u8; OUTER_LEN]; TX_MSGS],
+            inner: vec![[0u8; MAX_INNER_HDR]; TX_MSGS],
+            queue: Vec::with_capacity(TX_MSGS),
         })
     }
 }
@@ -103,16 +145,20 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
     h as u32
 }
 
-/// Writes the outer IPv4 + UDP + VXLAN headers for `inner` sent from `opts.local` to `dst`.
+/// Writes the outer IPv4 + UDP + VXLAN headers for an inner frame given in `pieces` (the
+/// first holds at least the inner headers the flow hash reads; only the last may have an odd
+/// length), sent from `opts.local` to `dst`.
 pub fn outer_headers(
     out: &mut [u8; OUTER_LEN],
     opts: &OverlayOptions,
     dst: Ipv4Addr,
-    inner: &[u8],
+    pieces: &[&[u8]],
 ) {
-    let udp_len = (8 + 8 + inner.len()) as u16;
+    let inner_len: usize = pieces.iter().map(|p| p.len()).sum();
+    let udp_len = (8 + 8 + inner_len) as u16;
     let total = 20 + udp_len;
-    let src_port = SRC_PORT_BASE + (flow_hash(inner) % 16384) as u16;
+    let src_port =
+        SRC_PORT_BASE + (flow_hash(pieces.first().copied().unwrap_or(&[])) % 16384) as u16;
     let v = opts.vni.to_be_bytes();
     out[..20]
         .copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -127,10 +173,13 @@ pub fn outer_headers(
     out[26..28].copy_from_slice(&[0, 0]);
     out[28..36].copy_from_slice(&[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
     if opts.udp_checksum {
-        let sum = checksum::add(
+        let mut sum = checksum::add(
             checksum::pseudo_header_v4(&opts.local, &dst, crate::wire::IpProtocol::Udp, udp_len),
-            checksum::add(checksum::sum(&out[20..36]), checksum::sum(inner)),
+            checksum::sum(&out[20..36]),
         );
+        for p in pieces {
+            sum = checksum::add(sum, checksum::sum(p));
+        }
         let c = match checksum::finish(sum) {
             0 => 0xffff,
             c => c,
@@ -138,6 +187,93 @@ pub fn outer_headers(
         out[26..28].copy_from_slice(&c.to_be_bytes());
     }
 }
+
+/// Longest inner header block of a segment: Ethernet, IPv4 and TCP with full options.
+pub const MAX_INNER_HDR: usize = 14 + 60 + 60;
+
+/// How a TCP/IPv4 super-frame splits into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segmentation {
+    /// Bytes of Ethernet + IPv4 + TCP headers copied into every segment.
+    pub hdr_len: usize,
+    /// Payload bytes per segment (the last may be shorter).
+    pub mss: usize,
+    /// Number of segments.
+    pub count: usize,
+}
+
+/// The segmentation of an untagged TCP/IPv4 super-frame with segment payload `gso_size`, or
+/// `None` when the frame is not one (or its headers do not fit).
+pub fn tcp4_segmentation(frame: &[u8], gso_size: u16) -> Option<Segmentation> {
+    if frame.get(12..14)? != [0x08, 0x00] || *frame.get(23)? != 6 || gso_size == 0 {
+        return None;
+    }
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    let doff = usize::from(frame.get(l4 + 12)? >> 4) * 4;
+    let hdr_len = l4 + doff;
+    if ihl < 20 || doff < 20 || hdr_len > MAX_INNER_HDR || hdr_len > frame.len() {
+        return None;
+    }
+    let mss = usize::from(gso_size);
+    let payload = frame.len() - hdr_len;
+    Some(Segmentation { hdr_len, mss, count: payload.div_ceil(mss).max(1) })
+}
+
+/// Writes segment `k` of `seg`'s split of `frame` into `out`: the headers with total length,
+/// IP identification and checksum, sequence number, flags (FIN/PSH only on the last, CWR
+/// only on the first) and a complete TCP checksum over the segment's `payload`.
+pub fn tcp4_segment_headers(
+    frame: &[u8],
+    seg: &Segmentation,
+    k: usize,
+    payload: &[u8],
+    out: &mut [u8],
+) {
+    let h = &mut out[..seg.hdr_len];
+    h.copy_from_slice(&frame[..seg.hdr_len]);
+    let ihl = usize::from(h[14] & 0x0f) * 4;
+    let l4 = 14 + ihl;
+    let tcp_len = seg.hdr_len - l4 + payload.len();
+    let total = (ihl + tcp_len) as u16;
+    h[16..18].copy_from_slice(&total.to_be_bytes());
+    let id = u16::from_be_bytes([h[18], h[19]]).wrapping_add(k as u16);
+    h[18..20].copy_from_slice(&id.to_be_bytes());
+    h[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&h[14..l4]);
+    h[24..26].copy_from_slice(&c.to_be_bytes());
+    let seq = u32::from_be_bytes([h[l4 + 4], h[l4 + 5], h[l4 + 6], h[l4 + 7]])
+        .wrapping_add((k * seg.mss) as u32);
+    h[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    if k + 1 != seg.count {
+        h[l4 + 13] &= !(0x01 | 0x08);
+    }
+    if k != 0 {
+        h[l4 + 13] &= !0x80;
+    }
+    h[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+    let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
+    let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
+    let sum = checksum::add(
+        checksum::pseudo_header_v4(&src, &dst, crate::wire::IpProtocol::Tcp, tcp_len as u16),
+        checksum::add(checksum::sum(&h[l4..]), checksum::sum(payload)),
+    );
+    let c = checksum::finish(sum);
+    h[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// One datagram queued for `sendmmsg`: a whole frame, or one segment of a super-frame.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    pkt: u16,
+    dst: Ipv4Addr,
+    /// For a segment: its header length (the headers are in `inner[slot]`) and payload range
+    /// in the frame.
+    segment: Option<(usize, usize, usize)>,
+}
+
+/// Datagrams per `sendmmsg` call.
+const TX_MSGS: usize = 64;
 
 impl Port for OverlayPort {
     fn kind(&self) -> PortKind {
@@ -161,42 +297,42 @@ impl Port for OverlayPort {
     fn tx_burst(&mut self, batch: &Batch, indices: &[u16]) -> TxOutcome {
         let mut out = TxOutcome::default();
         let pkts = batch.packets();
-        let mut ready: [(u16, Ipv4Addr); BATCH_SIZE] = [(0, Ipv4Addr::UNSPECIFIED); BATCH_SIZE];
-        let mut n = 0;
+        self.queue.clear();
         for &i in indices {
             let Some(pkt) = pkts.get(usize::from(i)) else { continue };
             let Some(dst) = pkt.meta.tunnel else {
                 out.errors += 1;
                 continue;
             };
-            if n == BATCH_SIZE {
-                break;
+            let frame = pkt.data();
+            if !pkt.meta.vnet.is_gso() {
+                if self.queue.len() == TX_MSGS {
+                    self.flush(pkts, &mut out);
+                }
+                let slot = self.queue.len();
+                outer_headers(&mut self.heads[slot], &self.opts, dst, &[frame]);
+                self.queue.push(Queued { pkt: i, dst, segment: None });
+                continue;
             }
-            outer_headers(&mut self.heads[n], &self.opts, dst, pkt.data());
-            ready[n] = (i, dst);
-            n += 1;
+            let Some(seg) = tcp4_segmentation(frame, pkt.meta.vnet.gso_size) else {
+                out.errors += 1;
+                continue;
+            };
+            for k in 0..seg.count {
+                if self.queue.len() == TX_MSGS {
+                    self.flush(pkts, &mut out);
+                }
+                let slot = self.queue.len();
+                let start = seg.hdr_len + k * seg.mss;
+                let end = (start + seg.mss).min(frame.len());
+                let payload = &frame[start..end];
+                tcp4_segment_headers(frame, &seg, k, payload, &mut self.inner[slot]);
+                let headers = &self.inner[slot][..seg.hdr_len];
+                outer_headers(&mut self.heads[slot], &self.opts, dst, &[headers, payload]);
+                self.queue.push(Queued { pkt: i, dst, segment: Some((seg.hdr_len, start, end)) });
+            }
         }
-        let heads = &self.heads;
-        let msgs = ready[..n].iter().enumerate().map(|(k, (i, dst))| {
-            (SocketAddrV4::new(*dst, 0), &heads[k][..], pkts[usize::from(*i)].data())
-        });
-        match self.tx_arrays.send(self.tx.as_raw_fd(), msgs) {
-            Ok(sent) => {
-                out.sent += sent as u32;
-                out.bytes += ready[..sent]
-                    .iter()
-                    .map(|(i, _)| pkts[usize::from(*i)].len() as u64)
-                    .sum::<u64>();
-                out.queue_full += (n - sent) as u32;
-            }
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(libc::ENOBUFS) =>
-            {
-                out.queue_full += n as u32
-            }
-            Err(_) => out.errors += n as u32,
-        }
+        self.flush(pkts, &mut out);
         out
     }
 
@@ -229,7 +365,7 @@ mod tests {
         let inner = tcp_frame(1234);
         let mut h = [0u8; OUTER_LEN];
         let dst = Ipv4Addr::new(192, 168, 0, 2);
-        outer_headers(&mut h, &opts, dst, &inner);
+        outer_headers(&mut h, &opts, dst, &[&inner]);
         let mut whole = h.to_vec();
         whole.extend_from_slice(&inner);
         let ip = etherparse::Ipv4HeaderSlice::from_slice(&whole).unwrap();
@@ -246,8 +382,57 @@ mod tests {
         assert_eq!(udp.checksum(), expect);
         assert_eq!(&whole[28..36], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
         let plain = OverlayOptions { udp_checksum: false, ..opts };
-        outer_headers(&mut h, &plain, dst, &inner);
+        outer_headers(&mut h, &plain, dst, &[&inner]);
         assert_eq!(&h[26..28], &[0, 0]);
+    }
+
+    #[test]
+    fn super_frames_split_into_valid_segments() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 244, 1, 2], [10, 244, 2, 3], 64)
+            .tcp(40000, 80, 1_000_000, 65535)
+            .ack(5)
+            .psh()
+            .fin();
+        let mut frame = Vec::new();
+        b.write(&mut frame, &payload).unwrap();
+        let seg = tcp4_segmentation(&frame, 1400).unwrap();
+        assert_eq!(seg, Segmentation { hdr_len: 54, mss: 1400, count: 4 });
+        let mut joined = Vec::new();
+        for k in 0..seg.count {
+            let start = seg.hdr_len + k * seg.mss;
+            let end = (start + seg.mss).min(frame.len());
+            let mut h = [0u8; MAX_INNER_HDR];
+            tcp4_segment_headers(&frame, &seg, k, &frame[start..end], &mut h);
+            let mut one = h[..seg.hdr_len].to_vec();
+            one.extend_from_slice(&frame[start..end]);
+            let p = etherparse::SlicedPacket::from_ethernet(&one).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
+            assert_eq!(ip.header().total_len() as usize, one.len() - 14);
+            assert_eq!(
+                ip.header().to_header().calc_header_checksum(),
+                ip.header().header_checksum()
+            );
+            assert_eq!(ip.header().identification(), k as u16);
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!() };
+            assert_eq!(tcp.sequence_number(), 1_000_000 + (k * 1400) as u32);
+            let last = k + 1 == seg.count;
+            assert_eq!((tcp.fin(), tcp.psh()), (last, last), "segment {k}");
+            assert!(tcp.ack());
+            let expect = tcp
+                .to_header()
+                .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expect, "segment {k}");
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(joined, payload);
+        assert!(tcp4_segmentation(&frame[..40], 1400).is_none());
+        assert!(tcp4_segmentation(&frame, 0).is_none());
+        for n in 0..80 {
+            let _ = tcp4_segmentation(&vec![0x45; n], 1400);
+        }
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 
-/// Message arrays for up to `capacity` datagrams per call, with up to two buffer pieces each
-/// (headers and payload, sent without joining them).
+/// Message arrays for up to `capacity` datagrams per call, with up to three buffer pieces
+/// each (outer headers, inner headers, payload: sent without joining them).
 #[derive(Debug)]
 pub struct MsgArrays {
     hdrs: Vec<libc::mmsghdr>,
-    iovs: Vec<[libc::iovec; 2]>,
+    iovs: Vec<[libc::iovec; 3]>,
     addrs: Vec<libc::sockaddr_in>,
 }
 
@@ -41,7 +41,7 @@ impl MsgArrays {
         MsgArrays {
             // SAFETY: mmsghdr and sockaddr_in are plain old data; all-zero is valid.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
-            iovs: (0..capacity).map(|_| [empty_iov(), empty_iov()]).collect(),
+            iovs: (0..capacity).map(|_| [empty_iov(), empty_iov(), empty_iov()]).collect(),
             // SAFETY: as above.
             addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
         }
@@ -108,27 +108,26 @@ impl MsgArrays {
         (h.msg_len as usize, truncated, from)
     }
 
-    /// Sends one datagram per item (destination, header bytes, payload bytes), at most the
-    /// capacity, without blocking. Returns how many the kernel took, in order; the first
-    /// one it refused is reported as `Err` only when it took none.
+    /// Sends one datagram per item (destination and the datagram in up to three pieces), at
+    /// most the capacity, without blocking. Returns how many the kernel took, in order; the
+    /// first one it refused is reported as `Err` only when it took none.
     pub fn send<'a>(
         &mut self,
         fd: RawFd,
-        msgs: impl Iterator<Item = (SocketAddrV4, &'a [u8], &'a [u8])>,
+        msgs: impl Iterator<Item = (SocketAddrV4, [&'a [u8]; 3])>,
     ) -> io::Result<usize> {
         let mut n = 0;
-        for (i, (to, head, body)) in msgs.take(self.hdrs.len()).enumerate() {
+        let iov =
+            |b: &[u8]| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() };
+        for (i, (to, pieces)) in msgs.take(self.hdrs.len()).enumerate() {
             self.addrs[i] = sockaddr(to);
-            self.iovs[i] = [
-                libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() },
-                libc::iovec { iov_base: body.as_ptr() as *mut libc::c_void, iov_len: body.len() },
-            ];
+            self.iovs[i] = [iov(pieces[0]), iov(pieces[1]), iov(pieces[2])];
             let h = &mut self.hdrs[i];
             h.msg_len = 0;
             h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_iov = self.iovs[i].as_mut_ptr();
-            h.msg_hdr.msg_iovlen = 2;
+            h.msg_hdr.msg_iovlen = 3;
             h.msg_hdr.msg_control = std::ptr::null_mut();
             h.msg_hdr.msg_controllen = 0;
             h.msg_hdr.msg_flags = 0;
@@ -179,7 +178,10 @@ mod tests {
         let heads = [[1u8, 2], [3, 4], [5, 6]];
         let bodies: [&[u8]; 3] = [b"alpha", b"beta", b""];
         let sent = arrays
-            .send(tx.as_raw_fd(), heads.iter().zip(bodies).map(|(h, b)| (to, &h[..], b)))
+            .send(
+                tx.as_raw_fd(),
+                heads.iter().zip(bodies).map(|(h, b)| (to, [&h[..1], &h[1..], b])),
+            )
             .unwrap();
         assert_eq!(sent, 3);
         let mut bufs = vec![vec![0u8; 64]; 4];
