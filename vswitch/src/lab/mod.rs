@@ -1,8 +1,10 @@
 //! `podswitch lab`: the self-contained demonstration. It builds a node and pods in fresh
-//! network namespaces, runs the switch there, attaches the pods, proves they can talk (ping,
-//! a verified TCP transfer, node to pod and pod to node), measures throughput and latency
-//! with the built-in traffic tools, does the same on the kernel's bridge for comparison, prints
-//! one table, and removes everything it created, also on Ctrl-C or on failure.
+//! network namespaces, runs the switch there, attaches the pods (by executing the CNI plugin
+//! `podswitch-cni` exactly as a container runtime does, when it is built), proves they can
+//! talk (ping, a verified TCP transfer, node to pod and pod to node), measures throughput and
+//! latency with the built-in traffic tools, does the same on the kernel's bridge for
+//! comparison, prints one table, and removes everything it created, also on Ctrl-C or on
+//! failure.
 //!
 //! Nothing is installed or configured outside the lab's own namespaces; every traffic loop
 //! is bounded in packets and time.
@@ -56,6 +58,11 @@ pub struct LabArgs {
     /// The podswitch binary to run as the switch (default: this one).
     #[arg(long, hide = true)]
     pub switch_exe: Option<PathBuf>,
+    /// The CNI plugin to attach the pods through, as a container runtime would (default:
+    /// `podswitch-cni` next to this binary; without one, the pods are attached through the
+    /// control API).
+    #[arg(long)]
+    pub cni_plugin: Option<PathBuf>,
 }
 
 /// One round of measurements of one datapath.
@@ -189,10 +196,15 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
         None => step("locate podswitch", std::env::current_exe())?,
     };
     let cidr: Ipv4Cidr = "10.244.1.0/24".parse().expect("literal");
+    let plugin = cni_plugin(args)?;
     println!("podswitch lab: building a node with {} pods (pod CIDR {cidr})", args.pods);
+    match &plugin {
+        Some(p) => println!("  pods are attached by executing the CNI plugin {}", p.display()),
+        None => println!("  pods are attached through the switch's control API"),
+    }
     let node = step(
         "build the podswitch node",
-        PodswitchNode::build(&exe, "psl", cidr, args.pods.into(), |_| {}),
+        PodswitchNode::build_with_cni(&exe, plugin, "psl", cidr, args.pods.into(), |_| {}),
     )?;
     println!(
         "  node namespace {} runs podswitch (pid {}), host port psw0 = {}/{}",
@@ -201,6 +213,9 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
         node.gateway(),
         cidr.prefix_len()
     );
+    if node.cni_plugin.is_some() {
+        println!("  CNI network configuration (on the plugin's stdin): {}", node.cni_netconf());
+    }
     for p in &node.pods {
         println!("  pod {:<5} namespace {:<22} eth0 {} {}", p.name, p.ns.name(), p.ip, p.mac);
     }
@@ -293,6 +308,29 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
     drop(node);
     print_table(&report.measurements, args.repeat);
     Ok(report)
+}
+
+/// The CNI plugin to attach pods through: `--cni-plugin`, else `podswitch-cni` beside this
+/// executable, else none (the control API), saying so.
+fn cni_plugin(args: &LabArgs) -> Result<Option<PathBuf>, String> {
+    if let Some(p) = &args.cni_plugin {
+        return if p.is_file() {
+            Ok(Some(p.clone()))
+        } else {
+            Err(format!("--cni-plugin {}: no such file", p.display()))
+        };
+    }
+    let me = step("locate podswitch", std::env::current_exe())?;
+    let beside = me.with_file_name("podswitch-cni");
+    if beside.is_file() {
+        Ok(Some(beside))
+    } else {
+        println!(
+            "podswitch lab: {} not found (build it with `cargo build --release --workspace`); falling back to the control API",
+            beside.display()
+        );
+        Ok(None)
+    }
 }
 
 fn hold(ns: &NetNs) {
