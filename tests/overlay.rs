@@ -22,7 +22,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
 
 fn overlay_node(ul: &mut Underlay, n: u8, pods: usize, peers: &[u8]) -> PodswitchNode {
     let peers: Vec<_> = peers.iter().map(|&m| podswitch_peer(m)).collect();
-    PodswitchNode::build_on_underlay(EXE.as_ref(), "pso", ul, n, pods, &peers, 1500, |_| {})
+    PodswitchNode::build_on_underlay(EXE.as_ref(), "pso", ul, n, pods, &peers, 1500, None, |_| {})
         .unwrap_or_else(|e| panic!("node {n}: {e}"))
 }
 
@@ -82,9 +82,18 @@ fn podswitch_and_a_kernel_vxlan_node_exchange_traffic_both_ways() {
     kernel.complete_checksums().expect("ethtool");
     let mut peer = podswitch_peer(2);
     peer.vtep_mac = kernel.vtep_mac;
-    let ps =
-        PodswitchNode::build_on_underlay(EXE.as_ref(), "pso", &mut ul, 1, 1, &[peer], 1500, |_| {})
-            .expect("podswitch node");
+    let ps = PodswitchNode::build_on_underlay(
+        EXE.as_ref(),
+        "pso",
+        &mut ul,
+        1,
+        1,
+        &[peer],
+        1500,
+        None,
+        |_| {},
+    )
+    .expect("podswitch node");
     let gw_mac = default_gateway_mac(ps.gateway());
     kernel.add_peer(underlay_ip(1), node_pod_cidr(1), gw_mac).expect("kernel peer");
     let (p, k) = (&ps.pods[0], &kernel.bridge.pods[0]);

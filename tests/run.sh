@@ -34,6 +34,16 @@ fi
 if ! bash bench/install-peers.sh; then
   echo "tests/run.sh: peers not installed; their tests will say skipped" >&2
 fi
+# The CNI plugin's tests run it next to the stock reference plugins (host-local, tuning,
+# bridge), as a container runtime would.
+if [ ! -x /usr/lib/cni/host-local ] && command -v apt-get >/dev/null; then
+  if ! apt-cache show containernetworking-plugins >/dev/null 2>&1; then
+    apt-get update -qq || true
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    containernetworking-plugins >/dev/null ||
+    echo "tests/run.sh: containernetworking-plugins not installed; the CNI tests will say skipped" >&2
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

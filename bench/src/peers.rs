@@ -225,6 +225,7 @@ impl CrossNode {
                         1,
                         &[podswitch_peer(other)],
                         MTU,
+                        None,
                         |_| {},
                     )
                 };

@@ -1,9 +1,10 @@
 //! `podswitch lab`: the self-contained demonstration. It builds two nodes on an underlay
-//! network, each running the switch in its own namespace with pods attached, proves they can
-//! talk (ping, verified TCP transfers, node to pod and pod to node, and across nodes through
-//! the VXLAN overlay), measures throughput and latency with the built-in traffic tools, does
-//! the same on the kernel's path (bridge, veth, `vxlan`) for comparison, prints one table, and
-//! removes everything it created, also on Ctrl-C or on failure.
+//! network, each running the switch in its own namespace, attaches the pods (by executing the
+//! CNI plugin `podswitch-cni` exactly as a container runtime does, when it is built), proves
+//! they can talk (ping, verified TCP transfers, node to pod and pod to node, and across nodes
+//! through the VXLAN overlay), measures throughput and latency with the built-in traffic
+//! tools, does the same on the kernel's path (bridge, veth, `vxlan`) for comparison, prints one
+//! table, and removes everything it created, also on Ctrl-C or on failure.
 //!
 //! Nothing is installed or configured outside the lab's own namespaces; every traffic loop
 //! is bounded in packets and time.
@@ -58,6 +59,11 @@ pub struct LabArgs {
     /// The podswitch binary to run as the switch (default: this one).
     #[arg(long, hide = true)]
     pub switch_exe: Option<PathBuf>,
+    /// The CNI plugin to attach the pods through, as a container runtime would (default:
+    /// `podswitch-cni` next to this binary; without one, the pods are attached through the
+    /// control API).
+    #[arg(long)]
+    pub cni_plugin: Option<PathBuf>,
 }
 
 /// One round of measurements of one datapath.
@@ -202,6 +208,11 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
         args.pods,
         node_pod_cidr(2)
     );
+    let plugin = cni_plugin(args)?;
+    match &plugin {
+        Some(p) => println!("  pods are attached by executing the CNI plugin {}", p.display()),
+        None => println!("  pods are attached through the switch's control API"),
+    }
     let mut underlay = step("build the underlay", Underlay::build("psl"))?;
     let node = step(
         "build podswitch node-1",
@@ -213,6 +224,7 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
             args.pods.into(),
             &[podswitch_peer(2)],
             LAB_UNDERLAY_MTU,
+            plugin.clone(),
             |_| {},
         ),
     )?;
@@ -226,6 +238,7 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
             1,
             &[podswitch_peer(1)],
             LAB_UNDERLAY_MTU,
+            plugin,
             |_| {},
         ),
     )?;
@@ -236,6 +249,9 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
         node.gateway(),
         cidr.prefix_len()
     );
+    if node.cni_plugin.is_some() {
+        println!("  CNI network configuration (on the plugin's stdin): {}", node.cni_netconf());
+    }
     for p in &node.pods {
         println!("  pod {:<5} namespace {:<22} eth0 {} {}", p.name, p.ns.name(), p.ip, p.mac);
     }
@@ -361,6 +377,29 @@ fn run(args: &LabArgs) -> Result<LabReport, String> {
     drop(underlay);
     print_table(&report.measurements, args.repeat);
     Ok(report)
+}
+
+/// The CNI plugin to attach pods through: `--cni-plugin`, else `podswitch-cni` beside this
+/// executable, else none (the control API), saying so.
+fn cni_plugin(args: &LabArgs) -> Result<Option<PathBuf>, String> {
+    if let Some(p) = &args.cni_plugin {
+        return if p.is_file() {
+            Ok(Some(p.clone()))
+        } else {
+            Err(format!("--cni-plugin {}: no such file", p.display()))
+        };
+    }
+    let me = step("locate podswitch", std::env::current_exe())?;
+    let beside = me.with_file_name("podswitch-cni");
+    if beside.is_file() {
+        Ok(Some(beside))
+    } else {
+        println!(
+            "podswitch lab: {} not found (build it with `cargo build --release --workspace`); falling back to the control API",
+            beside.display()
+        );
+        Ok(None)
+    }
 }
 
 fn hold(ns: &NetNs) {

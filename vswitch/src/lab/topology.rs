@@ -1,6 +1,7 @@
 //! Topologies built from scratch in fresh network namespaces, for the lab, the behaviour
-//! tests and the benchmarks: a node running podswitch with pods attached, and the same node
-//! built the kernel's way (pods on veth pairs to a Linux bridge) as the peer to compare with.
+//! tests and the benchmarks: a node running podswitch with pods attached (through the control
+//! API, or by executing the CNI plugin as a container runtime does), and the same node built
+//! the kernel's way (pods on veth pairs to a Linux bridge) as the peer to compare with.
 //!
 //! Everything here is created inside namespaces it creates itself; nothing is added to the
 //! namespace the caller runs in. Every piece is a guard: dropping it removes it, even during
@@ -187,7 +188,8 @@ impl Drop for SwitchProcess {
 /// A pod: a namespace with one interface.
 #[derive(Debug)]
 pub struct Pod {
-    /// Name (also the switch port name for podswitch pods).
+    /// Name (also the switch port name for pods attached through the control API; the CNI
+    /// plugin names ports `cni:<namespace name>:eth0`).
     pub name: String,
     /// Its address.
     pub ip: Ipv4Addr,
@@ -197,7 +199,8 @@ pub struct Pod {
     pub ns: NamedNetNs,
 }
 
-/// A node running podswitch, with pods attached through the control API.
+/// A node running podswitch, with pods attached through the control API or, as a container
+/// runtime does it, by executing the CNI plugin.
 #[derive(Debug)]
 pub struct PodswitchNode {
     /// The switch (first: stops before the namespaces go).
@@ -208,12 +211,60 @@ pub struct PodswitchNode {
     pub config: Config,
     /// The node namespace.
     pub ns: NamedNetNs,
+    /// The CNI plugin (`podswitch-cni`) pods are attached through; `None`: the control API.
+    pub cni_plugin: Option<PathBuf>,
+    /// Container ids of the pods attached through the plugin (DEL'd on drop).
+    cni_attachments: Vec<(String, PathBuf)>,
     _dir: ScratchDir,
+}
+
+/// The interface name the lab's pods get through the CNI plugin.
+pub const CNI_IFNAME: &str = "eth0";
+
+/// Executes a CNI plugin as a runtime does: `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`,
+/// `CNI_IFNAME` and `CNI_PATH` (the plugin's directory) in an otherwise empty environment,
+/// the network configuration on stdin. Returns its stdout; a failure carries its error object.
+pub fn cni_exec(
+    plugin: &Path,
+    command: &str,
+    container_id: &str,
+    netns: &Path,
+    ifname: &str,
+    netconf: &str,
+) -> io::Result<String> {
+    use std::io::Write;
+    let dir = plugin.parent().unwrap_or(Path::new("/"));
+    let mut child = Command::new(plugin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", plugin.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(netconf.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(io::Error::other(format!(
+            "{} {command} {container_id}: {stdout}{}",
+            plugin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 impl PodswitchNode {
     /// Builds a node namespace running `exe` with `config_edit` applied to the default node
-    /// config for `pod_cidr`, and attaches `pods` pods.
+    /// config for `pod_cidr`, and attaches `pods` pods through the control API.
     pub fn build(
         exe: &Path,
         tag: &str,
@@ -221,13 +272,27 @@ impl PodswitchNode {
         pods: usize,
         config_edit: impl FnOnce(&mut Config),
     ) -> io::Result<PodswitchNode> {
-        PodswitchNode::build_with(exe, tag, pod_cidr, pods, |_| Ok(()), config_edit)
+        PodswitchNode::build_with(exe, None, tag, pod_cidr, pods, |_| Ok(()), config_edit)
     }
 
-    /// [`PodswitchNode::build`], with `prepare` run on the fresh node namespace before the
-    /// switch starts (to plug it into an underlay, say).
+    /// Like [`PodswitchNode::build`], attaching the pods by executing `cni_plugin` when given.
+    pub fn build_with_cni(
+        exe: &Path,
+        cni_plugin: Option<PathBuf>,
+        tag: &str,
+        pod_cidr: Ipv4Cidr,
+        pods: usize,
+        config_edit: impl FnOnce(&mut Config),
+    ) -> io::Result<PodswitchNode> {
+        PodswitchNode::build_with(exe, cni_plugin, tag, pod_cidr, pods, |_| Ok(()), config_edit)
+    }
+
+    /// The general builder: `prepare` runs on the fresh node namespace before the switch
+    /// starts (to plug it into an underlay, say); pods are attached through `cni_plugin` when
+    /// given, through the control API otherwise.
     pub fn build_with(
         exe: &Path,
+        cni_plugin: Option<PathBuf>,
         tag: &str,
         pod_cidr: Ipv4Cidr,
         pods: usize,
@@ -240,7 +305,15 @@ impl PodswitchNode {
         let mut config = Config::for_node("lab-node", pod_cidr, dir.path().join("podswitch.sock"));
         config_edit(&mut config);
         let switch = SwitchProcess::start(exe, &ns, &config)?;
-        let mut node = PodswitchNode { switch, pods: Vec::new(), config, ns, _dir: dir };
+        let mut node = PodswitchNode {
+            switch,
+            pods: Vec::new(),
+            config,
+            ns,
+            cni_plugin,
+            cni_attachments: Vec::new(),
+            _dir: dir,
+        };
         for i in 1..=pods {
             node.add_pod(&format!("pod{i}"), None)?;
         }
@@ -249,7 +322,8 @@ impl PodswitchNode {
 
     /// Node `n` (1-based) of an overlay: plugged into `underlay` at [`underlay_ip`]`(n)`, pod
     /// CIDR [`node_pod_cidr`]`(n)`, VNI 1, pod MTU `underlay_mtu` − 50, tunnelling to `peers`
-    /// from the start; `config_edit` sees the config last.
+    /// from the start, pods attached through `cni_plugin` when given; `config_edit` sees the
+    /// config last.
     #[allow(clippy::too_many_arguments)]
     pub fn build_on_underlay(
         exe: &Path,
@@ -259,11 +333,13 @@ impl PodswitchNode {
         pods: usize,
         peers: &[crate::config::PeerConfig],
         underlay_mtu: u32,
+        cni_plugin: Option<PathBuf>,
         config_edit: impl FnOnce(&mut Config),
     ) -> io::Result<PodswitchNode> {
         let ip = underlay_ip(n);
         PodswitchNode::build_with(
             exe,
+            cni_plugin,
             tag,
             node_pod_cidr(n),
             pods,
@@ -285,9 +361,34 @@ impl PodswitchNode {
         )
     }
 
-    /// Creates a pod namespace and attaches it (address from the switch unless given).
+    /// The network configuration the node's pods are attached with through the CNI plugin:
+    /// the switch's socket, addresses from the switch's own allocator.
+    pub fn cni_netconf(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": "podswitch-lab",
+            "type": "podswitch-cni",
+            "socket": self.config.control.socket,
+        })
+        .to_string()
+    }
+
+    /// Creates a pod namespace and attaches it: through the CNI plugin when the node has one
+    /// and no address is asked for (the plugin's address comes from the switch), otherwise
+    /// through the control API (address from the switch unless given).
     pub fn add_pod(&mut self, name: &str, ip: Option<Ipv4IfAddr>) -> io::Result<&Pod> {
         let ns = netns_with_lo(&unique_name(&format!("{}-{name}", self.ns.name())))?;
+        if let (Some(plugin), None) = (self.cni_plugin.clone(), ip) {
+            let (id, netns) = (ns.name().to_string(), ns.path().to_path_buf());
+            let conf = self.cni_netconf();
+            let out = cni_exec(&plugin, "ADD", &id, &netns, CNI_IFNAME, &conf)?;
+            self.cni_attachments.push((id, netns));
+            let (ip, mac) = cni_result_address(&out).ok_or_else(|| {
+                io::Error::other(format!("CNI ADD {name}: no address and MAC in {out}"))
+            })?;
+            self.pods.push(Pod { name: name.to_string(), ip, mac, ns });
+            return Ok(self.pods.last().expect("just pushed"));
+        }
         let reply = self
             .switch
             .call(&Request::PortAdd(PortAddArgs {
@@ -309,6 +410,25 @@ impl PodswitchNode {
     /// The gateway address (carried by the host port in the node namespace).
     pub fn gateway(&self) -> Ipv4Addr {
         self.config.node.gateway
+    }
+}
+
+/// The first address and interface MAC of a CNI ADD result.
+fn cni_result_address(result: &str) -> Option<(Ipv4Addr, MacAddr)> {
+    let v: serde_json::Value = serde_json::from_str(result).ok()?;
+    let ip: Ipv4IfAddr = v["ips"][0]["address"].as_str()?.parse().ok()?;
+    let mac: MacAddr = v["interfaces"][0]["mac"].as_str()?.parse().ok()?;
+    Some((ip.addr, mac))
+}
+
+impl Drop for PodswitchNode {
+    fn drop(&mut self) {
+        if let Some(plugin) = &self.cni_plugin {
+            let conf = self.cni_netconf();
+            for (id, netns) in &self.cni_attachments {
+                let _ = cni_exec(plugin, "DEL", id, netns, CNI_IFNAME, &conf);
+            }
+        }
     }
 }
 
