@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
 # Installs the peers the benchmarks compare podswitch with, from the distribution's packages:
 # iptables and nftables (kube-proxy's two layouts) and Open vSwitch (run by the harness with
-# its own private database and daemons; the package's system service is not used). Skips what
-# is already there. Debian/Ubuntu (apt); run as root.
-set -euo pipefail
+# its own private database and daemons; the package's system service is neither needed nor
+# started). Skips what is already there. Debian/Ubuntu (apt); run as root. Exits non-zero if
+# something could not be installed (what was installed stays).
+set -uo pipefail
 
+if ! command -v apt-get >/dev/null; then
+  echo "bench/install-peers.sh: no apt-get; install iptables, nftables and openvswitch-switch yourself" >&2
+  exit 1
+fi
+updated=0
+install() {
+  if [ "$updated" -eq 0 ]; then
+    apt-get update -qq || true
+    updated=1
+  fi
+  echo "bench/install-peers.sh: installing $*" >&2
+  # policy-rc.d 101 keeps package scripts from starting services (none are wanted here, and
+  # machines without an init system fail on them).
+  local policy=/usr/sbin/policy-rc.d created=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  local rc=$?
+  if [ "$created" -eq 1 ]; then
+    rm -f "$policy"
+  fi
+  return $rc
+}
+
+status=0
 need=()
 command -v iptables-restore >/dev/null || need+=(iptables)
 command -v nft >/dev/null || need+=(nftables)
-command -v ovs-vsctl >/dev/null || need+=(openvswitch-switch)
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  install "${need[@]}" || status=1
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "bench/install-peers.sh: install ${need[*]} with your package manager" >&2
-  exit 1
+if ! command -v ovs-vsctl >/dev/null; then
+  install openvswitch-switch || status=1
 fi
-echo "bench/install-peers.sh: installing ${need[*]}" >&2
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The package may start the system's OVS where an init system exists; the harness never talks
-# to it (its daemons use a private directory), so it is left alone.
+exit $status
