@@ -39,6 +39,12 @@ pub const MAX_PORTS: u32 = 4096;
 pub const DEFAULT_VNI: u32 = 1;
 /// Default and largest number of overlay peers.
 pub const DEFAULT_MAX_PEERS: u32 = 4096;
+/// Default Service CIDR (ClusterIPs), Kubernetes' default.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+/// Default and largest number of Services.
+pub const DEFAULT_MAX_SERVICES: u32 = 65_536;
+/// Default (and largest) Maglev lookup table size per Service: a prime.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
 /// Bytes VXLAN adds in front of a pod's IPv4 packet on the underlay (outer IPv4 20, UDP 8,
 /// VXLAN 8, inner Ethernet 14).
 pub const OVERLAY_OVERHEAD: u32 = 50;
@@ -90,6 +96,68 @@ struct File {
     #[serde(default)]
     ports: PortsSection,
     overlay: Option<OverlaySection>,
+    #[serde(default)]
+    services: ServicesSection,
+    #[serde(default)]
+    conntrack: ConntrackSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicesSection {
+    #[serde(default = "default_service_cidr")]
+    cidr: String,
+    #[serde(default = "default_max_services")]
+    max_services: u32,
+    #[serde(default = "default_maglev_size")]
+    maglev_table_size: u32,
+}
+
+impl Default for ServicesSection {
+    fn default() -> Self {
+        ServicesSection {
+            cidr: default_service_cidr(),
+            max_services: default_max_services(),
+            maglev_table_size: default_maglev_size(),
+        }
+    }
+}
+
+/// Conntrack limits and timeouts (seconds), defaulting to Linux's nf_conntrack values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConntrackSection {
+    max_entries: u32,
+    tcp_syn_sent_secs: u32,
+    tcp_syn_recv_secs: u32,
+    tcp_established_secs: u32,
+    tcp_fin_wait_secs: u32,
+    tcp_close_wait_secs: u32,
+    tcp_last_ack_secs: u32,
+    tcp_time_wait_secs: u32,
+    tcp_close_secs: u32,
+    udp_secs: u32,
+    udp_assured_secs: u32,
+    icmp_secs: u32,
+}
+
+impl Default for ConntrackSection {
+    fn default() -> Self {
+        ConntrackSection {
+            max_entries: 262_144,
+            tcp_syn_sent_secs: 120,
+            tcp_syn_recv_secs: 60,
+            tcp_established_secs: 432_000,
+            tcp_fin_wait_secs: 120,
+            tcp_close_wait_secs: 60,
+            tcp_last_ack_secs: 30,
+            tcp_time_wait_secs: 120,
+            tcp_close_secs: 10,
+            udp_secs: 30,
+            udp_assured_secs: 120,
+            icmp_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +283,15 @@ fn default_vxlan_port() -> u16 {
 fn default_max_peers() -> u32 {
     DEFAULT_MAX_PEERS
 }
+fn default_service_cidr() -> String {
+    DEFAULT_SERVICE_CIDR.to_string()
+}
+fn default_max_services() -> u32 {
+    DEFAULT_MAX_SERVICES
+}
+fn default_maglev_size() -> u32 {
+    DEFAULT_MAGLEV_TABLE_SIZE
+}
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +308,39 @@ pub struct Config {
     pub ports: PortsConfig,
     /// The VXLAN overlay to other nodes, when configured.
     pub overlay: Option<OverlayConfig>,
+    /// Services (ClusterIPs).
+    pub services: ServicesConfig,
+    /// Connection tracking for Service NAT.
+    pub conntrack: ConntrackSettings,
+}
+
+/// Service settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicesConfig {
+    /// ClusterIPs come from here; routed to the host port in the node namespace.
+    pub cidr: Ipv4Cidr,
+    /// Most Services at once.
+    pub max_services: usize,
+    /// Upper bound (a prime) of a Service's Maglev table; each Service's table is the smallest
+    /// prime at least 100 times its endpoint count, up to this.
+    pub maglev_table_size: usize,
+}
+
+/// Connection-tracking limit and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackSettings {
+    /// Most tracked connections; when full, new connections are dropped (and counted),
+    /// established ones are never evicted.
+    pub max_entries: usize,
+    /// TCP timeouts by state: syn_sent, syn_recv, established, fin_wait, close_wait,
+    /// last_ack, time_wait, close.
+    pub tcp: [Duration; 8],
+    /// UDP without and with replies seen.
+    pub udp: Duration,
+    /// UDP once a reply was seen.
+    pub udp_assured: Duration,
+    /// ICMP echo.
+    pub icmp: Duration,
 }
 
 /// The node's place on the underlay and the peers it tunnels to.
@@ -449,6 +559,16 @@ impl Config {
             self.fdb.aging.as_secs(),
             self.ports.max_ports
         );
+        s += &format!(
+            "\n[services]\ncidr = \"{}\"\nmax_services = {}\nmaglev_table_size = {}\n",
+            self.services.cidr, self.services.max_services, self.services.maglev_table_size
+        );
+        let c = &self.conntrack;
+        let t = |d: Duration| d.as_secs();
+        s += &format!(
+            "\n[conntrack]\nmax_entries = {}\ntcp_syn_sent_secs = {}\ntcp_syn_recv_secs = {}\ntcp_established_secs = {}\ntcp_fin_wait_secs = {}\ntcp_close_wait_secs = {}\ntcp_last_ack_secs = {}\ntcp_time_wait_secs = {}\ntcp_close_secs = {}\nudp_secs = {}\nudp_assured_secs = {}\nicmp_secs = {}\n",
+            c.max_entries, t(c.tcp[0]), t(c.tcp[1]), t(c.tcp[2]), t(c.tcp[3]), t(c.tcp[4]), t(c.tcp[5]), t(c.tcp[6]), t(c.tcp[7]), t(c.udp), t(c.udp_assured), t(c.icmp)
+        );
         if let Some(o) = &self.overlay {
             s += &format!(
                 "\n[overlay]\nunderlay_ip = \"{}\"\nvni = {}\nudp_port = {}\nunderlay_mtu = {}\nudp_checksum = {}\nmax_peers = {}\n",
@@ -559,6 +679,78 @@ impl File {
             },
             ports: PortsConfig { max_ports: self.ports.max_ports as usize },
             overlay,
+            services: self.services.validate(pod_cidr)?,
+            conntrack: self.conntrack.validate()?,
+        })
+    }
+}
+
+impl ServicesSection {
+    fn validate(self, pod_cidr: Ipv4Cidr) -> Result<ServicesConfig, ConfigError> {
+        let cidr: Ipv4Cidr =
+            self.cidr.parse().map_err(|e| invalid("services.cidr", format!("{e}")))?;
+        if cidr.overlaps(&pod_cidr) {
+            return Err(invalid(
+                "services.cidr",
+                format!("{cidr} overlaps node.pod_cidr {pod_cidr}"),
+            ));
+        }
+        if !(1..=DEFAULT_MAX_SERVICES).contains(&self.max_services) {
+            return Err(invalid(
+                "services.max_services",
+                format!("must be from 1 to {DEFAULT_MAX_SERVICES}, got {}", self.max_services),
+            ));
+        }
+        let m = self.maglev_table_size;
+        if !(7..=DEFAULT_MAGLEV_TABLE_SIZE).contains(&m)
+            || !(2..).take_while(|d| d * d <= m).all(|d| m % d != 0)
+        {
+            return Err(invalid(
+                "services.maglev_table_size",
+                format!("must be a prime from 7 to {DEFAULT_MAGLEV_TABLE_SIZE}, got {m}"),
+            ));
+        }
+        Ok(ServicesConfig {
+            cidr,
+            max_services: self.max_services as usize,
+            maglev_table_size: m as usize,
+        })
+    }
+}
+
+impl ConntrackSection {
+    fn validate(self) -> Result<ConntrackSettings, ConfigError> {
+        if !(1..=16_777_216).contains(&self.max_entries) {
+            return Err(invalid(
+                "conntrack.max_entries",
+                format!("must be from 1 to 16777216, got {}", self.max_entries),
+            ));
+        }
+        let secs = |key: &str, v: u32| {
+            if v == 0 || v > 30 * 86_400 {
+                Err(invalid(
+                    format!("conntrack.{key}"),
+                    format!("must be from 1 to 2592000 seconds, got {v}"),
+                ))
+            } else {
+                Ok(Duration::from_secs(u64::from(v)))
+            }
+        };
+        Ok(ConntrackSettings {
+            max_entries: self.max_entries as usize,
+            tcp: [
+                secs("tcp_syn_sent_secs", self.tcp_syn_sent_secs)?,
+                secs("tcp_syn_recv_secs", self.tcp_syn_recv_secs)?,
+                secs("tcp_established_secs", self.tcp_established_secs)?,
+                secs("tcp_fin_wait_secs", self.tcp_fin_wait_secs)?,
+                secs("tcp_close_wait_secs", self.tcp_close_wait_secs)?,
+                secs("tcp_last_ack_secs", self.tcp_last_ack_secs)?,
+                secs("tcp_time_wait_secs", self.tcp_time_wait_secs)?,
+                secs("tcp_close_secs", self.tcp_close_secs)?,
+            ],
+            udp: secs("udp_secs", self.udp_secs)?,
+            udp_assured: secs("udp_assured_secs", self.udp_assured_secs)?,
+            icmp: secs("icmp_secs", self.icmp_secs)?,
         })
     }
 }

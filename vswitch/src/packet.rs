@@ -208,7 +208,8 @@ impl Packet {
         &mut self.buf[HEADROOM..]
     }
 
-    /// Sets the frame length after a receive into [`Packet::rx_space`]. Lengths beyond the
+    /// Sets the frame length after a receive into [`Packet::rx_space`] (or before a stage
+    /// writes a longer answer in place). Lengths beyond the
     /// buffer are clamped, so a port cannot make the frame point outside it.
     #[inline]
     pub fn set_len(&mut self, len: usize) {

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod l2;
 pub mod output;
 pub mod overlay;
+pub mod reply;
 
 use std::time::Instant;
 

@@ -22,7 +22,7 @@ use crate::packet::{Action, Batch, Packet, VnetHdr};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::peers::PeerTable;
-use crate::wire::{checksum, vxlan, EthernetFrame, Ipv4Packet, MacAddr};
+use crate::wire::{vxlan, EthernetFrame, Ipv4Packet, MacAddr};
 
 use super::{drop_packet, Gateway};
 
@@ -151,38 +151,9 @@ fn encap_decision(
 }
 
 /// Rewrites `pkt` (an untagged IPv4 frame too big for the overlay) into an ICMP destination
-/// unreachable / fragmentation needed (RFC 1191) from the gateway to its sender, quoting the
-/// original IP header and the first 8 bytes of its payload.
+/// unreachable / fragmentation needed (RFC 1191) from the gateway to its sender.
 pub fn frag_needed_reply(pkt: &mut Packet, gw: &Gateway, mtu: u16) {
-    let d = pkt.data();
-    let ihl = usize::from(d[ETH_LEN] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([d[ETH_LEN + 2], d[ETH_LEN + 3]]));
-    let quote_len = (ihl + 8).min(total).min(d.len() - ETH_LEN);
-    let mut quote = [0u8; 68];
-    quote[..quote_len].copy_from_slice(&d[ETH_LEN..ETH_LEN + quote_len]);
-    let requester_mac = MacAddr::from_slice(&d[6..12]).unwrap_or(MacAddr::ZERO);
-    let requester_ip = Ipv4Addr::new(d[26], d[27], d[28], d[29]);
-    let len = ETH_LEN + 20 + 8 + quote_len;
-    let f = pkt.data_mut();
-    f[..6].copy_from_slice(&requester_mac.0);
-    f[6..12].copy_from_slice(&gw.mac.0);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len = (20 + 8 + quote_len) as u16;
-    let ip = &mut f[ETH_LEN..ETH_LEN + 20];
-    ip.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[12..16].copy_from_slice(&gw.ip.octets());
-    ip[16..20].copy_from_slice(&requester_ip.octets());
-    let c = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let icmp = &mut f[ETH_LEN + 20..len];
-    icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
-    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
-    icmp[8..].copy_from_slice(&quote[..quote_len]);
-    let c = checksum::checksum(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    pkt.truncate(len);
-    pkt.meta.vnet = Default::default();
+    super::reply::icmp_error(pkt, gw.ip, gw.mac, 3, 4, mtu);
 }
 
 #[cfg(test)]
