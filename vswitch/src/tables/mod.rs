@@ -1,10 +1,13 @@
 //! The switch's tables. Each has a capacity, a documented behaviour when full, and its own
 //! counters; stages reach them only through their methods.
 //!
+//! - [`conntrack`]: connection tracking for Service NAT, both directions -> one entry; TCP
+//!   states and timeouts; bounded, never evicts; swept in bounded slices.
 //! - [`fdb`]: `(network, MAC) -> port`, learned, aged, bounded.
 //! - [`neigh`]: `pod IP -> (MAC, port)`, written by the control plane; answers ARP and routes.
 //! - [`ipam`]: which pod-CIDR addresses are taken (control plane only).
 
+pub mod conntrack;
 pub mod fdb;
 pub mod ipam;
 pub mod neigh;
