@@ -87,6 +87,8 @@ pub struct SameNode {
     pub detail: String,
     /// The node namespace (an extra handle), where the node's own rules go.
     pub node_ns: Option<NetNs>,
+    /// podswitch's control socket.
+    pub switch_socket: Option<PathBuf>,
     _topology: Topology,
 }
 
@@ -126,6 +128,7 @@ impl SameNode {
                     cpu: CpuSource::Softirq,
                     detail: "veth pods on a Linux bridge".into(),
                     node_ns: Some(handle(&node.ns)?),
+                    switch_socket: None,
                     _topology: Topology::Kernel(node),
                 })
             }
@@ -137,6 +140,7 @@ impl SameNode {
                     cpu: CpuSource::Process(node.vswitchd_pid()),
                     detail: format!("netdev datapath, {} ports", node.port_kind),
                     node_ns: Some(handle(&node.ns)?),
+                    switch_socket: None,
                     _topology: Topology::Ovs(node),
                 })
             }
@@ -149,6 +153,7 @@ impl SameNode {
                     cpu: CpuSource::Process(pid),
                     detail: "TAP ports".into(),
                     node_ns: Some(handle(&node.ns)?),
+                    switch_socket: Some(node.switch.socket().to_path_buf()),
                     _topology: Topology::Podswitch(node),
                 })
             }

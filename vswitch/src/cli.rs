@@ -68,6 +68,91 @@ enum CtlCommand {
     /// Overlay peers: the other nodes, their underlay addresses and pod CIDRs.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Services: ClusterIPs load-balanced over endpoints.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// A Service's endpoints.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Tracked connections through Services.
+    #[command(subcommand)]
+    Conntrack(ConntrackCommand),
+}
+
+/// `IP:PORT`, an endpoint that is ready and not terminating, weight 1.
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let a: std::net::SocketAddrV4 =
+        s.parse().map_err(|_| format!("{s:?} is not IPv4:PORT (e.g. 10.244.1.5:8080)"))?;
+    Ok(Endpoint { ip: *a.ip(), port: a.port(), ready: true, terminating: false, weight: 1 })
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Add a Service (or replace the one with this namespace and name).
+    Add {
+        /// Service name.
+        name: String,
+        /// Its namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// VIP:PORT/PROTO, e.g. 10.96.0.20:80/tcp.
+        #[arg(long)]
+        vip: crate::tables::services::ServiceKey,
+        /// An endpoint IP:PORT (repeat for more).
+        #[arg(long = "endpoint", value_parser = parse_endpoint)]
+        endpoints: Vec<Endpoint>,
+        /// random, round-robin or maglev.
+        #[arg(long, default_value = "maglev")]
+        algorithm: Algorithm,
+        /// Keep a client on one endpoint for this many seconds (ClientIP affinity).
+        #[arg(long)]
+        affinity_secs: Option<u32>,
+    },
+    /// Remove a Service.
+    Del {
+        /// Service name.
+        name: String,
+        /// Its namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+    /// List Services.
+    List,
+    /// Replace the whole Service table from a JSON file (an array of Services, or
+    /// {"services": [...]}): all or nothing.
+    Apply {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointCommand {
+    /// Replace a Service's endpoints.
+    Set {
+        /// Service name.
+        name: String,
+        /// Its namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// An endpoint IP:PORT (repeat for more; none empties the Service).
+        #[arg(long = "endpoint", value_parser = parse_endpoint)]
+        endpoints: Vec<Endpoint>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConntrackCommand {
+    /// List tracked connections.
+    List {
+        /// Most entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Forget every tracked connection.
+    Flush,
+    /// Table size, limit and counters.
+    Stats,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +272,42 @@ fn ctl(args: CtlArgs) -> ExitCode {
         }
         CtlCommand::Peer(PeerCommand::Del { name }) => Request::PeerDel(PeerDelArgs { name }),
         CtlCommand::Peer(PeerCommand::List) => Request::PeerList,
+        CtlCommand::Service(ServiceCommand::Add {
+            name,
+            namespace,
+            vip,
+            endpoints,
+            algorithm,
+            affinity_secs,
+        }) => Request::ServiceAdd(ServiceSpec {
+            name,
+            namespace,
+            vip: vip.vip,
+            port: vip.port,
+            proto: vip.proto,
+            endpoints,
+            algorithm,
+            session_affinity_secs: affinity_secs,
+        }),
+        CtlCommand::Service(ServiceCommand::Del { name, namespace }) => {
+            Request::ServiceDel(ServiceRefArgs { namespace, name })
+        }
+        CtlCommand::Service(ServiceCommand::List) => Request::ServiceList,
+        CtlCommand::Service(ServiceCommand::Apply { file }) => match read_services(&file) {
+            Ok(services) => Request::ServiceApply(ServiceApplyArgs { services }),
+            Err(e) => {
+                eprintln!("podswitch: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        CtlCommand::Endpoint(EndpointCommand::Set { name, namespace, endpoints }) => {
+            Request::EndpointSet(EndpointSetArgs { namespace, name, endpoints })
+        }
+        CtlCommand::Conntrack(ConntrackCommand::List { limit }) => {
+            Request::ConntrackList(ConntrackListArgs { limit: Some(limit) })
+        }
+        CtlCommand::Conntrack(ConntrackCommand::Flush) => Request::ConntrackFlush,
+        CtlCommand::Conntrack(ConntrackCommand::Stats) => Request::ConntrackStats,
     };
     match client::call(&args.socket, &req) {
         Ok(reply) => {
@@ -291,6 +412,48 @@ pub fn render(reply: &Reply) -> String {
             s
         }
         Reply::Flushed { removed } => format!("removed {removed} entries\n"),
+        Reply::Service(s) => format!("{}\n", service_line(s)),
+        Reply::Services { services } => {
+            let rows: Vec<Vec<String>> = services
+                .iter()
+                .map(|s| {
+                    vec![
+                        format!("{}/{}", s.namespace, s.name),
+                        s.key().to_string(),
+                        format!("{:?}", s.algorithm).to_lowercase(),
+                        s.endpoints
+                            .iter()
+                            .map(|e| format!("{}:{}", e.ip, e.port))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                })
+                .collect();
+            table(&["SERVICE", "VIP", "ALGORITHM", "ENDPOINTS"], &rows)
+        }
+        Reply::Applied { services, elapsed_us } => {
+            format!("{services} Services in effect ({elapsed_us} µs)\n")
+        }
+        Reply::Conntrack { entries } => {
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.proto.clone(),
+                        e.client.clone(),
+                        e.service.clone(),
+                        e.endpoint.clone(),
+                        e.state.clone(),
+                        format!("{:.0}", e.expires_in_secs),
+                    ]
+                })
+                .collect();
+            table(&["PROTO", "CLIENT", "SERVICE", "ENDPOINT", "STATE", "EXPIRES(s)"], &rows)
+        }
+        Reply::ConntrackStats(c) => format!(
+            "{} of {} connections tracked ({} bytes each); {:?}\n",
+            c.entries, c.max_entries, c.bytes_per_entry, c.counters
+        ),
         Reply::Peer(p) => {
             format!("{} ip={} pod_cidr={} vtep_mac={}\n", p.name, p.ip, p.pod_cidr, p.vtep_mac)
         }
@@ -366,6 +529,28 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out += &line(r.iter().map(String::as_str).collect());
     }
     out
+}
+
+fn service_line(s: &ServiceSpec) -> String {
+    format!(
+        "{}/{} {} {:?} endpoints {}",
+        s.namespace,
+        s.name,
+        s.key(),
+        s.algorithm,
+        s.endpoints.iter().map(|e| format!("{}:{}", e.ip, e.port)).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// Services from a JSON file: an array, or an object with a `services` array.
+fn read_services(path: &std::path::Path) -> Result<Vec<ServiceSpec>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let list = match v {
+        serde_json::Value::Object(mut o) => o.remove("services").unwrap_or(serde_json::Value::Null),
+        other => other,
+    };
+    serde_json::from_value(list).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -93,6 +93,12 @@ drop_reasons! {
     /// Bound for a peer, larger than the overlay MTU and without DF: dropped, not fragmented
     /// (with DF set the sender gets ICMP "fragmentation needed" instead).
     OverlayTooBig => "overlay_too_big",
+    /// A first TCP segment to a Service address that cannot open a connection (RST, FIN or
+    /// SYN-ACK with no tracked connection: what conntrack calls INVALID).
+    NatNoFlow => "nat_no_flow",
+    /// A new connection to a Service while the connection-tracking table was full; nothing
+    /// established is evicted to make room.
+    ConntrackFull => "conntrack_full",
     /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
     TxQueueFull => "tx_queue_full",
     /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.
@@ -126,6 +132,10 @@ pub struct PortCounters {
     /// Packets from this port too big for the overlay with DF set, answered with ICMP
     /// "fragmentation needed" so path MTU discovery works.
     pub frag_needed: u64,
+    /// Packets from this port to a Service that could not take them (no ready endpoint, an
+    /// endpoint removed under an open connection, an unknown port on a Service address),
+    /// answered with a TCP reset or ICMP port unreachable.
+    pub service_rejects: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -154,6 +164,7 @@ impl PortCounters {
         self.icmp_echo_replies += other.icmp_echo_replies;
         self.routed += other.routed;
         self.frag_needed += other.frag_needed;
+        self.service_rejects += other.service_rejects;
         for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
             *d += o;
         }
@@ -174,6 +185,7 @@ impl PortCounters {
             icmp_echo_replies: self.icmp_echo_replies,
             routed: self.routed,
             frag_needed: self.frag_needed,
+            service_rejects: self.service_rejects,
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.drops[**r as usize] > 0)
@@ -211,6 +223,9 @@ pub struct PortStatsReport {
     /// overlay, DF set).
     #[serde(default)]
     pub frag_needed: u64,
+    /// Packets from this port to a Service answered with a reset / port unreachable.
+    #[serde(default)]
+    pub service_rejects: u64,
     /// Drops by reason label; reasons with no drops are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
 }

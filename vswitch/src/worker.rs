@@ -23,14 +23,17 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::cidr::Ipv4Cidr;
 use crate::config::PeerConfig;
 use crate::packet::{Batch, BATCH_SIZE};
 use crate::pipeline::output::TxPlan;
 use crate::pipeline::Pipeline;
 use crate::port::{Port, PortId};
 use crate::stats::{DropReason, PortCounters};
+use crate::tables::conntrack::{ConntrackCounters, Entry as CtEntry};
 use crate::tables::fdb::{FdbCounters, FdbEntry};
 use crate::tables::neigh::Neighbor;
+use crate::tables::services::{Endpoint as ServiceEndpoint, ServiceSpec, ServiceTable};
 use crate::wire::MacAddr;
 
 /// Bursts taken from one port before the others get a turn.
@@ -41,6 +44,9 @@ pub const AGING_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the control plane waits for the worker to answer before calling it stuck.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Conntrack entries examined for expiry per worker turn.
+pub const CONNTRACK_SWEEP_BUDGET: usize = 256;
 
 /// How often ports without an fd (in-memory ports) are polled when nothing else happens.
 const POLLED_PORT_INTERVAL: Duration = Duration::from_millis(1);
@@ -100,6 +106,66 @@ pub enum Command {
         name: String,
         /// Answer: whether it existed.
         reply: Sender<bool>,
+    },
+    /// Replaces the whole Service table (built and validated by the control plane) in one
+    /// step; tracked connections are kept. Answer: the old table, to be dropped off the
+    /// packet path.
+    ServicesReplace {
+        /// The new table.
+        table: Box<ServiceTable>,
+        /// Answer.
+        reply: Sender<Box<ServiceTable>>,
+    },
+    /// Adds or replaces one Service (validated by the control plane).
+    ServiceUpsert {
+        /// The Service.
+        spec: ServiceSpec,
+        /// The Service CIDR it was validated against.
+        cidr: Ipv4Cidr,
+        /// Answer: the Service it replaced, or why it was refused.
+        reply: Sender<Result<Option<ServiceSpec>, String>>,
+    },
+    /// Removes a Service; its connections' next packets are reset.
+    ServiceRemove {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Answer: the removed Service.
+        reply: Sender<Option<ServiceSpec>>,
+    },
+    /// Replaces a Service's endpoints.
+    EndpointsSet {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The endpoints.
+        endpoints: Vec<ServiceEndpoint>,
+        /// Answer.
+        reply: Sender<Result<(), String>>,
+    },
+    /// Lists the Services.
+    ServiceList {
+        /// Answer.
+        reply: Sender<Vec<ServiceSpec>>,
+    },
+    /// Lists up to `limit` tracked connections.
+    ConntrackList {
+        /// Most entries returned.
+        limit: usize,
+        /// Answer.
+        reply: Sender<Vec<CtEntry>>,
+    },
+    /// Forgets every tracked connection.
+    ConntrackFlush {
+        /// Answer: entries removed.
+        reply: Sender<usize>,
+    },
+    /// The conntrack table's size, limit and counters.
+    ConntrackStats {
+        /// Answer.
+        reply: Sender<(usize, usize, ConntrackCounters)>,
     },
     /// Lists the MAC table.
     FdbList {
@@ -276,6 +342,10 @@ impl Worker {
                 self.pipeline.fdb.age(now);
                 self.last_sweep = now;
             }
+            // A slice of the conntrack table per turn: expiry never stalls forwarding.
+            if !self.pipeline.nat.conntrack.is_empty() {
+                self.pipeline.nat.conntrack.sweep(now, CONNTRACK_SWEEP_BUDGET);
+            }
         }
     }
 
@@ -399,6 +469,39 @@ impl Worker {
                     None => Err("no overlay is configured".to_string()),
                 };
                 let _ = reply.send(r);
+            }
+            Command::ServicesReplace { table, reply } => {
+                let old = std::mem::replace(&mut self.pipeline.nat.services, *table);
+                let _ = reply.send(Box::new(old));
+            }
+            Command::ServiceUpsert { spec, cidr, reply } => {
+                let r = self.pipeline.nat.services.upsert(spec, cidr).map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::ServiceRemove { namespace, name, reply } => {
+                let _ = reply.send(self.pipeline.nat.services.remove(&namespace, &name));
+            }
+            Command::EndpointsSet { namespace, name, endpoints, reply } => {
+                let r = self
+                    .pipeline
+                    .nat
+                    .services
+                    .set_endpoints(&namespace, &name, endpoints)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::ServiceList { reply } => {
+                let _ = reply.send(self.pipeline.nat.services.list());
+            }
+            Command::ConntrackList { limit, reply } => {
+                let _ = reply.send(self.pipeline.nat.conntrack.entries(Instant::now(), limit));
+            }
+            Command::ConntrackFlush { reply } => {
+                let _ = reply.send(self.pipeline.nat.conntrack.flush());
+            }
+            Command::ConntrackStats { reply } => {
+                let ct = &self.pipeline.nat.conntrack;
+                let _ = reply.send((ct.len(), ct.max_entries(), ct.counters()));
             }
             Command::PeerRemove { name, reply } => {
                 let removed = self

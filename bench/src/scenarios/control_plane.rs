@@ -68,13 +68,16 @@ pub fn run(ctx: &Ctx) -> Scenario {
         sc.reference = Some(COLUMNS[0].0.label().to_string());
     }
     if ctx.wants(Peer::Podswitch) {
-        sc.column(
-            "podswitch",
-            "podswitch",
-            ColumnStatus::Skipped { reason: "podswitch has no Services yet (issue 7)".into() },
+        sc.column("podswitch", "podswitch (service_apply / service_add)", ColumnStatus::Measured);
+        sc.notes.push(
+            "podswitch: wall time of the control-API call as a client sees it (JSON over the \
+             Unix socket, validation, Maglev tables built, the new table swapped into the \
+             running worker), one running switch per run."
+                .into(),
         );
     }
     let mut out_of_reach: Vec<(&str, String)> = Vec::new();
+    let specs_of = |services: &[Service]| super::service::specs(services);
     for n in sizes(ctx) {
         let services = kube_rules::synthetic_services(n);
         let full = format!("full load, {n} Services");
@@ -114,9 +117,50 @@ pub fn run(ctx: &Ctx) -> Scenario {
                     Err(e) => sc.fail(id, step_error(&format!("{n} Services"), &e)),
                 }
             }
+            if sc.measuring("podswitch") && !ctx.stopped() {
+                eprintln!("  {n} Services, round {}/{}: podswitch", round + 1, ctx.runs);
+                match measure_podswitch(specs_of(&services), specs_of(&[one_more()])) {
+                    Ok((load, one)) => {
+                        sc.metric(&full, "s", Better::Lower).push("podswitch", load.as_secs_f64());
+                        sc.metric(&add, "ms", Better::Lower)
+                            .push("podswitch", one.as_secs_f64() * 1e3);
+                    }
+                    Err(e) => sc.fail("podswitch", format!("{n} Services: {e}")),
+                }
+            }
         }
     }
     sc
+}
+
+/// Starts a switch, applies `services` through the API, then adds `extra[0]`; returns both
+/// call times as a client sees them.
+fn measure_podswitch(
+    services: Vec<vswitch::control::api::ServiceSpec>,
+    extra: Vec<vswitch::control::api::ServiceSpec>,
+) -> Result<(Duration, Duration), String> {
+    use vswitch::control::api::{Request, ServiceApplyArgs};
+    use vswitch::control::client::Client;
+    let ns = scratch_netns("pswcp").map_err(|e| e.to_string())?;
+    let dir = vswitch::lab::topology::ScratchDir::new("pswcp").map_err(|e| e.to_string())?;
+    let cidr = vswitch::cidr::Ipv4Cidr::new(std::net::Ipv4Addr::new(10, 244, 1, 0), 24)
+        .expect("valid CIDR");
+    let mut config = vswitch::config::Config::for_node("bench", cidr, dir.path().join("s.sock"));
+    config.host_port = None;
+    let exe = crate::peers::switch_exe().map_err(|e| e.to_string())?;
+    let switch = vswitch::lab::topology::SwitchProcess::start(&exe, &ns, &config)
+        .map_err(|e| e.to_string())?;
+    let mut client = Client::connect(switch.socket()).map_err(|e| e.to_string())?;
+    let t = std::time::Instant::now();
+    client
+        .call(&Request::ServiceApply(ServiceApplyArgs { services }))
+        .map_err(|e| e.to_string())?;
+    let load = t.elapsed();
+    let mut one = extra.into_iter().next().ok_or("no extra Service")?;
+    one.name = "one-more".into();
+    let t = std::time::Instant::now();
+    client.call(&Request::ServiceAdd(one)).map_err(|e| e.to_string())?;
+    Ok((load, t.elapsed()))
 }
 
 fn measure(

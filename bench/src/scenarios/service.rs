@@ -64,11 +64,7 @@ pub fn run(ctx: &Ctx) -> Scenario {
         );
     }
     if ctx.wants(Peer::Podswitch) {
-        sc.column(
-            "podswitch",
-            "podswitch",
-            ColumnStatus::Skipped { reason: "podswitch has no Service NAT yet (issue 7)".into() },
-        );
+        sc.column("podswitch", "podswitch (Service NAT, Maglev)", ColumnStatus::Measured);
     }
     for round in 0..ctx.runs {
         for (tool, id, _) in KERNEL_COLUMNS {
@@ -83,8 +79,59 @@ pub fn run(ctx: &Ctx) -> Scenario {
                 sc.fail(id, e);
             }
         }
+        if sc.measuring("podswitch") && !ctx.stopped() {
+            eprintln!("  round {}/{}: podswitch", round + 1, ctx.runs);
+            if let Err(e) = podswitch_round(ctx, &mut sc, bg) {
+                sc.fail("podswitch", e);
+            }
+        }
     }
     sc
+}
+
+/// The Services in podswitch's API shape (namespace `bench`).
+pub fn specs(services: &[Service]) -> Vec<vswitch::control::api::ServiceSpec> {
+    use vswitch::control::api::{Algorithm, Endpoint, L4Proto, ServiceSpec};
+    services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ServiceSpec {
+            name: format!("svc-{i}"),
+            namespace: "bench".into(),
+            vip: s.vip,
+            port: s.port,
+            proto: match s.proto {
+                Proto::Tcp => L4Proto::Tcp,
+                Proto::Udp => L4Proto::Udp,
+            },
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|(ip, port)| Endpoint {
+                    ip: *ip,
+                    port: *port,
+                    ready: true,
+                    terminating: false,
+                    weight: 1,
+                })
+                .collect(),
+            algorithm: Algorithm::Maglev,
+            session_affinity_secs: None,
+        })
+        .collect()
+}
+
+fn podswitch_round(ctx: &Ctx, sc: &mut Scenario, bg: usize) -> Result<(), String> {
+    use vswitch::control::api::{Request, ServiceApplyArgs};
+    let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).expect("valid CIDR");
+    let node = SameNode::build(Peer::Podswitch, cidr, 3)
+        .map_err(|e| step_error("building the topology", &e))?;
+    let socket = node.switch_socket.clone().ok_or("podswitch node without a socket")?;
+    let backends = [node.pods[1].ip, node.pods[2].ip];
+    let services = specs(&services(bg, &backends));
+    vswitch::control::client::call(&socket, &Request::ServiceApply(ServiceApplyArgs { services }))
+        .map_err(|e| format!("applying the Services: {e}"))?;
+    measure(ctx, sc, &node, "podswitch")
 }
 
 /// The Services loaded: `bg` synthetic ones, then the two measured ones.
@@ -126,6 +173,11 @@ fn kernel_round(
     if loaded != all.len() {
         return Err(format!("{loaded} Services loaded, {} expected", all.len()));
     }
+    measure(ctx, sc, &node, id)
+}
+
+/// Connection rate and round trips through the two measured VIPs of `node`.
+fn measure(ctx: &Ctx, sc: &mut Scenario, node: &SameNode, id: &str) -> Result<(), String> {
     let servers = [
         Endpoint { ns: &node.pods[1].ns, addr: node.pods[1].ip },
         Endpoint { ns: &node.pods[2].ns, addr: node.pods[2].ip },

@@ -19,8 +19,9 @@ use crate::wire::MacAddr;
 /// Version of this API; bumped on incompatible changes.
 pub const API_VERSION: u32 = 1;
 
-/// Longest request line the server reads.
-pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+/// Longest request line the server reads: room for a `service_apply` of the largest Service
+/// table (65,536 Services of a few endpoints is about 16 MB of JSON).
+pub const MAX_REQUEST_LEN: usize = 64 << 20;
 
 /// A request. Serialized as `{"command": "<snake_case name>", "args": {...}}`; commands
 /// without arguments may omit `args`.
@@ -51,6 +52,102 @@ pub enum Request {
     PeerDel(PeerDelArgs),
     /// Lists the overlay peers.
     PeerList,
+    /// Adds a Service, or replaces the one with the same namespace and name. Connections to
+    /// endpoints that stay are kept.
+    ServiceAdd(ServiceSpec),
+    /// Removes a Service; its open connections are reset at their next packet.
+    ServiceDel(ServiceRefArgs),
+    /// Lists the Services.
+    ServiceList,
+    /// Replaces one Service's endpoints.
+    EndpointSet(EndpointSetArgs),
+    /// Replaces the whole Service table at once: every Service is validated first, and
+    /// either all of them take effect in one step or none does.
+    ServiceApply(ServiceApplyArgs),
+    /// Lists tracked connections.
+    ConntrackList(ConntrackListArgs),
+    /// Forgets every tracked connection; their next packets are picked up as new ones (with
+    /// Maglev, by the same endpoints while the Services are unchanged).
+    ConntrackFlush,
+    /// Size, limit and counters of the connection-tracking table.
+    ConntrackStats,
+}
+
+pub use crate::tables::services::{Algorithm, Endpoint, L4Proto, ServiceSpec};
+
+/// A Service by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRefArgs {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Arguments of [`Request::EndpointSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSetArgs {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The new endpoints (all of them).
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Arguments of [`Request::ServiceApply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceApplyArgs {
+    /// Every Service the node should have.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// Arguments of [`Request::ConntrackList`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackListArgs {
+    /// Most entries returned (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One tracked connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackEntryInfo {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The client, `ip:port`.
+    pub client: String,
+    /// The Service address it used, `ip:port`.
+    pub service: String,
+    /// The endpoint it was sent to, `ip:port`.
+    pub endpoint: String,
+    /// Connection state (`established`, `time_wait`, `udp`, `udp_assured`, ...).
+    pub state: String,
+    /// Seconds since the first packet.
+    pub age_secs: f64,
+    /// Seconds until it expires without traffic.
+    pub expires_in_secs: f64,
+    /// Packets client→endpoint and back.
+    pub packets: [u64; 2],
+}
+
+/// The connection-tracking table's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackStatsReply {
+    /// Connections tracked.
+    pub entries: u64,
+    /// The limit.
+    pub max_entries: u64,
+    /// Memory one entry takes at capacity, bytes.
+    pub bytes_per_entry: u64,
+    /// Event counters.
+    pub counters: crate::tables::conntrack::ConntrackCounters,
 }
 
 /// Arguments of [`Request::PeerAdd`].
@@ -188,6 +285,27 @@ pub enum Reply {
         /// Every peer, by name.
         peers: Vec<PeerInfo>,
     },
+    /// For `service_add` (the Service as added) and `service_del` (as removed).
+    Service(ServiceSpec),
+    /// For `service_list`.
+    Services {
+        /// Every Service, by namespace and name.
+        services: Vec<ServiceSpec>,
+    },
+    /// For `endpoint_set` and `service_apply`.
+    Applied {
+        /// Services in the table now.
+        services: u64,
+        /// Time the switch took to validate, build and swap in the change, µs.
+        elapsed_us: u64,
+    },
+    /// For `conntrack_list`.
+    Conntrack {
+        /// The entries.
+        entries: Vec<ConntrackEntryInfo>,
+    },
+    /// For `conntrack_stats`.
+    ConntrackStats(ConntrackStatsReply),
 }
 
 /// The switch's identity.

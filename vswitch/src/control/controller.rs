@@ -27,7 +27,9 @@ use crate::port::{PortId, PortKind};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
 use crate::sys::tun::{self, TapDevice, TapOptions};
+use crate::tables::conntrack::{Conntrack, Entry as CtEntry};
 use crate::tables::ipam::IpPool;
+use crate::tables::services::ServiceTable;
 use crate::wire::MacAddr;
 use crate::worker::{Command, WorkerGone, WorkerHandle};
 
@@ -181,6 +183,13 @@ impl Controller {
             );
         }
         macs.insert(config.node.gateway_mac);
+        if let Some(h) = host_index {
+            // The node reaches Services through the host port, like pods through the gateway.
+            let c = config.services.cidr;
+            netlink.route_add(c.network(), c.prefix_len(), None, h).map_err(|source| {
+                StartError::Setup { step: "route the Service CIDR to the host port", source }
+            })?;
+        }
         let mut peers = Vec::new();
         if let Some(ov) = &config.overlay {
             let err = |step: &str, source| StartError::Overlay { step: step.to_string(), source };
@@ -267,6 +276,33 @@ impl Controller {
             Request::PeerList => {
                 Ok(Reply::Peers { peers: self.state().peers.iter().map(peer_info).collect() })
             }
+            Request::ServiceAdd(spec) => self.service_add(spec).map(Reply::Service),
+            Request::ServiceDel(args) => self.service_del(&args).map(Reply::Service),
+            Request::ServiceList => self
+                .worker
+                .call(|reply| Command::ServiceList { reply })
+                .map(|services| Reply::Services { services })
+                .map_err(unavailable),
+            Request::EndpointSet(args) => self.endpoint_set(args),
+            Request::ServiceApply(args) => self.service_apply(args.services),
+            Request::ConntrackList(args) => self.conntrack_list(args.limit.unwrap_or(1000)),
+            Request::ConntrackFlush => self
+                .worker
+                .call(|reply| Command::ConntrackFlush { reply })
+                .map(|n| Reply::Flushed { removed: n as u64 })
+                .map_err(unavailable),
+            Request::ConntrackStats => self
+                .worker
+                .call(|reply| Command::ConntrackStats { reply })
+                .map(|(len, max, counters)| {
+                    Reply::ConntrackStats(ConntrackStatsReply {
+                        entries: len as u64,
+                        max_entries: max as u64,
+                        bytes_per_entry: Conntrack::bytes_per_entry() as u64,
+                        counters,
+                    })
+                })
+                .map_err(unavailable),
         };
         match result {
             Ok(r) => Response::Ok(r),
@@ -365,6 +401,78 @@ impl Controller {
         st.peers.push(peer.clone());
         st.peers.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(peer_info(&peer))
+    }
+
+    /// Validates a Service against the node's Service CIDR and hands it to the worker.
+    fn service_add(&self, spec: ServiceSpec) -> Result<ServiceSpec, ApiError> {
+        let cidr = self.config.services.cidr;
+        spec.validate(cidr).map_err(|e| {
+            ApiError::field(ErrorKind::InvalidArgument, &format!("args.{}", e.field), e.reason)
+        })?;
+        let s = spec.clone();
+        self.worker
+            .call(|reply| Command::ServiceUpsert { spec: s, cidr, reply })
+            .map_err(unavailable)?
+            .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
+        Ok(spec)
+    }
+
+    fn service_del(&self, args: &ServiceRefArgs) -> Result<ServiceSpec, ApiError> {
+        let (namespace, name) = (args.namespace.clone(), args.name.clone());
+        self.worker
+            .call(|reply| Command::ServiceRemove { namespace, name, reply })
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                ApiError::field(
+                    ErrorKind::NotFound,
+                    "args.name",
+                    format!("no Service {}/{}", args.namespace, args.name),
+                )
+            })
+    }
+
+    fn endpoint_set(&self, args: EndpointSetArgs) -> Result<Reply, ApiError> {
+        let started = Instant::now();
+        let EndpointSetArgs { namespace, name, endpoints } = args;
+        self.worker
+            .call(|reply| Command::EndpointsSet { namespace, name, endpoints, reply })
+            .map_err(unavailable)?
+            .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
+        let services =
+            self.worker.call(|reply| Command::ServiceList { reply }).map_err(unavailable)?;
+        Ok(Reply::Applied {
+            services: services.len() as u64,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Builds and validates the whole new table here, off the packet path, then swaps it in
+    /// with one worker command; the old table is dropped here too.
+    fn service_apply(&self, specs: Vec<ServiceSpec>) -> Result<Reply, ApiError> {
+        let started = Instant::now();
+        let s = &self.config.services;
+        let table = ServiceTable::from_specs(specs, s.cidr, s.max_services, s.maglev_table_size)
+            .map_err(|e| {
+                ApiError::field(ErrorKind::InvalidArgument, &format!("args.{}", e.field), e.reason)
+            })?;
+        let n = table.len();
+        let table = Box::new(table);
+        let old = self
+            .worker
+            .call(|reply| Command::ServicesReplace { table, reply })
+            .map_err(unavailable)?;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        drop(old);
+        Ok(Reply::Applied { services: n as u64, elapsed_us })
+    }
+
+    fn conntrack_list(&self, limit: usize) -> Result<Reply, ApiError> {
+        let entries = self
+            .worker
+            .call(|reply| Command::ConntrackList { limit, reply })
+            .map_err(unavailable)?;
+        let now = Instant::now();
+        Ok(Reply::Conntrack { entries: entries.iter().map(|e| conntrack_info(e, now)).collect() })
     }
 
     /// Removes a peer from the worker first (its traffic stops with the next burst), then
@@ -758,4 +866,18 @@ fn create_tap(name: &str) -> io::Result<TapDevice> {
     let tap = TapDevice::create(name, TapOptions { vnet_hdr: true, multi_queue: false })?;
     tap.set_offload(TAP_OFFLOADS)?;
     Ok(tap)
+}
+
+fn conntrack_info(e: &CtEntry, now: Instant) -> ConntrackEntryInfo {
+    let o = &e.original;
+    ConntrackEntryInfo {
+        proto: if o.proto == 6 { "tcp" } else { "udp" }.to_string(),
+        client: format!("{}:{}", o.src, o.sport),
+        service: format!("{}:{}", e.nat.vip, e.nat.vport),
+        endpoint: format!("{}:{}", e.nat.backend, e.nat.bport),
+        state: e.state.to_string(),
+        age_secs: now.saturating_duration_since(e.created).as_secs_f64(),
+        expires_in_secs: e.expires.saturating_duration_since(now).as_secs_f64(),
+        packets: e.packets,
+    }
 }

@@ -71,7 +71,10 @@ fn answer(
             return false;
         }
         n.mac
-    } else if from_host && overlay.is_some_and(|o| o.peers.route(target_ip).is_some()) {
+    } else if from_host
+        && (overlay.is_some_and(|o| o.peers.route(target_ip).is_some())
+            || gateway.service_cidr.is_some_and(|c| c.contains(target_ip)))
+    {
         gateway.mac
     } else {
         return false;
@@ -105,6 +108,7 @@ mod tests {
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: None,
             overlay_port: None,
+            service_cidr: None,
         }
     }
 

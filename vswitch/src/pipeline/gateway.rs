@@ -46,6 +46,9 @@ pub struct Gateway {
     pub host_port: Option<PortId>,
     /// The overlay port, once attached: frames from it are never learned or relayed.
     pub overlay_port: Option<PortId>,
+    /// The Service CIDR: an address there that Service NAT did not translate goes nowhere
+    /// (in particular not to the host port, which routes the CIDR back to the switch).
+    pub service_cidr: Option<Ipv4Cidr>,
 }
 
 /// Handles every undecided untagged IPv4 frame addressed to the gateway MAC.
@@ -134,7 +137,7 @@ fn handle(
         eth.set_dst_addr(n.mac);
         return Ok(Action::Forward(n.port));
     }
-    if gw.pod_cidr.contains(dst) {
+    if gw.pod_cidr.contains(dst) || gw.service_cidr.is_some_and(|c| c.contains(dst)) {
         return Err(DropReason::NoRoute);
     }
     if gw.overlay_port == Some(in_port) {
@@ -207,6 +210,7 @@ mod tests {
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: host,
             overlay_port: None,
+            service_cidr: None,
         }
     }
 

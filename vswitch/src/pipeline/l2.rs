@@ -96,6 +96,7 @@ mod tests {
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: Some(PortId(0)),
             overlay_port: None,
+            service_cidr: None,
         };
         (fdb, gw, vec![PortCounters::default(); 8])
     }

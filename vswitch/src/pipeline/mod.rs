@@ -20,6 +20,7 @@ pub mod arp;
 pub mod classify;
 pub mod gateway;
 pub mod l2;
+pub mod nat;
 pub mod output;
 pub mod overlay;
 pub mod reply;
@@ -30,11 +31,14 @@ use crate::config::Config;
 use crate::packet::{Action, Batch};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
+use crate::tables::conntrack::{Conntrack, ConntrackConfig};
 use crate::tables::fdb::Fdb;
 use crate::tables::neigh::NeighTable;
 use crate::tables::peers::PeerTable;
+use crate::tables::services::ServiceTable;
 
 pub use gateway::Gateway;
+pub use nat::ServiceNat;
 pub use overlay::Overlay;
 
 /// The stages' shared state: the tables and the gateway identity.
@@ -48,6 +52,8 @@ pub struct Pipeline {
     pub gateway: Gateway,
     /// The VXLAN overlay to other nodes, when configured.
     pub overlay: Option<Overlay>,
+    /// Services and the connections through them.
+    pub nat: ServiceNat,
 }
 
 impl Pipeline {
@@ -63,6 +69,15 @@ impl Pipeline {
                 pod_cidr: config.node.pod_cidr,
                 host_port: None,
                 overlay_port: None,
+                service_cidr: Some(config.services.cidr),
+            },
+            nat: ServiceNat {
+                services: ServiceTable::new(
+                    config.services.max_services,
+                    config.services.maglev_table_size,
+                ),
+                conntrack: Conntrack::new(conntrack_config(&config.conntrack)),
+                affinity: nat::Affinity::new(config.conntrack.max_entries),
             },
             overlay: config.overlay.as_ref().map(|o| {
                 let mut peers = PeerTable::new(o.max_peers);
@@ -89,9 +104,28 @@ impl Pipeline {
         }
         classify::run(batch, counters);
         l2::learn(batch, &mut self.fdb, &self.gateway, counters, now);
+        nat::run(batch, &mut self.nat, &self.gateway, counters, now);
         arp::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
         gateway::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
         l2::forward(batch, &self.fdb, counters, now);
+    }
+}
+
+/// The conntrack table's settings from the node configuration.
+pub fn conntrack_config(c: &crate::config::ConntrackSettings) -> ConntrackConfig {
+    ConntrackConfig {
+        max_entries: c.max_entries,
+        tcp_syn_sent: c.tcp[0],
+        tcp_syn_recv: c.tcp[1],
+        tcp_established: c.tcp[2],
+        tcp_fin_wait: c.tcp[3],
+        tcp_close_wait: c.tcp[4],
+        tcp_last_ack: c.tcp[5],
+        tcp_time_wait: c.tcp[6],
+        tcp_close: c.tcp[7],
+        udp: c.udp,
+        udp_assured: c.udp_assured,
+        icmp: c.icmp,
     }
 }
 

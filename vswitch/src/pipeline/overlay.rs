@@ -181,6 +181,7 @@ mod tests {
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
             host_port: None,
             overlay_port: Some(OV),
+            service_cidr: None,
         }
     }
 

@@ -6,9 +6,14 @@
 //! - [`fdb`]: `(network, MAC) -> port`, learned, aged, bounded.
 //! - [`neigh`]: `pod IP -> (MAC, port)`, written by the control plane; answers ARP and routes.
 //! - [`ipam`]: which pod-CIDR addresses are taken (control plane only).
+//! - [`maglev`]: Maglev consistent-hash lookup tables (pure functions, no state).
+//! - [`peers`]: overlay peers: pod CIDR -> node, underlay address -> node.
+//! - [`services`]: `VIP:port/proto -> endpoints`; picks an endpoint for a new flow.
 
 pub mod conntrack;
 pub mod fdb;
 pub mod ipam;
+pub mod maglev;
 pub mod neigh;
 pub mod peers;
+pub mod services;

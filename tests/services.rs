@@ -1,0 +1,327 @@
+//! Services: connections to a ClusterIP are load-balanced over endpoints, tracked and
+//! translated both ways, with real TCP and UDP between real pod namespaces.
+
+use std::io::{ErrorKind as IoKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use podswitch_tests::topology::{Pod, PodswitchNode};
+use podswitch_tests::traffic::{self, Endpoint as TEndpoint};
+use podswitch_tests::*;
+use vswitch::control::api::{
+    Algorithm, Endpoint, EndpointSetArgs, L4Proto, Reply, Request, ServiceApplyArgs, ServiceSpec,
+};
+use vswitch::sys::netns::NetNs;
+
+const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+
+fn ep(p: &Pod, port: u16) -> Endpoint {
+    Endpoint { ip: p.ip, port, ready: true, terminating: false, weight: 1 }
+}
+
+fn spec(
+    name: &str,
+    vip: Ipv4Addr,
+    port: u16,
+    proto: L4Proto,
+    endpoints: Vec<Endpoint>,
+) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        namespace: "default".into(),
+        vip,
+        port,
+        proto,
+        endpoints,
+        algorithm: Algorithm::Maglev,
+        session_affinity_secs: None,
+    }
+}
+
+fn call(n: &PodswitchNode, req: Request) -> Reply {
+    n.switch.call(&req).unwrap_or_else(|e| panic!("{req:?}: {e}"))
+}
+
+/// A TCP server in `ns` on `addr:port` answering each connection's line with its `id`,
+/// until `stop`.
+fn tcp_server<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    ns: &'s NetNs,
+    addr: Ipv4Addr,
+    port: u16,
+    id: u8,
+    stop: &'s AtomicBool,
+) {
+    let l = ns.run(move || TcpListener::bind(SocketAddrV4::new(addr, port))).unwrap().unwrap();
+    l.set_nonblocking(true).unwrap();
+    s.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    s.spawn(move || {
+                        let mut b = [0u8; 64];
+                        while let Ok(n) = c.read(&mut b) {
+                            if n == 0 || c.write_all(&[id]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+}
+
+/// A UDP server in `ns` answering each datagram with its `id`, until `stop`.
+fn udp_server<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    ns: &'s NetNs,
+    addr: Ipv4Addr,
+    port: u16,
+    id: u8,
+    stop: &'s AtomicBool,
+) {
+    let u = ns.run(move || UdpSocket::bind(SocketAddrV4::new(addr, port))).unwrap().unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s.spawn(move || {
+        let mut b = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = u.recv_from(&mut b) {
+                let _ = u.send_to(&[id], from);
+            }
+        }
+    });
+}
+
+fn connect(ns: &NetNs, to: SocketAddrV4) -> std::io::Result<TcpStream> {
+    let c = ns.run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(2)))??;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
+    Ok(c)
+}
+
+fn ask(c: &mut TcpStream) -> std::io::Result<u8> {
+    c.write_all(b"?")?;
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+#[test]
+fn tcp_and_udp_through_a_vip_reach_every_endpoint() {
+    require_root!();
+    let n = node(EXE, 4);
+    let (client, backends) = (&n.pods[0], &n.pods[1..]);
+    let eps = |port| backends.iter().map(|p| ep(p, port)).collect();
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps(8080))));
+    call(&n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps(5353))));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (i, b) in backends.iter().enumerate() {
+            tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
+            udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
+        }
+        let mut tcp_seen = [0u32; 3];
+        for _ in 0..30 {
+            // The handshake completes only if the answers come from the VIP.
+            let mut c =
+                connect(&client.ns, SocketAddrV4::new(VIP, 80)).expect("connect to the VIP");
+            assert_eq!(c.peer_addr().unwrap(), SocketAddrV4::new(VIP, 80).into());
+            let id = ask(&mut c).unwrap();
+            assert_eq!(ask(&mut c).unwrap(), id, "one connection stays on one endpoint");
+            tcp_seen[usize::from(id)] += 1;
+        }
+        let mut udp_seen = [0u32; 3];
+        for _ in 0..30 {
+            let u = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+            u.connect(SocketAddrV4::new(VIP, 53)).unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            u.send(b"q").unwrap();
+            let mut b = [0u8; 8];
+            // A connected socket accepts only what comes from the VIP.
+            let got = u.recv(&mut b).expect("UDP answer from the VIP");
+            assert_eq!(got, 1);
+            udp_seen[usize::from(b[0])] += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            tcp_seen.iter().all(|&c| c > 0),
+            "every endpoint got TCP connections: {tcp_seen:?}"
+        );
+        assert!(udp_seen.iter().all(|&c| c > 0), "every endpoint got UDP flows: {udp_seen:?}");
+    });
+    let Reply::Conntrack { entries } = call(&n, Request::ConntrackList(Default::default())) else {
+        panic!()
+    };
+    assert!(entries.len() >= 60, "{} connections tracked", entries.len());
+    assert!(entries.iter().all(|e| e.service.starts_with("10.96.0.20:")));
+}
+
+#[test]
+fn a_service_without_endpoints_rejects_and_unknown_ports_too() {
+    require_root!();
+    let n = node(EXE, 2);
+    let client = &n.pods[0];
+    call(&n, Request::ServiceAdd(spec("empty", VIP, 80, L4Proto::Tcp, vec![])));
+    call(&n, Request::ServiceAdd(spec("empty-udp", VIP, 53, L4Proto::Udp, vec![])));
+    let e = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap_err();
+    assert_eq!(e.kind(), IoKind::ConnectionRefused, "a reset, not a timeout: {e}");
+    let e = connect(&client.ns, SocketAddrV4::new(VIP, 8443)).unwrap_err();
+    assert_eq!(e.kind(), IoKind::ConnectionRefused, "unknown port on a VIP: {e}");
+    let u = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    u.connect(SocketAddrV4::new(VIP, 53)).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    u.send(b"q").unwrap();
+    let mut b = [0u8; 8];
+    let e = u.recv(&mut b).unwrap_err();
+    assert_eq!(e.kind(), IoKind::ConnectionRefused, "ICMP port unreachable: {e}");
+    assert!(port_stats(&n, "pod1").service_rejects >= 3);
+}
+
+#[test]
+fn terminating_endpoints_keep_their_connections_removed_ones_are_reset() {
+    require_root!();
+    let n = node(EXE, 3);
+    let (client, a, b) = (&n.pods[0], &n.pods[1], &n.pods[2]);
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
+        tcp_server(s, &b.ns, b.ip, 8080, 2, &stop);
+        let mut old = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
+        assert_eq!(ask(&mut old).unwrap(), 1);
+        let set = |endpoints| {
+            call(
+                &n,
+                Request::EndpointSet(EndpointSetArgs {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    endpoints,
+                }),
+            )
+        };
+        set(vec![Endpoint { terminating: true, ..ep(a, 8080) }, ep(b, 8080)]);
+        assert_eq!(ask(&mut old).unwrap(), 1, "a terminating endpoint keeps its connection");
+        let mut new = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
+        assert_eq!(ask(&mut new).unwrap(), 2, "new connections avoid the terminating endpoint");
+        set(vec![ep(b, 8080)]);
+        let e = ask(&mut old).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                IoKind::ConnectionReset | IoKind::UnexpectedEof | IoKind::BrokenPipe
+            ),
+            "a removed endpoint's connection is reset, not left hanging: {e}"
+        );
+        assert_eq!(ask(&mut new).unwrap(), 2, "the other connection is untouched");
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn hairpin_node_to_service_and_apply_keep_working() {
+    require_root!();
+    let n = node(EXE, 2);
+    let (a, b) = (&n.pods[0], &n.pods[1]);
+    let web = spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)]);
+    let other = spec("other", Ipv4Addr::new(10, 96, 0, 30), 80, L4Proto::Tcp, vec![ep(b, 8080)]);
+    let Reply::Applied { services, .. } =
+        call(&n, Request::ServiceApply(ServiceApplyArgs { services: vec![web.clone(), other] }))
+    else {
+        panic!()
+    };
+    assert_eq!(services, 2);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
+        // Hairpin: the only endpoint reaches itself through its own Service.
+        let mut hp = connect(&a.ns, SocketAddrV4::new(VIP, 80)).expect("hairpin");
+        assert_eq!(ask(&mut hp).unwrap(), 1);
+        // The node reaches the Service through its host port.
+        let mut node_conn = connect(&n.ns, SocketAddrV4::new(VIP, 80)).expect("node to Service");
+        assert_eq!(ask(&mut node_conn).unwrap(), 1);
+        // Replacing the whole table, keeping this Service's endpoint, keeps the connections.
+        call(&n, Request::ServiceApply(ServiceApplyArgs { services: vec![web.clone()] }));
+        assert_eq!(ask(&mut hp).unwrap(), 1);
+        assert_eq!(ask(&mut node_conn).unwrap(), 1);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let Reply::Services { services } = call(&n, Request::ServiceList) else { panic!() };
+    assert_eq!(services.len(), 1);
+    // A bad Service in an apply changes nothing and names the field.
+    let mut bad = web.clone();
+    bad.vip = Ipv4Addr::new(192, 168, 9, 9);
+    let e = n
+        .switch
+        .call(&Request::ServiceApply(ServiceApplyArgs { services: vec![web, bad] }))
+        .unwrap_err();
+    assert!(e.to_string().contains("services[1].vip"), "{e}");
+    let Reply::Services { services } = call(&n, Request::ServiceList) else { panic!() };
+    assert_eq!(services.len(), 1);
+}
+
+#[test]
+fn a_full_conntrack_table_drops_new_connections_and_keeps_old_ones() {
+    require_root!();
+    let n = node_with(EXE, 2, |c| c.conntrack.max_entries = 2);
+    let (client, a) = (&n.pods[0], &n.pods[1]);
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
+        let mut c1 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
+        let mut c2 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
+        let third = connect(&client.ns, SocketAddrV4::new(VIP, 80));
+        assert!(third.is_err(), "no room for a third connection");
+        assert_eq!(ask(&mut c1).unwrap(), 1);
+        assert_eq!(ask(&mut c2).unwrap(), 1);
+        assert!(drops(&n, "pod1", "conntrack_full") >= 1);
+        stop.store(true, Ordering::Relaxed);
+    });
+    // Direct pod-to-pod traffic is not tracked and not limited.
+    let r = traffic::tcp_rr(
+        TEndpoint { ns: &a.ns, addr: a.ip },
+        &client.ns,
+        64,
+        100,
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.expect("direct traffic").samples, 100);
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_endpoint_until_it_expires() {
+    require_root!();
+    let n = node(EXE, 4);
+    let (client, backends) = (&n.pods[0], &n.pods[1..]);
+    let mut web =
+        spec("web", VIP, 80, L4Proto::Tcp, backends.iter().map(|p| ep(p, 8080)).collect());
+    web.session_affinity_secs = Some(1);
+    call(&n, Request::ServiceAdd(web));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (i, b) in backends.iter().enumerate() {
+            tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
+        }
+        let one = |_| {
+            let mut c = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
+            ask(&mut c).unwrap()
+        };
+        let pinned: std::collections::BTreeSet<u8> = (0..20).map(one).collect();
+        assert_eq!(pinned.len(), 1, "20 connections, one endpoint: {pinned:?}");
+        // After the timeout the pin is gone: a later connection lands elsewhere sooner or
+        // later (each new pin lasts 1 s, so wait it out between tries; 12 tries all landing
+        // on the same one of 3 endpoints has odds of 1 in 531,441).
+        let first = *pinned.iter().next().unwrap();
+        let moved = (0..12).any(|_| {
+            std::thread::sleep(Duration::from_millis(1100));
+            one(0) != first
+        });
+        assert!(moved, "the pin outlived its timeout");
+        stop.store(true, Ordering::Relaxed);
+    });
+}

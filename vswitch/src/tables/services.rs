@@ -1,0 +1,1143 @@
+//! The Service table: `VIP:port/proto -> endpoints`, consulted by the packet pipeline for the
+//! first packet of a connection to a VIP. Later packets follow conntrack, not this table.
+//!
+//! What it owns: the Service specs as the API gives them (their JSON shape is
+//! [`ServiceSpec`]), their validation, and the choice of an endpoint for a new flow. What it
+//! does not: flow state, NAT, session affinity (the caller keeps the stickiness), and
+//! publishing (the control plane builds a table off to the side, whole with
+//! [`ServiceTable::from_specs`] or by editing a clone, and swaps it in).
+//!
+//! Behaviour a user can rely on:
+//! - **Eligibility**: only endpoints that are ready and not terminating are picked for new
+//!   flows. [`ServiceTable::has_endpoint`] still knows the others, so flows already on a
+//!   terminating endpoint are not reset.
+//! - **Algorithms** ([`Algorithm`]): `maglev` (default) indexes a per-service Maglev table
+//!   with the flow hash, so every node picks the same endpoint for the same 5-tuple;
+//!   `random` uses the flow hash as its randomness; `round_robin` uses a per-service counter.
+//!   All three honour endpoint weights. Eligible endpoints are kept sorted by `(ip, port)`, so
+//!   the choice depends on the set of endpoints, not on the order the API listed them in.
+//! - **Maglev table size**: [`maglev::table_size`] of the number of *all* endpoints of the
+//!   service (in any state), capped at `maglev_max`. Not of the eligible ones: changing the
+//!   size reshuffles the whole table, and readiness flaps are the common change, so an
+//!   endpoint going not-ready or terminating only hands its own entries to the others.
+//! - **Full**: at `max_services` services, adding a new one is refused (counted in
+//!   `full_refusals`); replacing an existing one still works. Nothing is evicted.
+//!
+//! Limits: [`MAX_ENDPOINTS`] endpoints per service; the Maglev table holds `table_size(n)`
+//! `u16` entries, at most `maglev_max` (the default cap, 65,537 entries, is 128 KiB).
+//! Building 10,000 services of 2 endpoints (Maglev tables of 211 entries) with `from_specs`
+//! took 27-29 ms in release on a 2-CPU development VM (up to 50 ms while it was busy with
+//! other builds), 50,000 about 150 ms (linear); about
+//! 60% of it is Maglev population (`M ln M`, some 1,100 probes per 211-entry table). The
+//! ignored test `build_time` prints both figures.
+//!
+//! Lookups are one hash probe ([`ServiceTable::get`], [`ServiceTable::select`]); `select` does
+//! not allocate.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::Ipv4Cidr;
+use crate::tables::maglev;
+
+/// Most endpoints one service may have.
+pub const MAX_ENDPOINTS: usize = 1024;
+
+/// Longest ClientIP session affinity timeout accepted (a day, as Kubernetes allows).
+pub const MAX_AFFINITY_SECS: u32 = 86_400;
+
+/// A spec or an edit that is not acceptable. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ServiceError {
+    /// The field (`name`, `vip`, `endpoints[2].port`, `services[4].namespace`).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> ServiceError {
+    ServiceError { field: field.into(), reason: reason.into() }
+}
+
+impl ServiceError {
+    /// The same error for the spec at `services[i]`.
+    fn in_list(self, i: usize) -> ServiceError {
+        err(format!("services[{i}].{}", self.field), self.reason)
+    }
+}
+
+/// The transport protocol of a Service port.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    /// TCP (the default, as in Kubernetes).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl L4Proto {
+    /// The IP protocol number (6 or 17).
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for L4Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for L4Proto {
+    type Err = ServiceError;
+    /// `tcp` or `udp`, in any case (Kubernetes writes `TCP`).
+    fn from_str(s: &str) -> Result<Self, ServiceError> {
+        if s.eq_ignore_ascii_case("tcp") {
+            Ok(L4Proto::Tcp)
+        } else if s.eq_ignore_ascii_case("udp") {
+            Ok(L4Proto::Udp)
+        } else {
+            Err(err("proto", format!("{s:?} is not tcp or udp")))
+        }
+    }
+}
+
+/// What a Service is reached at: VIP, port and protocol. Written `10.96.0.20:80/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// The Service port.
+    pub port: u16,
+    /// The protocol.
+    pub proto: L4Proto,
+}
+
+const _: () = assert!(std::mem::size_of::<ServiceKey>() == 8);
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.vip, self.port, self.proto)
+    }
+}
+
+impl FromStr for ServiceKey {
+    type Err = ServiceError;
+    /// `IP:PORT/PROTO`, the protocol optional (default tcp): `10.96.0.20:80/tcp`,
+    /// `10.96.0.10:53/udp`, `10.96.0.20:80`.
+    fn from_str(s: &str) -> Result<Self, ServiceError> {
+        let (addr, proto) = match s.split_once('/') {
+            Some((a, p)) => (a, p.parse()?),
+            None => (s, L4Proto::Tcp),
+        };
+        let (vip, port) = addr
+            .split_once(':')
+            .ok_or_else(|| err("key", format!("{s:?} is not IP:PORT[/PROTO]")))?;
+        let vip = vip.parse().map_err(|_| err("vip", format!("{vip:?} is not an IPv4 address")))?;
+        let port =
+            port.parse().map_err(|_| err("port", format!("{port:?} is not a port number")))?;
+        Ok(ServiceKey { vip, port, proto })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u16 {
+    1
+}
+
+/// One backend of a Service (a pod address and its target port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// The target port.
+    pub port: u16,
+    /// Passes its readiness probe (default true).
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Shutting down (default false): no new flows, existing ones continue.
+    #[serde(default)]
+    pub terminating: bool,
+    /// Relative share of new flows, at least 1 (default 1).
+    #[serde(default = "one")]
+    pub weight: u16,
+}
+
+impl Endpoint {
+    /// A ready endpoint of weight 1.
+    pub fn new(ip: Ipv4Addr, port: u16) -> Endpoint {
+        Endpoint { ip, port, ready: true, terminating: false, weight: 1 }
+    }
+
+    /// May receive new flows: ready and not terminating.
+    pub fn is_eligible(&self) -> bool {
+        self.ready && !self.terminating
+    }
+
+    /// `(ip, port)` packed into one word: the endpoint's identity (Maglev hashes it).
+    fn id(&self) -> u64 {
+        pack(self.ip, self.port)
+    }
+}
+
+fn pack(ip: Ipv4Addr, port: u16) -> u64 {
+    u64::from(u32::from(ip)) << 16 | u64::from(port)
+}
+
+/// How a Service picks an endpoint for a new flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Weighted choice driven by the flow hash.
+    Random,
+    /// Weighted rotation: an endpoint of weight `w` gets `w` consecutive new flows.
+    RoundRobin,
+    /// Maglev consistent hashing of the flow hash (the default).
+    #[default]
+    Maglev,
+}
+
+impl FromStr for Algorithm {
+    type Err = ServiceError;
+    /// `random`, `round-robin` (or `round_robin`), `maglev`.
+    fn from_str(s: &str) -> Result<Self, ServiceError> {
+        match s {
+            "random" => Ok(Algorithm::Random),
+            "round-robin" | "round_robin" => Ok(Algorithm::RoundRobin),
+            "maglev" => Ok(Algorithm::Maglev),
+            _ => Err(err("algorithm", format!("{s:?} is not random, round-robin or maglev"))),
+        }
+    }
+}
+
+/// A Service as the API and config carry it (flat JSON):
+///
+/// ```json
+/// {"name":"web","namespace":"default","vip":"10.96.0.20","port":80,"proto":"tcp",
+///  "endpoints":[{"ip":"10.244.1.2","port":8080}],"algorithm":"maglev"}
+/// ```
+///
+/// `proto` defaults to `tcp`, `algorithm` to `maglev`, `session_affinity_secs` to none;
+/// endpoints default to ready, not terminating, weight 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The Service's name (a DNS-1123 label).
+    pub name: String,
+    /// Its namespace (a DNS-1123 label).
+    pub namespace: String,
+    /// Its virtual IP, inside the cluster's service CIDR.
+    pub vip: Ipv4Addr,
+    /// Its port.
+    pub port: u16,
+    /// Its protocol.
+    #[serde(default)]
+    pub proto: L4Proto,
+    /// Its backends, at most [`MAX_ENDPOINTS`].
+    pub endpoints: Vec<Endpoint>,
+    /// How new flows pick an endpoint.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// ClientIP affinity timeout in seconds (1 to [`MAX_AFFINITY_SECS`]); none = no
+    /// affinity. The caller keeps the stickiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_secs: Option<u32>,
+}
+
+/// Checks a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', not starting or ending
+/// with '-'.
+fn check_label(field: &str, s: &str) -> Result<(), ServiceError> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!(
+                "{s:?} is not a DNS-1123 label (1 to 63 lowercase letters, digits and '-', \
+                 not starting or ending with '-')"
+            ),
+        ))
+    }
+}
+
+/// Checks a list of endpoints (field names `endpoints[i].x`).
+fn check_endpoints(endpoints: &[Endpoint]) -> Result<(), ServiceError> {
+    if endpoints.len() > MAX_ENDPOINTS {
+        return Err(err(
+            "endpoints",
+            format!("{} endpoints, at most {MAX_ENDPOINTS} allowed", endpoints.len()),
+        ));
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        let ip = e.ip;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            return Err(err(
+                format!("endpoints[{i}].ip"),
+                format!("{ip} is not a unicast address"),
+            ));
+        }
+        if e.port == 0 {
+            return Err(err(format!("endpoints[{i}].port"), "must not be 0"));
+        }
+        if e.weight == 0 {
+            return Err(err(format!("endpoints[{i}].weight"), "must be at least 1"));
+        }
+    }
+    let mut ids: Vec<(u64, usize)> =
+        endpoints.iter().enumerate().map(|(i, e)| (e.id(), i)).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+        let e = endpoints[w[1].1];
+        return Err(err(
+            format!("endpoints[{}]", w[1].1),
+            format!("{}:{} repeats endpoints[{}]", e.ip, e.port, w[0].1),
+        ));
+    }
+    Ok(())
+}
+
+impl ServiceSpec {
+    /// Where the Service is reached.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey { vip: self.vip, port: self.port, proto: self.proto }
+    }
+
+    /// Checks every field; the error names the first one wrong.
+    pub fn validate(&self, service_cidr: Ipv4Cidr) -> Result<(), ServiceError> {
+        check_label("name", &self.name)?;
+        check_label("namespace", &self.namespace)?;
+        if !service_cidr.contains(self.vip) {
+            return Err(err(
+                "vip",
+                format!("{} is outside the service CIDR {service_cidr}", self.vip),
+            ));
+        }
+        if self.port == 0 {
+            return Err(err("port", "must not be 0"));
+        }
+        check_endpoints(&self.endpoints)?;
+        if let Some(s) = self.session_affinity_secs {
+            if s == 0 || s > MAX_AFFINITY_SECS {
+                return Err(err(
+                    "session_affinity_secs",
+                    format!("{s} is not from 1 to {MAX_AFFINITY_SECS}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the pipeline gets for a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Send the flow here.
+    Endpoint {
+        /// The endpoint's address.
+        ip: Ipv4Addr,
+        /// Its port.
+        port: u16,
+    },
+    /// The key is a Service, but none of its endpoints is eligible (reject the flow).
+    NoEndpoints,
+    /// No Service at this key (leave the packet alone).
+    NotAService,
+}
+
+/// Event counters of the table. `selected + no_endpoints + not_a_service` is the number of
+/// [`ServiceTable::select`] calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCounters {
+    /// New flows given an endpoint.
+    pub selected: u64,
+    /// New flows to a Service without an eligible endpoint.
+    pub no_endpoints: u64,
+    /// `select` calls for a key that is no Service.
+    pub not_a_service: u64,
+    /// New Services refused because the table was full.
+    pub full_refusals: u64,
+}
+
+/// A Service with what `select` needs, derived from its spec.
+#[derive(Debug, Clone)]
+struct Service {
+    spec: ServiceSpec,
+    /// Every endpoint's packed `(ip, port)`, sorted, for `has_endpoint`.
+    all: Vec<u64>,
+    /// Eligible endpoints, sorted by `(ip, port)`.
+    eligible: Vec<(Ipv4Addr, u16)>,
+    /// Running sums of the eligible endpoints' weights (`cumulative[i]` includes `i`).
+    cumulative: Vec<u32>,
+    /// Indices into `eligible` (Maglev services with an eligible endpoint only).
+    maglev: Vec<u16>,
+    /// Round-robin position, in weight units.
+    rr_next: u64,
+}
+
+impl Service {
+    /// Derives the lookup state. `spec` has been validated.
+    fn new(spec: ServiceSpec, maglev_max: usize) -> Service {
+        let mut all: Vec<u64> = spec.endpoints.iter().map(Endpoint::id).collect();
+        all.sort_unstable();
+        let mut chosen: Vec<&Endpoint> =
+            spec.endpoints.iter().filter(|e| e.is_eligible()).collect();
+        chosen.sort_unstable_by_key(|e| e.id());
+        let eligible = chosen.iter().map(|e| (e.ip, e.port)).collect();
+        let mut sum = 0u32;
+        let cumulative = chosen
+            .iter()
+            .map(|e| {
+                sum += u32::from(e.weight);
+                sum
+            })
+            .collect();
+        let maglev = if spec.algorithm == Algorithm::Maglev && !chosen.is_empty() {
+            let size = maglev::table_size(spec.endpoints.len(), maglev_max);
+            let backends: Vec<(u64, u16)> = chosen.iter().map(|e| (e.id(), e.weight)).collect();
+            maglev::build(&backends, size)
+        } else {
+            Vec::new()
+        };
+        Service { spec, all, eligible, cumulative, maglev, rr_next: 0 }
+    }
+
+    /// The eligible endpoint covering weight unit `r` (< total weight).
+    #[inline]
+    fn by_weight(&self, r: u64) -> (Ipv4Addr, u16) {
+        let i = self.cumulative.partition_point(|&c| u64::from(c) <= r);
+        self.eligible[i]
+    }
+
+    #[inline]
+    fn pick(&mut self, flow_hash: u64) -> Option<(Ipv4Addr, u16)> {
+        let total = u64::from(*self.cumulative.last()?);
+        Some(match self.spec.algorithm {
+            Algorithm::Maglev => {
+                let e = self.maglev[(flow_hash % self.maglev.len() as u64) as usize];
+                self.eligible[usize::from(e)]
+            }
+            // Mixed first: the caller's hash need not have good low bits.
+            Algorithm::Random => self.by_weight(maglev::mix64(flow_hash) % total),
+            Algorithm::RoundRobin => {
+                let r = self.rr_next % total;
+                self.rr_next = (r + 1) % total;
+                self.by_weight(r)
+            }
+        })
+    }
+}
+
+/// The Service table. See the module doc for its behaviour.
+#[derive(Debug, Clone)]
+pub struct ServiceTable {
+    by_key: FxHashMap<ServiceKey, Service>,
+    /// namespace -> name -> key (nested so lookups by `&str` need no allocation).
+    by_name: FxHashMap<String, FxHashMap<String, ServiceKey>>,
+    /// Services per VIP, for `is_vip`.
+    vips: FxHashMap<Ipv4Addr, u32>,
+    max_services: usize,
+    maglev_max: usize,
+    counters: ServiceCounters,
+}
+
+impl ServiceTable {
+    /// An empty table for at most `max_services` services, Maglev tables capped at
+    /// `maglev_max` entries (see [`maglev::table_size`]).
+    pub fn new(max_services: usize, maglev_max: usize) -> ServiceTable {
+        ServiceTable {
+            by_key: FxHashMap::default(),
+            by_name: FxHashMap::default(),
+            vips: FxHashMap::default(),
+            max_services,
+            maglev_max,
+            counters: ServiceCounters::default(),
+        }
+    }
+
+    /// Builds a whole table at once (for an atomic "apply"): validates every spec (errors name
+    /// "services[i].field"), refuses duplicate keys or (namespace,name) pairs, and more than
+    /// max_services; builds Maglev tables.
+    pub fn from_specs(
+        specs: Vec<ServiceSpec>,
+        service_cidr: Ipv4Cidr,
+        max_services: usize,
+        maglev_max: usize,
+    ) -> Result<ServiceTable, ServiceError> {
+        if specs.len() > max_services {
+            return Err(err(
+                "services",
+                format!("{} services, at most {max_services} allowed", specs.len()),
+            ));
+        }
+        let mut t = ServiceTable::new(max_services, maglev_max);
+        t.by_key.reserve(specs.len());
+        let mut index: FxHashMap<ServiceKey, usize> = FxHashMap::default();
+        index.reserve(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            spec.validate(service_cidr).map_err(|e| e.in_list(i))?;
+            let key = spec.key();
+            if let Some(&j) = index.get(&key) {
+                return Err(err(
+                    format!("services[{i}].vip"),
+                    format!("{key} is also services[{j}]"),
+                ));
+            }
+            if let Some(other) = t.by_name(&spec.namespace, &spec.name) {
+                let j = index[&other.key()];
+                return Err(err(
+                    format!("services[{i}].name"),
+                    format!("{}/{} is also services[{j}]", spec.namespace, spec.name),
+                ));
+            }
+            index.insert(key, i);
+            t.insert(Service::new(spec, maglev_max));
+        }
+        Ok(t)
+    }
+
+    /// Adds or replaces (by namespace/name; a changed key must not clash with another
+    /// service's key) one service. Returns the spec it replaced.
+    pub fn upsert(
+        &mut self,
+        spec: ServiceSpec,
+        service_cidr: Ipv4Cidr,
+    ) -> Result<Option<ServiceSpec>, ServiceError> {
+        spec.validate(service_cidr)?;
+        let key = spec.key();
+        let old_key = self.by_name.get(&spec.namespace).and_then(|m| m.get(&spec.name)).copied();
+        if let Some(other) = self.by_key.get(&key) {
+            if old_key != Some(key) {
+                return Err(err(
+                    "vip",
+                    format!("{key} is service {}/{}", other.spec.namespace, other.spec.name),
+                ));
+            }
+        }
+        if old_key.is_none() && self.by_key.len() >= self.max_services {
+            self.counters.full_refusals += 1;
+            return Err(err(
+                "services",
+                format!("the service table is full ({} services)", self.max_services),
+            ));
+        }
+        let old = old_key.and_then(|k| self.take(k));
+        self.insert(Service::new(spec, self.maglev_max));
+        Ok(old)
+    }
+
+    /// Removes the service `namespace/name`, returning its spec.
+    pub fn remove(&mut self, namespace: &str, name: &str) -> Option<ServiceSpec> {
+        let key = *self.by_name.get(namespace)?.get(name)?;
+        self.take(key)
+    }
+
+    /// Replaces the endpoints of one service (rebuilds its Maglev table).
+    pub fn set_endpoints(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<(), ServiceError> {
+        check_endpoints(&endpoints)?;
+        let key = self
+            .by_name
+            .get(namespace)
+            .and_then(|m| m.get(name))
+            .copied()
+            .ok_or_else(|| err("name", format!("no service {namespace}/{name}")))?;
+        // The other indexes stay as they are: the key, name and VIP do not change.
+        let Some(svc) = self.by_key.remove(&key) else {
+            return Err(err("name", format!("no service {namespace}/{name}")));
+        };
+        let mut spec = svc.spec;
+        spec.endpoints = endpoints;
+        self.by_key.insert(key, Service::new(spec, self.maglev_max));
+        Ok(())
+    }
+
+    /// The service at `key` (one hash probe).
+    #[inline]
+    pub fn get(&self, key: &ServiceKey) -> Option<&ServiceSpec> {
+        self.by_key.get(key).map(|s| &s.spec)
+    }
+
+    /// True when any service (any port or protocol) is on `vip`.
+    #[inline]
+    pub fn is_vip(&self, vip: Ipv4Addr) -> bool {
+        self.vips.contains_key(&vip)
+    }
+
+    /// Picks an endpoint for a NEW flow to `key`. Only endpoints that are ready and not
+    /// terminating are eligible. `flow_hash` is a hash of the flow's 5-tuple (the caller
+    /// computes it); random uses it as its randomness, maglev indexes its table with it,
+    /// round_robin uses a per-service counter (this is why &mut self). With session affinity
+    /// the caller handles stickiness (not this table). Does not allocate.
+    #[inline]
+    pub fn select(&mut self, key: &ServiceKey, flow_hash: u64) -> Selection {
+        let Some(svc) = self.by_key.get_mut(key) else {
+            self.counters.not_a_service += 1;
+            return Selection::NotAService;
+        };
+        match svc.pick(flow_hash) {
+            Some((ip, port)) => {
+                self.counters.selected += 1;
+                Selection::Endpoint { ip, port }
+            }
+            None => {
+                self.counters.no_endpoints += 1;
+                Selection::NoEndpoints
+            }
+        }
+    }
+
+    /// Whether `ip:port` is still an endpoint (in any state) of the service at `key` — the
+    /// pipeline uses this to reset flows to removed endpoints. A binary search.
+    #[inline]
+    pub fn has_endpoint(&self, key: &ServiceKey, ip: Ipv4Addr, port: u16) -> bool {
+        self.by_key.get(key).is_some_and(|s| s.all.binary_search(&pack(ip, port)).is_ok())
+    }
+
+    /// Every service, sorted by namespace, then name.
+    pub fn list(&self) -> Vec<ServiceSpec> {
+        let mut v: Vec<ServiceSpec> = self.by_key.values().map(|s| s.spec.clone()).collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        v
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// The capacity.
+    pub fn max_services(&self) -> usize {
+        self.max_services
+    }
+
+    /// The event counters.
+    pub fn counters(&self) -> ServiceCounters {
+        self.counters
+    }
+
+    /// DNS: the service called `name` in `namespace`.
+    pub fn by_name(&self, namespace: &str, name: &str) -> Option<&ServiceSpec> {
+        let key = self.by_name.get(namespace)?.get(name)?;
+        self.get(key)
+    }
+
+    /// Indexes a service whose key and name are free.
+    fn insert(&mut self, svc: Service) {
+        let key = svc.spec.key();
+        *self.vips.entry(key.vip).or_insert(0) += 1;
+        self.by_name
+            .entry(svc.spec.namespace.clone())
+            .or_default()
+            .insert(svc.spec.name.clone(), key);
+        self.by_key.insert(key, svc);
+    }
+
+    /// Removes the service at `key` from every index.
+    fn take(&mut self, key: ServiceKey) -> Option<ServiceSpec> {
+        let svc = self.by_key.remove(&key)?;
+        if let Some(n) = self.vips.get_mut(&key.vip) {
+            *n -= 1;
+            if *n == 0 {
+                self.vips.remove(&key.vip);
+            }
+        }
+        if let Some(names) = self.by_name.get_mut(&svc.spec.namespace) {
+            names.remove(&svc.spec.name);
+            if names.is_empty() {
+                self.by_name.remove(&svc.spec.namespace);
+            }
+        }
+        Some(svc.spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr() -> Ipv4Cidr {
+        "10.96.0.0/12".parse().unwrap()
+    }
+
+    fn ep(last: u8, port: u16) -> Endpoint {
+        Endpoint::new(Ipv4Addr::new(10, 244, 1, last), port)
+    }
+
+    fn spec(
+        name: &str,
+        vip_last: u8,
+        endpoints: Vec<Endpoint>,
+        algorithm: Algorithm,
+    ) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_string(),
+            namespace: "default".to_string(),
+            vip: Ipv4Addr::new(10, 96, 0, vip_last),
+            port: 80,
+            proto: L4Proto::Tcp,
+            endpoints,
+            algorithm,
+            session_affinity_secs: None,
+        }
+    }
+
+    fn three() -> Vec<Endpoint> {
+        vec![ep(2, 8080), ep(3, 8080), ep(4, 8080)]
+    }
+
+    fn key(vip_last: u8) -> ServiceKey {
+        ServiceKey { vip: Ipv4Addr::new(10, 96, 0, vip_last), port: 80, proto: L4Proto::Tcp }
+    }
+
+    fn table(specs: Vec<ServiceSpec>) -> ServiceTable {
+        ServiceTable::from_specs(specs, cidr(), 100, maglev::DEFAULT_MAX_SIZE).unwrap()
+    }
+
+    /// How many of 3000 flow hashes each endpoint (by last octet) gets.
+    fn spread(t: &mut ServiceTable, k: &ServiceKey) -> FxHashMap<u8, usize> {
+        let mut m = FxHashMap::default();
+        for h in 0..3000u64 {
+            match t.select(k, maglev::mix64(h)) {
+                Selection::Endpoint { ip, .. } => *m.entry(ip.octets()[3]).or_insert(0) += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn keys_protocols_and_algorithms_parse_and_print() {
+        let k: ServiceKey = "10.96.0.20:80/tcp".parse().unwrap();
+        assert_eq!(
+            k,
+            ServiceKey { vip: Ipv4Addr::new(10, 96, 0, 20), port: 80, proto: L4Proto::Tcp }
+        );
+        assert_eq!(k.to_string(), "10.96.0.20:80/tcp");
+        assert_eq!("10.96.0.20:80".parse::<ServiceKey>().unwrap(), k);
+        let u: ServiceKey = "10.96.0.10:53/UDP".parse().unwrap();
+        assert_eq!(
+            (u.proto, u.proto.number(), u.to_string().as_str()),
+            (L4Proto::Udp, 17, "10.96.0.10:53/udp")
+        );
+        assert_eq!(L4Proto::Tcp.number(), 6);
+        assert_eq!("10.96.0.20:80/sctp".parse::<ServiceKey>().unwrap_err().field, "proto");
+        assert_eq!("10.96.0.20/tcp".parse::<ServiceKey>().unwrap_err().field, "key");
+        assert_eq!("10.96.0.x:80".parse::<ServiceKey>().unwrap_err().field, "vip");
+        assert_eq!("10.96.0.20:99999".parse::<ServiceKey>().unwrap_err().field, "port");
+        for (s, a) in [
+            ("random", Algorithm::Random),
+            ("round-robin", Algorithm::RoundRobin),
+            ("round_robin", Algorithm::RoundRobin),
+            ("maglev", Algorithm::Maglev),
+        ] {
+            assert_eq!(s.parse::<Algorithm>().unwrap(), a);
+        }
+        assert!("hash".parse::<Algorithm>().is_err());
+        assert_eq!(Algorithm::default(), Algorithm::Maglev);
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let field = |f: &dyn Fn(&mut ServiceSpec)| {
+            let mut s = spec("web", 20, three(), Algorithm::Maglev);
+            f(&mut s);
+            s.validate(cidr()).err().map(|e| e.field)
+        };
+        assert_eq!(field(&|_| ()), None);
+        assert_eq!(field(&|s| s.name = "Web".into()).as_deref(), Some("name"));
+        assert_eq!(field(&|s| s.name = "-web".into()).as_deref(), Some("name"));
+        assert_eq!(field(&|s| s.name = "a".repeat(64)).as_deref(), Some("name"));
+        assert_eq!(field(&|s| s.name = "a".repeat(63)), None);
+        assert_eq!(field(&|s| s.namespace = String::new()).as_deref(), Some("namespace"));
+        assert_eq!(field(&|s| s.namespace = "kube.system".into()).as_deref(), Some("namespace"));
+        assert_eq!(field(&|s| s.vip = Ipv4Addr::new(10, 112, 0, 1)).as_deref(), Some("vip"));
+        assert_eq!(field(&|s| s.port = 0).as_deref(), Some("port"));
+        assert_eq!(field(&|s| s.endpoints[1].port = 0).as_deref(), Some("endpoints[1].port"));
+        assert_eq!(field(&|s| s.endpoints[0].weight = 0).as_deref(), Some("endpoints[0].weight"));
+        assert_eq!(
+            field(&|s| s.endpoints[2].ip = Ipv4Addr::new(224, 0, 0, 1)).as_deref(),
+            Some("endpoints[2].ip")
+        );
+        assert_eq!(field(&|s| s.endpoints[2] = ep(2, 8080)).as_deref(), Some("endpoints[2]"));
+        // Same address, other port: not a duplicate.
+        assert_eq!(field(&|s| s.endpoints[2] = ep(2, 8081)), None);
+        assert_eq!(
+            field(&|s| s.endpoints = (0..=MAX_ENDPOINTS as u16).map(|p| ep(9, p + 1)).collect())
+                .as_deref(),
+            Some("endpoints")
+        );
+        assert_eq!(
+            field(&|s| s.endpoints = (0..MAX_ENDPOINTS as u16).map(|p| ep(9, p + 1)).collect()),
+            None
+        );
+        assert_eq!(
+            field(&|s| s.session_affinity_secs = Some(0)).as_deref(),
+            Some("session_affinity_secs")
+        );
+        assert_eq!(
+            field(&|s| s.session_affinity_secs = Some(86_401)).as_deref(),
+            Some("session_affinity_secs")
+        );
+        assert_eq!(field(&|s| s.session_affinity_secs = Some(10_800)), None);
+        let e = spec("web", 20, vec![ep(2, 0)], Algorithm::Maglev).validate(cidr()).unwrap_err();
+        assert_eq!(e.to_string(), "endpoints[0].port: must not be 0");
+    }
+
+    #[test]
+    fn from_specs_refuses_duplicates_and_too_many() {
+        let dup_key = vec![
+            spec("a", 20, three(), Algorithm::Maglev),
+            spec("b", 20, three(), Algorithm::Maglev),
+        ];
+        let e = ServiceTable::from_specs(dup_key, cidr(), 10, 65_537).unwrap_err();
+        assert_eq!(e.field, "services[1].vip");
+        assert!(e.reason.contains("services[0]"), "{e}");
+
+        let mut other_port = spec("b", 20, three(), Algorithm::Maglev);
+        other_port.port = 443;
+        let mut other_proto = spec("c", 20, three(), Algorithm::Maglev);
+        other_proto.proto = L4Proto::Udp;
+        let ok = vec![spec("a", 20, three(), Algorithm::Maglev), other_port, other_proto];
+        assert_eq!(ServiceTable::from_specs(ok, cidr(), 10, 65_537).unwrap().len(), 3);
+
+        let dup_name = vec![
+            spec("a", 20, three(), Algorithm::Maglev),
+            spec("a", 21, three(), Algorithm::Maglev),
+        ];
+        let e = ServiceTable::from_specs(dup_name, cidr(), 10, 65_537).unwrap_err();
+        assert_eq!(e.field, "services[1].name");
+        // Same name in another namespace is another service.
+        let mut elsewhere = spec("a", 21, three(), Algorithm::Maglev);
+        elsewhere.namespace = "prod".into();
+        let ok = vec![spec("a", 20, three(), Algorithm::Maglev), elsewhere];
+        assert_eq!(ServiceTable::from_specs(ok, cidr(), 10, 65_537).unwrap().len(), 2);
+
+        let bad = vec![
+            spec("a", 20, three(), Algorithm::Maglev),
+            spec("b", 21, vec![ep(2, 0)], Algorithm::Maglev),
+        ];
+        let e = ServiceTable::from_specs(bad, cidr(), 10, 65_537).unwrap_err();
+        assert_eq!(e.field, "services[1].endpoints[0].port");
+
+        let many =
+            (0..3).map(|i| spec(&format!("s{i}"), 20 + i, three(), Algorithm::Maglev)).collect();
+        assert_eq!(
+            ServiceTable::from_specs(many, cidr(), 2, 65_537).unwrap_err().field,
+            "services"
+        );
+    }
+
+    #[test]
+    fn every_algorithm_spreads_over_all_endpoints() {
+        for a in [Algorithm::Random, Algorithm::RoundRobin, Algorithm::Maglev] {
+            let mut t = table(vec![spec("web", 20, three(), a)]);
+            let m = spread(&mut t, &key(20));
+            assert_eq!(m.len(), 3, "{a:?}: {m:?}");
+            for (&last, &n) in &m {
+                assert!((700..=1300).contains(&n), "{a:?}: endpoint {last} got {n}");
+            }
+            if a == Algorithm::RoundRobin {
+                assert!(m.values().all(|&n| n == 1000), "{m:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn weights_are_honoured() {
+        for a in [Algorithm::Random, Algorithm::RoundRobin, Algorithm::Maglev] {
+            let mut eps = three();
+            eps[2].weight = 4;
+            let mut t = table(vec![spec("web", 20, eps, a)]);
+            let m = spread(&mut t, &key(20));
+            // Shares 1:1:4 of 3000 = 500, 500, 2000.
+            assert!((1800..=2200).contains(&m[&4]), "{a:?}: {m:?}");
+            assert!((350..=650).contains(&m[&2]), "{a:?}: {m:?}");
+        }
+    }
+
+    #[test]
+    fn only_ready_endpoints_that_are_not_terminating_get_new_flows() {
+        for a in [Algorithm::Random, Algorithm::RoundRobin, Algorithm::Maglev] {
+            let mut eps = three();
+            eps[0].ready = false;
+            eps[1].terminating = true;
+            let mut t = table(vec![spec("web", 20, eps, a)]);
+            let m = spread(&mut t, &key(20));
+            assert_eq!(m.keys().copied().collect::<Vec<_>>(), [4], "{a:?}");
+            // Still endpoints, for flows already on them.
+            assert!(t.has_endpoint(&key(20), Ipv4Addr::new(10, 244, 1, 2), 8080));
+            assert!(t.has_endpoint(&key(20), Ipv4Addr::new(10, 244, 1, 3), 8080));
+        }
+    }
+
+    #[test]
+    fn maglev_readiness_change_moves_only_that_endpoints_flows() {
+        let eps: Vec<Endpoint> = (2..7).map(|i| ep(i, 8080)).collect();
+        let mut t = table(vec![spec("web", 20, eps.clone(), Algorithm::Maglev)]);
+        let before: Vec<Selection> =
+            (0..3000).map(|h| t.select(&key(20), maglev::mix64(h))).collect();
+        let mut fewer = eps.clone();
+        fewer[1].ready = false;
+        t.set_endpoints("default", "web", fewer).unwrap();
+        let gone = Selection::Endpoint { ip: Ipv4Addr::new(10, 244, 1, 3), port: 8080 };
+        let mut moved = 0;
+        for (h, b) in before.iter().enumerate() {
+            let a = t.select(&key(20), maglev::mix64(h as u64));
+            assert_ne!(a, gone);
+            if *b != gone && a != *b {
+                moved += 1;
+            }
+        }
+        assert!(moved <= 300, "{moved} of the others' flows moved");
+        // Ready again: the same table as before, whatever the list order.
+        let mut reordered = eps;
+        reordered.reverse();
+        t.set_endpoints("default", "web", reordered).unwrap();
+        let again: Vec<Selection> =
+            (0..3000).map(|h| t.select(&key(20), maglev::mix64(h))).collect();
+        assert_eq!(again, before);
+    }
+
+    #[test]
+    fn no_endpoints_and_not_a_service() {
+        let mut eps = three();
+        for e in &mut eps {
+            e.ready = false;
+        }
+        let mut t = table(vec![
+            spec("web", 20, eps, Algorithm::Maglev),
+            spec("empty", 21, vec![], Algorithm::RoundRobin),
+        ]);
+        assert_eq!(t.select(&key(20), 1), Selection::NoEndpoints);
+        assert_eq!(t.select(&key(21), 1), Selection::NoEndpoints);
+        assert_eq!(t.select(&key(22), 1), Selection::NotAService);
+        let mut udp = key(20);
+        udp.proto = L4Proto::Udp;
+        assert_eq!(t.select(&udp, 1), Selection::NotAService);
+        assert!(t.is_vip(Ipv4Addr::new(10, 96, 0, 20)) && !t.is_vip(Ipv4Addr::new(10, 96, 0, 22)));
+        assert_eq!(
+            t.counters(),
+            ServiceCounters { selected: 0, no_endpoints: 2, not_a_service: 2, full_refusals: 0 }
+        );
+    }
+
+    #[test]
+    fn set_endpoints_replaces_them() {
+        let mut t = table(vec![spec("web", 20, three(), Algorithm::Maglev)]);
+        t.set_endpoints("default", "web", vec![ep(9, 9090)]).unwrap();
+        for h in 0..100 {
+            assert_eq!(
+                t.select(&key(20), h),
+                Selection::Endpoint { ip: Ipv4Addr::new(10, 244, 1, 9), port: 9090 }
+            );
+        }
+        assert!(!t.has_endpoint(&key(20), Ipv4Addr::new(10, 244, 1, 2), 8080));
+        assert!(t.has_endpoint(&key(20), Ipv4Addr::new(10, 244, 1, 9), 9090));
+        assert_eq!(t.get(&key(20)).unwrap().endpoints, vec![ep(9, 9090)]);
+        assert_eq!(
+            t.set_endpoints("default", "web", vec![ep(9, 0)]).unwrap_err().field,
+            "endpoints[0].port"
+        );
+        assert_eq!(t.set_endpoints("default", "nope", vec![]).unwrap_err().field, "name");
+        t.set_endpoints("default", "web", vec![]).unwrap();
+        assert_eq!(t.select(&key(20), 1), Selection::NoEndpoints);
+    }
+
+    #[test]
+    fn upsert_adds_replaces_and_refuses() {
+        let mut t = ServiceTable::new(2, maglev::DEFAULT_MAX_SIZE);
+        assert_eq!(t.upsert(spec("web", 20, three(), Algorithm::Maglev), cidr()), Ok(None));
+        // Replace, moving it to another VIP.
+        let old = t.upsert(spec("web", 21, vec![ep(5, 80)], Algorithm::Random), cidr()).unwrap();
+        assert_eq!(old.unwrap().vip, Ipv4Addr::new(10, 96, 0, 20));
+        assert!(t.get(&key(20)).is_none() && !t.is_vip(Ipv4Addr::new(10, 96, 0, 20)));
+        assert_eq!(t.by_name("default", "web").unwrap().algorithm, Algorithm::Random);
+        assert_eq!(
+            t.select(&key(21), 7),
+            Selection::Endpoint { ip: Ipv4Addr::new(10, 244, 1, 5), port: 80 }
+        );
+        // Another service may not take its key.
+        let e = t.upsert(spec("api", 21, three(), Algorithm::Maglev), cidr()).unwrap_err();
+        assert_eq!(e.field, "vip");
+        assert!(e.reason.contains("default/web"), "{e}");
+        // Invalid specs change nothing.
+        assert_eq!(
+            t.upsert(spec("api", 22, vec![ep(2, 0)], Algorithm::Maglev), cidr()).unwrap_err().field,
+            "endpoints[0].port"
+        );
+        t.upsert(spec("api", 22, three(), Algorithm::Maglev), cidr()).unwrap();
+        // Full: a new one is refused, a replacement is not.
+        assert_eq!(
+            t.upsert(spec("db", 23, three(), Algorithm::Maglev), cidr()).unwrap_err().field,
+            "services"
+        );
+        assert_eq!(t.counters().full_refusals, 1);
+        assert!(t
+            .upsert(spec("api", 22, vec![ep(7, 80)], Algorithm::Maglev), cidr())
+            .unwrap()
+            .is_some());
+        assert_eq!(t.len(), 2);
+        let names: Vec<String> = t.list().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["api", "web"]);
+        assert_eq!(t.remove("default", "web").unwrap().name, "web");
+        assert!(t.remove("default", "web").is_none());
+        assert!(t.by_name("default", "web").is_none() && t.get(&key(21)).is_none());
+        t.upsert(spec("db", 23, three(), Algorithm::Maglev), cidr()).unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn has_endpoint_knows_every_state() {
+        let mut eps = three();
+        eps[0].terminating = true;
+        let t = table(vec![spec("web", 20, eps, Algorithm::Maglev)]);
+        let ip = |l| Ipv4Addr::new(10, 244, 1, l);
+        assert!(t.has_endpoint(&key(20), ip(2), 8080));
+        assert!(t.has_endpoint(&key(20), ip(4), 8080));
+        assert!(!t.has_endpoint(&key(20), ip(4), 8081));
+        assert!(!t.has_endpoint(&key(20), ip(5), 8080));
+        assert!(!t.has_endpoint(&key(21), ip(2), 8080));
+    }
+
+    #[test]
+    fn list_is_sorted_by_namespace_then_name() {
+        let mut b = spec("b", 21, three(), Algorithm::Maglev);
+        b.namespace = "alpha".into();
+        let t = table(vec![
+            spec("z", 20, three(), Algorithm::Maglev),
+            spec("a", 22, three(), Algorithm::Maglev),
+            b,
+        ]);
+        let got: Vec<(String, String)> =
+            t.list().into_iter().map(|s| (s.namespace, s.name)).collect();
+        let want = [("alpha", "b"), ("default", "a"), ("default", "z")];
+        assert_eq!(got, want.map(|(n, m)| (n.to_string(), m.to_string())));
+    }
+
+    #[test]
+    fn json_shape_round_trips() {
+        let text = r#"{"name":"web","namespace":"default","vip":"10.96.0.20","port":80,"proto":"tcp","endpoints":[{"ip":"10.244.1.2","port":8080}],"algorithm":"maglev"}"#;
+        let s: ServiceSpec = serde_json::from_str(text).unwrap();
+        assert_eq!(s, spec("web", 20, vec![ep(2, 8080)], Algorithm::Maglev));
+        let back: ServiceSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+
+        let full = r#"{"name":"dns","namespace":"kube-system","vip":"10.96.0.10","port":53,"proto":"udp",
+            "endpoints":[{"ip":"10.244.1.2","port":53,"ready":false,"terminating":true,"weight":3}],
+            "algorithm":"round_robin","session_affinity_secs":10800}"#;
+        let s: ServiceSpec = serde_json::from_str(full).unwrap();
+        assert_eq!(
+            (s.proto, s.algorithm, s.session_affinity_secs),
+            (L4Proto::Udp, Algorithm::RoundRobin, Some(10_800))
+        );
+        assert_eq!(
+            s.endpoints[0],
+            Endpoint {
+                ip: Ipv4Addr::new(10, 244, 1, 2),
+                port: 53,
+                ready: false,
+                terminating: true,
+                weight: 3
+            }
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["algorithm"], "round_robin");
+        assert_eq!(v["proto"], "udp");
+        assert_eq!(serde_json::from_value::<ServiceSpec>(v).unwrap(), s);
+
+        // Defaults: proto tcp, algorithm maglev, no affinity (and not written out).
+        let s: ServiceSpec = serde_json::from_str(
+            r#"{"name":"web","namespace":"default","vip":"10.96.0.20","port":80,"endpoints":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.proto, s.algorithm, s.session_affinity_secs),
+            (L4Proto::Tcp, Algorithm::Maglev, None)
+        );
+        assert!(!serde_json::to_string(&s).unwrap().contains("affinity"));
+        // Unknown fields are refused, in the spec and in its endpoints.
+        assert!(serde_json::from_str::<ServiceSpec>(
+            &text.replace("\"port\":80", "\"port\":80,\"type\":\"x\"")
+        )
+        .is_err());
+        assert!(serde_json::from_str::<ServiceSpec>(
+            &text.replace("8080}", "8080,\"zone\":\"a\"}")
+        )
+        .is_err());
+        assert!(serde_json::from_str::<ServiceSpec>(
+            &text.replace("\"maglev\"", "\"round-robin\"")
+        )
+        .is_err());
+    }
+
+    fn many(n: u32) -> Vec<ServiceSpec> {
+        (0..n)
+            .map(|i| ServiceSpec {
+                name: format!("svc-{i}"),
+                namespace: "default".to_string(),
+                vip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i),
+                port: 80,
+                proto: L4Proto::Tcp,
+                endpoints: vec![
+                    Endpoint::new(Ipv4Addr::from(0x0af4_0000 + 2 * i), 8080),
+                    Endpoint::new(Ipv4Addr::from(0x0af4_0001 + 2 * i), 8080),
+                ],
+                algorithm: Algorithm::Maglev,
+                session_affinity_secs: None,
+            })
+            .collect()
+    }
+
+    /// Prints how long `from_specs` takes for 10k and 50k services of 2 endpoints (Maglev
+    /// tables of 211 entries): `cargo test --release -p vswitch --lib build_time -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn build_time() {
+        for n in [10_000, 50_000] {
+            let specs = many(n);
+            let start = std::time::Instant::now();
+            let t =
+                ServiceTable::from_specs(specs, cidr(), 100_000, maglev::DEFAULT_MAX_SIZE).unwrap();
+            let took = start.elapsed();
+            assert_eq!(t.len(), n as usize);
+            println!("from_specs: {n} services of 2 endpoints in {took:?}");
+        }
+    }
+}
