@@ -208,6 +208,87 @@ pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
     L2Result { packets, forwarded, elapsed: start.elapsed() }
 }
 
+/// Address of client flow `i` (a /12 of clients, so 100k flows are 100k distinct 5-tuples).
+fn client_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + (i / 50_000) as u32)
+}
+
+/// Service NAT on established TCP flows: `flows` connections to a VIP with two endpoints are
+/// opened first (their SYNs create the conntrack entries), then their data segments run
+/// through every stage for about `time`, each translated to its endpoint.
+pub fn nat_established(flows: usize, time: Duration) -> L2Result {
+    use vswitch::tables::services::{Algorithm, Endpoint, L4Proto, ServiceSpec};
+    let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).expect("valid CIDR");
+    let mut config = Config::for_node("bench", cidr, PathBuf::from("/nonexistent"));
+    config.conntrack.max_entries = flows + 16;
+    let mut pipeline = Pipeline::new(&config);
+    let (client_port, backend_port) = (PortId(1), PortId(2));
+    let backends = [Ipv4Addr::new(10, 244, 1, 10), Ipv4Addr::new(10, 244, 1, 11)];
+    for (k, ip) in backends.iter().enumerate() {
+        pipeline
+            .neigh
+            .insert(*ip, Neighbor { mac: mac(1, k), port: backend_port })
+            .expect("room for two pods");
+    }
+    let vip = Ipv4Addr::new(10, 96, 0, 20);
+    let spec = ServiceSpec {
+        name: "web".into(),
+        namespace: "bench".into(),
+        vip,
+        port: 80,
+        proto: L4Proto::Tcp,
+        endpoints: backends.iter().map(|ip| Endpoint::new(*ip, 8080)).collect(),
+        algorithm: Algorithm::Maglev,
+        session_affinity_secs: None,
+    };
+    pipeline.nat.services.upsert(spec, config.services.cidr).expect("a valid Service");
+    let gw_mac = config.node.gateway_mac;
+    let segment = |i: usize, flags: u8| {
+        let b = etherparse::PacketBuilder::ethernet2(mac(0, i).0, gw_mac.0)
+            .ipv4(client_ip(i).octets(), vip.octets(), 64)
+            .tcp(10_000 + (i % 50_000) as u16, 80, 1, 65535);
+        let b = if flags == 0x02 { b.syn() } else { b.ack(1) };
+        let mut v = Vec::with_capacity(60);
+        b.write(&mut v, if flags == 0x02 { &[][..] } else { &[0u8; 6][..] })
+            .expect("writing to a Vec");
+        v
+    };
+    let now = Instant::now();
+    let mut counters = vec![PortCounters::default(); 4];
+    let mut batch = Batch::new();
+    for chunk in (0..flows).collect::<Vec<_>>().chunks(32) {
+        batch.clear();
+        for &i in chunk {
+            batch.push_frame(client_port, &segment(i, 0x02));
+        }
+        pipeline.run(&mut batch, &mut counters, now);
+    }
+    let frames: Vec<Vec<u8>> = (0..flows).map(|i| segment(i, 0x10)).collect();
+    let mut plan = TxPlan::new(config.ports.max_ports);
+    let live = [client_port, backend_port];
+    let (mut packets, mut forwarded, mut next) = (0u64, 0u64, 0usize);
+    let start = Instant::now();
+    while start.elapsed() < time {
+        for _ in 0..64 {
+            batch.clear();
+            while !batch.is_full() {
+                batch.push_frame(client_port, &frames[next]);
+                next = if next + 1 == flows { 0 } else { next + 1 };
+            }
+            pipeline.run(&mut batch, &mut counters, now);
+            plan.clear();
+            plan.build(&batch, &live);
+            forwarded += batch
+                .packets()
+                .iter()
+                .filter(|p| p.meta.action == Action::Forward(backend_port))
+                .count() as u64;
+            packets += batch.len() as u64;
+        }
+    }
+    L2Result { packets, forwarded, elapsed: start.elapsed() }
+}
+
 /// Runs the micro-benchmarks.
 pub fn run(ctx: &Ctx) -> Scenario {
     let mut sc = Scenario::new(
@@ -222,8 +303,9 @@ pub fn run(ctx: &Ctx) -> Scenario {
     sc.notes.push(
         "VXLAN: flows are distinct remote pod addresses in a peer's 10.128.0.0/9; encap covers \
          routing, TTL and MAC rewrite and building the outer headers, decap covers the VXLAN \
-         checks, stripping and routing to the local pod. NAT on established flows is not \
-         measured yet: Service NAT (issue 7) does not exist in podswitch so far."
+         checks, stripping and routing to the local pod. NAT: TCP data segments of flows \
+         already in the conntrack table (one Service, two endpoints), destination rewritten \
+         with incremental checksums, then routed to the endpoint."
             .into(),
     );
     let time = if ctx.quick { Duration::from_millis(300) } else { Duration::from_secs(2) };
@@ -246,6 +328,30 @@ pub fn run(ctx: &Ctx) -> Scenario {
                 return sc;
             }
             sc.metric(&format!("L2 forwarding, {flows} flows"), "Mpps", Better::Higher)
+                .push("podswitch", r.mpps());
+        }
+        for flows in FLOWS {
+            if ctx.stopped() {
+                return sc;
+            }
+            eprintln!(
+                "  round {}/{}: NAT on established flows, {flows} flows",
+                round + 1,
+                ctx.runs
+            );
+            let r = nat_established(flows, time);
+            if r.forwarded != r.packets {
+                sc.fail(
+                    "podswitch",
+                    format!(
+                        "NAT: {} of {} packets were not translated and forwarded",
+                        r.packets - r.forwarded,
+                        r.packets
+                    ),
+                );
+                return sc;
+            }
+            sc.metric(&format!("NAT on established flows, {flows} flows"), "Mpps", Better::Higher)
                 .push("podswitch", r.mpps());
         }
         for (dir, label) in [(Direction::Encap, "VXLAN encap"), (Direction::Decap, "VXLAN decap")] {
@@ -295,6 +401,15 @@ mod tests {
                 assert!(r.packets > 0);
                 assert_eq!(r.forwarded, r.packets, "{dir:?} {flows} flows");
             }
+        }
+    }
+
+    #[test]
+    fn nat_translates_every_established_flow() {
+        for flows in [1, 1_000] {
+            let r = nat_established(flows, Duration::from_millis(20));
+            assert!(r.packets > 0);
+            assert_eq!(r.forwarded, r.packets, "{flows} flows");
         }
     }
 
