@@ -309,67 +309,28 @@ pub fn run(ctx: &Ctx) -> Scenario {
             .into(),
     );
     let time = if ctx.quick { Duration::from_millis(300) } else { Duration::from_secs(2) };
+    type Bench = Box<dyn Fn(usize, Duration) -> L2Result>;
+    let benches: [(&str, Bench); 4] = [
+        ("L2 forwarding", Box::new(l2_forwarding)),
+        ("NAT on established flows", Box::new(nat_established)),
+        ("VXLAN encap", Box::new(|f, t| overlay(Direction::Encap, f, t))),
+        ("VXLAN decap", Box::new(|f, t| overlay(Direction::Decap, f, t))),
+    ];
     for round in 0..ctx.runs {
-        for flows in FLOWS {
-            if ctx.stopped() {
-                return sc;
-            }
-            eprintln!("  round {}/{}: L2 forwarding, {flows} flows", round + 1, ctx.runs);
-            let r = l2_forwarding(flows, time);
-            if r.forwarded != r.packets {
-                sc.fail(
-                    "podswitch",
-                    format!(
-                        "{} of {} packets were not forwarded to the expected port",
-                        r.packets - r.forwarded,
-                        r.packets
-                    ),
-                );
-                return sc;
-            }
-            sc.metric(&format!("L2 forwarding, {flows} flows"), "Mpps", Better::Higher)
-                .push("podswitch", r.mpps());
-        }
-        for flows in FLOWS {
-            if ctx.stopped() {
-                return sc;
-            }
-            eprintln!(
-                "  round {}/{}: NAT on established flows, {flows} flows",
-                round + 1,
-                ctx.runs
-            );
-            let r = nat_established(flows, time);
-            if r.forwarded != r.packets {
-                sc.fail(
-                    "podswitch",
-                    format!(
-                        "NAT: {} of {} packets were not translated and forwarded",
-                        r.packets - r.forwarded,
-                        r.packets
-                    ),
-                );
-                return sc;
-            }
-            sc.metric(&format!("NAT on established flows, {flows} flows"), "Mpps", Better::Higher)
-                .push("podswitch", r.mpps());
-        }
-        for (dir, label) in [(Direction::Encap, "VXLAN encap"), (Direction::Decap, "VXLAN decap")] {
+        for (label, bench) in &benches {
             for flows in FLOWS {
                 if ctx.stopped() {
                     return sc;
                 }
                 eprintln!("  round {}/{}: {label}, {flows} flows", round + 1, ctx.runs);
-                let r = overlay(dir, flows, time);
+                let r = bench(flows, time);
                 if r.forwarded != r.packets {
-                    sc.fail(
-                        "podswitch",
-                        format!(
-                            "{label}: {} of {} packets were not forwarded as expected",
-                            r.packets - r.forwarded,
-                            r.packets
-                        ),
+                    let lost = r.packets - r.forwarded;
+                    let msg = format!(
+                        "{label}: {lost} of {} packets not forwarded as expected",
+                        r.packets
                     );
+                    sc.fail("podswitch", msg);
                     return sc;
                 }
                 sc.metric(&format!("{label}, {flows} flows"), "Mpps", Better::Higher)
