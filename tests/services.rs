@@ -325,3 +325,22 @@ fn client_ip_affinity_keeps_a_client_on_one_endpoint_until_it_expires() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+#[test]
+fn icmp_errors_from_an_endpoint_reach_the_client_as_coming_from_the_vip() {
+    require_root!();
+    let n = node(EXE, 2);
+    let (client, a) = (&n.pods[0], &n.pods[1]);
+    // The endpoint exists but nothing listens on its port: its kernel answers with ICMP port
+    // unreachable, quoting the translated datagram.
+    call(&n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, vec![ep(a, 5353)])));
+    let u = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    u.connect(SocketAddrV4::new(VIP, 53)).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    u.send(b"q").unwrap();
+    let mut b = [0u8; 8];
+    // A connected socket only takes the error if it names the VIP and port it sent to.
+    let e = u.recv(&mut b).unwrap_err();
+    assert_eq!(e.kind(), IoKind::ConnectionRefused, "translated port unreachable: {e}");
+    assert_eq!(port_stats(&n, "pod1").service_rejects, 0, "the endpoint answered, not the switch");
+}

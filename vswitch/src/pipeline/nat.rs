@@ -18,6 +18,9 @@
 //!   INVALID). A Service without eligible endpoints answers with a TCP reset or ICMP port
 //!   unreachable, as kube-proxy's reject rules do. A full table drops the new flow
 //!   (`conntrack_full`) and evicts nothing.
+//! - **ICMP errors about a translated connection** coming back from the endpoint side
+//!   (port unreachable, fragmentation needed, TTL exceeded) are translated too, quoted header
+//!   included, so the client sees them come from the Service address it used.
 //! - Anything else passes untouched.
 //!
 //! After the destination rewrite the packet is still addressed to the gateway MAC (the client
@@ -157,7 +160,10 @@ pub fn run(
         if pkt.meta.action != Action::Continue {
             continue;
         }
-        let Some(lay) = layout(pkt) else { continue };
+        let Some(lay) = layout(pkt) else {
+            icmp_error_from_endpoint(pkt, nat, now);
+            continue;
+        };
         let in_port = pkt.meta.in_port;
         match handle(pkt, &lay, nat, gw, now) {
             Ok(None) => {}
@@ -251,6 +257,61 @@ fn handle(
         Selection::NoEndpoints => Ok(Some(reject(pkt, lay, gw))),
         Selection::NotAService => Ok(None),
     }
+}
+
+/// An ICMP error (destination unreachable, time exceeded, parameter problem) that an endpoint
+/// (or a router on its way) sends back about a translated packet quotes the packet as the
+/// endpoint saw it: client -> endpoint. The client only recognizes it if it speaks of the
+/// Service address it used, so the quoted destination and the error's source become the VIP
+/// again (checksums fixed: quoted IP header, outer IP header, ICMP).
+fn icmp_error_from_endpoint(pkt: &mut Packet, nat: &mut ServiceNat, now: Instant) {
+    if nat.conntrack.is_empty()
+        || pkt.meta.vlan.is_some()
+        || pkt.meta.ethertype != u16::from(EtherType::Ipv4)
+        || pkt.meta.ip_proto != u8::from(IpProtocol::Icmp)
+    {
+        return;
+    }
+    let (l3, l4) = (usize::from(pkt.meta.l3_offset), usize::from(pkt.meta.l4_offset));
+    let d = pkt.data();
+    if l4 == 0 || !matches!(d.get(l4), Some(3 | 11 | 12)) {
+        return;
+    }
+    let q = l4 + 8;
+    let Some(&vihl) = d.get(q) else { return };
+    let q4 = q + usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || d.len() < q4 + 4 || !matches!(d[q + 9], 6 | 17) {
+        return;
+    }
+    let ip = |o: usize| Ipv4Addr::new(d[o], d[o + 1], d[o + 2], d[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([d[o], d[o + 1]]);
+    let quoted = FlowKey {
+        src: ip(q + 12),
+        dst: ip(q + 16),
+        sport: port(q4),
+        dport: port(q4 + 2),
+        proto: d[q + 9],
+    };
+    // The quoted packet went client -> endpoint: the reverse of the connection's reply key.
+    let Some((id, Dir::Reply)) = nat.conntrack.lookup(&quoted.reversed(), now) else { return };
+    let Some(n) = nat.conntrack.get(id).map(|e| e.nat) else { return };
+    let outer_src = ip(l3 + 12);
+    let d = pkt.data_mut();
+    if outer_src == n.backend {
+        d[l3 + 12..l3 + 16].copy_from_slice(&n.vip.octets());
+        let c =
+            checksum::update_addr(u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]), &n.backend, &n.vip);
+        d[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    d[q + 16..q + 20].copy_from_slice(&n.vip.octets());
+    d[q4 + 2..q4 + 4].copy_from_slice(&n.vport.to_be_bytes());
+    let c = checksum::update_addr(u16::from_be_bytes([d[q + 10], d[q + 11]]), &n.backend, &n.vip);
+    d[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
+    // The ICMP checksum covers the whole (short) message: recompute it.
+    let end = (l3 + usize::from(u16::from_be_bytes([d[l3 + 2], d[l3 + 3]]))).min(d.len());
+    d[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&d[l4..end]);
+    d[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
 }
 
 fn proto_of(p: u8) -> L4Proto {
