@@ -307,7 +307,7 @@ mod tests {
     /// Prints the disruption measured over many cases (the figure in the module doc):
     /// `cargo test -p vswitch --lib maglev -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "a measurement; run with --ignored --nocapture"]
     fn measure_disruption() {
         for n in 2..20 {
             let mut all = Vec::new();

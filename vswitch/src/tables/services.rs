@@ -1128,7 +1128,7 @@ mod tests {
     /// tables of 211 entries): `cargo test --release -p vswitch --lib build_time -- --ignored
     /// --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "a measurement; run with --release --ignored --nocapture"]
     fn build_time() {
         for n in [10_000, 50_000] {
             let specs = many(n);
