@@ -74,25 +74,54 @@ pub fn l2_forwarding(flows: usize, time: Duration) -> L2Result {
         pipeline.fdb.learn(FdbKey::new(None, mac(1, i)), b, now);
     }
     let frames: Vec<Vec<u8>> = (0..flows).map(frame).collect();
-    let mut counters = vec![PortCounters::default(); 3];
+    let max_ports = config.ports.max_ports;
+    drive(
+        &mut pipeline,
+        max_ports,
+        &frames,
+        a,
+        &live,
+        now,
+        time,
+        |_| {},
+        |p| p.meta.action == Action::Forward(b),
+    )
+}
+
+/// Runs `frames` (cycled) into `pipeline` as arriving on `in_port`, in full batches, through
+/// every stage and the output plan, for about `time`. `prepare` sees each filled batch first
+/// (to set what a port would, such as the tunnel sender); `handled` judges each packet after
+/// the pipeline (and may do the work a port would do on transmit).
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    pipeline: &mut Pipeline,
+    max_ports: usize,
+    frames: &[Vec<u8>],
+    in_port: PortId,
+    live: &[PortId],
+    now: Instant,
+    time: Duration,
+    mut prepare: impl FnMut(&mut Batch),
+    mut handled: impl FnMut(&vswitch::packet::Packet) -> bool,
+) -> L2Result {
+    let mut counters = vec![PortCounters::default(); 4];
     let mut batch = Batch::new();
-    let mut plan = TxPlan::new(config.ports.max_ports);
+    let mut plan = TxPlan::new(max_ports);
     let (mut packets, mut forwarded, mut next) = (0u64, 0u64, 0usize);
     let start = Instant::now();
     while start.elapsed() < time {
         for _ in 0..64 {
             batch.clear();
             while !batch.is_full() {
-                batch.push_frame(a, &frames[next]);
-                next = if next + 1 == flows { 0 } else { next + 1 };
+                batch.push_frame(in_port, &frames[next]);
+                next = if next + 1 == frames.len() { 0 } else { next + 1 };
             }
+            prepare(&mut batch);
             pipeline.run(&mut batch, &mut counters, now);
             plan.clear();
-            plan.build(&batch, &live);
+            plan.build(&batch, live);
             packets += batch.len() as u64;
-            forwarded +=
-                batch.packets().iter().filter(|p| p.meta.action == Action::Forward(b)).count()
-                    as u64;
+            forwarded += batch.packets().iter().filter(|p| handled(p)).count() as u64;
         }
     }
     L2Result { packets, forwarded, elapsed: start.elapsed() }
@@ -171,41 +200,27 @@ pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
     };
     let opts = OverlayOptions { local, udp_port: 4789, vni: 1, udp_checksum: false };
     let mut head = [0u8; OUTER_LEN];
-    let mut counters = vec![PortCounters::default(); 4];
-    let mut batch = Batch::new();
-    let mut plan = TxPlan::new(config.ports.max_ports);
-    plan.set_no_flood(Some(OVERLAY_PORT));
     let live = [pod_port, OVERLAY_PORT];
-    let (mut packets, mut forwarded, mut next) = (0u64, 0u64, 0usize);
-    let start = Instant::now();
-    while start.elapsed() < time {
-        for _ in 0..64 {
-            batch.clear();
-            while !batch.is_full() {
-                batch.push_frame(in_port, &frames[next]);
-                next = if next + 1 == flows { 0 } else { next + 1 };
+    let prepare = |b: &mut Batch| {
+        if dir == Direction::Decap {
+            for p in b.packets_mut() {
+                p.meta.tunnel = Some(PEER_UNDERLAY);
             }
-            if dir == Direction::Decap {
-                for p in batch.packets_mut() {
-                    p.meta.tunnel = Some(PEER_UNDERLAY);
-                }
-            }
-            pipeline.run(&mut batch, &mut counters, now);
-            plan.clear();
-            plan.build(&batch, &live);
-            for p in batch.packets() {
-                if p.meta.action == expect {
-                    forwarded += 1;
-                    if let (Direction::Encap, Some(dst)) = (dir, p.meta.tunnel) {
-                        outer_headers(&mut head, &opts, dst, &[p.data()]);
-                    }
-                }
-            }
-            packets += batch.len() as u64;
         }
-    }
+    };
+    let handled = |p: &vswitch::packet::Packet| {
+        if p.meta.action != expect {
+            return false;
+        }
+        if let (Direction::Encap, Some(dst)) = (dir, p.meta.tunnel) {
+            outer_headers(&mut head, &opts, dst, &[p.data()]);
+        }
+        true
+    };
+    let max_ports = config.ports.max_ports;
+    let r = drive(&mut pipeline, max_ports, &frames, in_port, &live, now, time, prepare, handled);
     std::hint::black_box(&head);
-    L2Result { packets, forwarded, elapsed: start.elapsed() }
+    r
 }
 
 /// Address of client flow `i` (a /12 of clients, so 100k flows are 100k distinct 5-tuples).
@@ -264,29 +279,19 @@ pub fn nat_established(flows: usize, time: Duration) -> L2Result {
         pipeline.run(&mut batch, &mut counters, now);
     }
     let frames: Vec<Vec<u8>> = (0..flows).map(|i| segment(i, 0x10)).collect();
-    let mut plan = TxPlan::new(config.ports.max_ports);
     let live = [client_port, backend_port];
-    let (mut packets, mut forwarded, mut next) = (0u64, 0u64, 0usize);
-    let start = Instant::now();
-    while start.elapsed() < time {
-        for _ in 0..64 {
-            batch.clear();
-            while !batch.is_full() {
-                batch.push_frame(client_port, &frames[next]);
-                next = if next + 1 == flows { 0 } else { next + 1 };
-            }
-            pipeline.run(&mut batch, &mut counters, now);
-            plan.clear();
-            plan.build(&batch, &live);
-            forwarded += batch
-                .packets()
-                .iter()
-                .filter(|p| p.meta.action == Action::Forward(backend_port))
-                .count() as u64;
-            packets += batch.len() as u64;
-        }
-    }
-    L2Result { packets, forwarded, elapsed: start.elapsed() }
+    let max_ports = config.ports.max_ports;
+    drive(
+        &mut pipeline,
+        max_ports,
+        &frames,
+        client_port,
+        &live,
+        now,
+        time,
+        |_| {},
+        |p| p.meta.action == Action::Forward(backend_port),
+    )
 }
 
 /// Runs the micro-benchmarks.
