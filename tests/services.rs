@@ -344,3 +344,124 @@ fn icmp_errors_from_an_endpoint_reach_the_client_as_coming_from_the_vip() {
     assert_eq!(e.kind(), IoKind::ConnectionRefused, "translated port unreachable: {e}");
     assert_eq!(port_stats(&n, "pod1").service_rejects, 0, "the endpoint answered, not the switch");
 }
+
+/// One UDP question from `client` bound to `sport`, to the VIP: the answering endpoint's id.
+fn udp_ask_from(client: &NetNs, sport: u16, to: SocketAddrV4) -> std::io::Result<u8> {
+    let u =
+        client.run(move || UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, sport)))??;
+    u.connect(to)?;
+    u.set_read_timeout(Some(Duration::from_secs(2)))?;
+    u.send(b"q")?;
+    let mut b = [0u8; 8];
+    u.recv(&mut b)?;
+    Ok(b[0])
+}
+
+#[test]
+fn maglev_removing_one_endpoint_moves_only_a_few_other_flows() {
+    require_root!();
+    let n = node(EXE, 5);
+    let (client, backends) = (&n.pods[0], &n.pods[1..]);
+    let svc = |eps: Vec<Endpoint>| spec("dns", VIP, 53, L4Proto::Udp, eps);
+    call(&n, Request::ServiceAdd(svc(backends.iter().map(|p| ep(p, 5353)).collect())));
+    let to = SocketAddrV4::new(VIP, 53);
+    let sports: Vec<u16> = (0..80).map(|i| 41_000 + i * 7).collect();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (i, b) in backends.iter().enumerate() {
+            udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
+        }
+        // Each flow (fixed 5-tuple) lands where Maglev puts it; a conntrack flush between
+        // rounds makes every flow pick again.
+        let round = || -> Vec<u8> {
+            call(&n, Request::ConntrackFlush);
+            sports.iter().map(|&p| udp_ask_from(&client.ns, p, to).expect("answer")).collect()
+        };
+        let before = round();
+        assert_eq!(round(), before, "Maglev is deterministic for an unchanged Service");
+        let gone = 2u8;
+        let kept: Vec<Endpoint> = backends
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u8 != gone)
+            .map(|(_, p)| ep(p, 5353))
+            .collect();
+        call(&n, Request::ServiceAdd(svc(kept)));
+        let after = round();
+        stop.store(true, Ordering::Relaxed);
+        assert!(after.iter().all(|&e| e != gone), "the removed endpoint gets no flow");
+        let survivors: Vec<usize> = (0..before.len()).filter(|&i| before[i] != gone).collect();
+        let moved = survivors.iter().filter(|&&i| before[i] != after[i]).count();
+        assert!(survivors.len() >= 40 && before.iter().any(|&e| e == gone), "{before:?}");
+        // Maglev is near-minimal, not minimal: a few percent of other flows may move
+        // (tables/maglev.rs measures it); far from the ~75% a modulo hash would move.
+        assert!(
+            moved * 10 <= survivors.len(),
+            "{moved} of {} flows on other endpoints moved: {before:?} -> {after:?}",
+            survivors.len()
+        );
+    });
+}
+
+#[test]
+fn services_reach_endpoints_on_other_nodes_and_pods_on_other_nodes_reach_services() {
+    use podswitch_tests::topology::{podswitch_peer, Underlay};
+    require_root!();
+    let mut ul = Underlay::build("psv").expect("underlay");
+    let build = |ul: &mut Underlay, n: u8, peer: u8| {
+        PodswitchNode::build_on_underlay(
+            EXE.as_ref(),
+            "psv",
+            ul,
+            n,
+            2,
+            &[podswitch_peer(peer)],
+            1500,
+            None,
+            |_| {},
+        )
+        .unwrap_or_else(|e| panic!("node {n}: {e}"))
+    };
+    let n1 = build(&mut ul, 1, 2);
+    let n2 = build(&mut ul, 2, 1);
+    // One endpoint on each node; every node carries the whole Service table, as kube-proxy
+    // does.
+    let eps = vec![ep(&n1.pods[1], 8080), ep(&n2.pods[1], 8080)];
+    for n in [&n1, &n2] {
+        call(n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps.clone())));
+        call(n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps.clone())));
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (i, b) in [&n1.pods[1], &n2.pods[1]].into_iter().enumerate() {
+            tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
+            udp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
+        }
+        for client in [&n1.pods[0], &n2.pods[0]] {
+            let mut seen = [0u32; 2];
+            for sport in 0..24 {
+                let mut c = connect(&client.ns, SocketAddrV4::new(VIP, 80)).expect("connect");
+                let id = ask(&mut c).unwrap();
+                assert_eq!(ask(&mut c).unwrap(), id);
+                seen[usize::from(id)] += 1;
+                let u = udp_ask_from(&client.ns, 42_000 + sport, SocketAddrV4::new(VIP, 53));
+                seen[usize::from(u.expect("UDP answer from the VIP"))] += 1;
+            }
+            assert!(
+                seen.iter().all(|&c| c > 0),
+                "pod {} reached the endpoints on both nodes: {seen:?}",
+                client.ip
+            );
+        }
+        // The node itself, through its host port, to an endpoint behind the overlay.
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..16 {
+            let mut c = connect(&n1.ns, SocketAddrV4::new(VIP, 80)).expect("node to Service");
+            ids.insert(ask(&mut c).unwrap());
+        }
+        assert_eq!(ids.len(), 2, "the node reached both endpoints: {ids:?}");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let s = port_stats(&n1, "overlay");
+    assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+}

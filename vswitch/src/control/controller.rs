@@ -64,6 +64,9 @@ struct State {
     /// The host port's interface index: peers' pod CIDRs are routed to it in the node
     /// namespace, so the node reaches remote pods through the gateway.
     host_index: Option<u32>,
+    /// The Service table as the worker has it (same edits, same order): what an apply
+    /// inherits Maglev table sizes from, and where Service names are read.
+    services: ServiceTable,
 }
 
 /// Name the overlay port is listed under.
@@ -242,6 +245,10 @@ impl Controller {
                 tmp_seq: 0,
                 peers,
                 host_index,
+                services: ServiceTable::new(
+                    config.services.max_services,
+                    config.services.maglev_table_size,
+                ),
             }),
             config,
             worker,
@@ -409,16 +416,21 @@ impl Controller {
         spec.validate(cidr).map_err(|e| {
             ApiError::field(ErrorKind::InvalidArgument, &format!("args.{}", e.field), e.reason)
         })?;
+        let mut st = self.state();
         let s = spec.clone();
         self.worker
             .call(|reply| Command::ServiceUpsert { spec: s, cidr, reply })
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
+        // The worker accepted it, so the mirror does too.
+        let _ = st.services.upsert(spec.clone(), cidr);
         Ok(spec)
     }
 
     fn service_del(&self, args: &ServiceRefArgs) -> Result<ServiceSpec, ApiError> {
+        let mut st = self.state();
         let (namespace, name) = (args.namespace.clone(), args.name.clone());
+        st.services.remove(&namespace, &name);
         self.worker
             .call(|reply| Command::ServiceRemove { namespace, name, reply })
             .map_err(unavailable)?
@@ -433,11 +445,14 @@ impl Controller {
 
     fn endpoint_set(&self, args: EndpointSetArgs) -> Result<Reply, ApiError> {
         let started = Instant::now();
+        let mut st = self.state();
         let EndpointSetArgs { namespace, name, endpoints } = args;
+        let (ns, n, eps) = (namespace.clone(), name.clone(), endpoints.clone());
         self.worker
             .call(|reply| Command::EndpointsSet { namespace, name, endpoints, reply })
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
+        let _ = st.services.set_endpoints(&ns, &n, eps);
         let services =
             self.worker.call(|reply| Command::ServiceList { reply }).map_err(unavailable)?;
         Ok(Reply::Applied {
@@ -451,11 +466,19 @@ impl Controller {
     fn service_apply(&self, specs: Vec<ServiceSpec>) -> Result<Reply, ApiError> {
         let started = Instant::now();
         let s = &self.config.services;
-        let table = ServiceTable::from_specs(specs, s.cidr, s.max_services, s.maglev_table_size)
-            .map_err(|e| {
-                ApiError::field(ErrorKind::InvalidArgument, &format!("args.{}", e.field), e.reason)
-            })?;
+        let mut st = self.state();
+        let table = ServiceTable::from_specs(
+            specs,
+            s.cidr,
+            s.max_services,
+            s.maglev_table_size,
+            Some(&st.services),
+        )
+        .map_err(|e| {
+            ApiError::field(ErrorKind::InvalidArgument, &format!("args.{}", e.field), e.reason)
+        })?;
         let n = table.len();
+        st.services = table.clone();
         let table = Box::new(table);
         let old = self
             .worker

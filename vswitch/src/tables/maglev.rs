@@ -111,6 +111,23 @@ pub fn table_size(backends: usize, max: usize) -> usize {
     prev_prime(max).unwrap_or(MIN_SIZE).max(MIN_SIZE)
 }
 
+/// Table size for a Service whose table had `prev` entries (a size this module chose) before
+/// its endpoints changed to `backends`: `prev` is kept while it gives each backend between
+/// 50 and 400 entries (or is all the cap allows), else [`table_size`]. A new size reshuffles
+/// the whole table, so scaling a Service by a few endpoints must not change it: removing one
+/// of four endpoints then moves only the flows Maglev has to move.
+pub fn resize(prev: usize, backends: usize, max: usize) -> usize {
+    let fresh = table_size(backends, max);
+    let n = backends.max(1);
+    let lo = n.saturating_mul(ENTRIES_PER_BACKEND / 2).min(fresh);
+    let hi = n.saturating_mul(ENTRIES_PER_BACKEND * 4).max(fresh);
+    if (lo..=hi).contains(&prev) && prev <= max && prev >= MIN_SIZE {
+        prev
+    } else {
+        fresh
+    }
+}
+
 /// Builds the lookup table: `size` (prime) entries, each an index into `backends`.
 ///
 /// `backends[i]` is (stable identity hash of backend i, weight >= 1). Weighted Maglev: a
@@ -198,6 +215,17 @@ mod tests {
         assert_eq!(next_prime(65_536), 65_537);
         assert!(is_prime(DEFAULT_MAX_SIZE));
         assert_eq!(next_prime(1_000_000), 1_000_003);
+    }
+
+    #[test]
+    fn resize_keeps_the_size_while_it_fits() {
+        let max = DEFAULT_MAX_SIZE;
+        assert_eq!(resize(401, 3, max), 401, "one of four removed");
+        assert_eq!(resize(307, 6, max), 307, "three added to three");
+        assert_eq!(resize(307, 7, max), table_size(7, max), "too few entries per backend");
+        assert_eq!(resize(4001, 4, max), table_size(4, max), "far too many");
+        assert_eq!(resize(65_537, 1000, max), 65_537, "at the cap");
+        assert_eq!(resize(101, 0, max), 101, "no endpoints for a while");
     }
 
     #[test]

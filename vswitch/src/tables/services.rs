@@ -397,13 +397,16 @@ struct Service {
     cumulative: Vec<u32>,
     /// Indices into `eligible` (Maglev services with an eligible endpoint only).
     maglev: Vec<u16>,
+    /// The Maglev table's size, kept across endpoint changes (even while `maglev` is empty).
+    maglev_size: usize,
     /// Round-robin position, in weight units.
     rr_next: u64,
 }
 
 impl Service {
-    /// Derives the lookup state. `spec` has been validated.
-    fn new(spec: ServiceSpec, maglev_max: usize) -> Service {
+    /// Derives the lookup state. `spec` has been validated. `prev_size` is the Maglev table
+    /// size of the Service this one replaces, kept when it still fits ([`maglev::resize`]).
+    fn new(spec: ServiceSpec, maglev_max: usize, prev_size: Option<usize>) -> Service {
         let mut all: Vec<u64> = spec.endpoints.iter().map(Endpoint::id).collect();
         all.sort_unstable();
         let mut chosen: Vec<&Endpoint> =
@@ -418,14 +421,18 @@ impl Service {
                 sum
             })
             .collect();
+        let n = spec.endpoints.len();
+        let maglev_size = match prev_size {
+            Some(p) => maglev::resize(p, n, maglev_max),
+            None => maglev::table_size(n, maglev_max),
+        };
         let maglev = if spec.algorithm == Algorithm::Maglev && !chosen.is_empty() {
-            let size = maglev::table_size(spec.endpoints.len(), maglev_max);
             let backends: Vec<(u64, u16)> = chosen.iter().map(|e| (e.id(), e.weight)).collect();
-            maglev::build(&backends, size)
+            maglev::build(&backends, maglev_size)
         } else {
             Vec::new()
         };
-        Service { spec, all, eligible, cumulative, maglev, rr_next: 0 }
+        Service { spec, all, eligible, cumulative, maglev, maglev_size, rr_next: 0 }
     }
 
     /// The eligible endpoint covering weight unit `r` (< total weight).
@@ -483,12 +490,15 @@ impl ServiceTable {
 
     /// Builds a whole table at once (for an atomic "apply"): validates every spec (errors name
     /// "services[i].field"), refuses duplicate keys or (namespace,name) pairs, and more than
-    /// max_services; builds Maglev tables.
+    /// max_services; builds Maglev tables. A Service also in `previous` (same namespace and
+    /// name) keeps its Maglev table size while it fits, so an apply that changes a few
+    /// endpoints moves only the flows it must.
     pub fn from_specs(
         specs: Vec<ServiceSpec>,
         service_cidr: Ipv4Cidr,
         max_services: usize,
         maglev_max: usize,
+        previous: Option<&ServiceTable>,
     ) -> Result<ServiceTable, ServiceError> {
         if specs.len() > max_services {
             return Err(err(
@@ -517,7 +527,8 @@ impl ServiceTable {
                 ));
             }
             index.insert(key, i);
-            t.insert(Service::new(spec, maglev_max));
+            let prev = previous.and_then(|p| p.maglev_size_of(&spec.namespace, &spec.name));
+            t.insert(Service::new(spec, maglev_max, prev));
         }
         Ok(t)
     }
@@ -547,8 +558,9 @@ impl ServiceTable {
                 format!("the service table is full ({} services)", self.max_services),
             ));
         }
+        let prev = old_key.and_then(|k| self.by_key.get(&k)).map(|s| s.maglev_size);
         let old = old_key.and_then(|k| self.take(k));
-        self.insert(Service::new(spec, self.maglev_max));
+        self.insert(Service::new(spec, self.maglev_max, prev));
         Ok(old)
     }
 
@@ -576,10 +588,17 @@ impl ServiceTable {
         let Some(svc) = self.by_key.remove(&key) else {
             return Err(err("name", format!("no service {namespace}/{name}")));
         };
+        let prev = Some(svc.maglev_size);
         let mut spec = svc.spec;
         spec.endpoints = endpoints;
-        self.by_key.insert(key, Service::new(spec, self.maglev_max));
+        self.by_key.insert(key, Service::new(spec, self.maglev_max, prev));
         Ok(())
+    }
+
+    /// The Maglev table size of `namespace/name`, if it exists.
+    pub fn maglev_size_of(&self, namespace: &str, name: &str) -> Option<usize> {
+        let key = self.by_name.get(namespace)?.get(name)?;
+        self.by_key.get(key).map(|s| s.maglev_size)
     }
 
     /// The service at `key` (one hash probe).
@@ -726,7 +745,7 @@ mod tests {
     }
 
     fn table(specs: Vec<ServiceSpec>) -> ServiceTable {
-        ServiceTable::from_specs(specs, cidr(), 100, maglev::DEFAULT_MAX_SIZE).unwrap()
+        ServiceTable::from_specs(specs, cidr(), 100, maglev::DEFAULT_MAX_SIZE, None).unwrap()
     }
 
     /// How many of 3000 flow hashes each endpoint (by last octet) gets.
@@ -825,7 +844,7 @@ mod tests {
             spec("a", 20, three(), Algorithm::Maglev),
             spec("b", 20, three(), Algorithm::Maglev),
         ];
-        let e = ServiceTable::from_specs(dup_key, cidr(), 10, 65_537).unwrap_err();
+        let e = ServiceTable::from_specs(dup_key, cidr(), 10, 65_537, None).unwrap_err();
         assert_eq!(e.field, "services[1].vip");
         assert!(e.reason.contains("services[0]"), "{e}");
 
@@ -834,31 +853,31 @@ mod tests {
         let mut other_proto = spec("c", 20, three(), Algorithm::Maglev);
         other_proto.proto = L4Proto::Udp;
         let ok = vec![spec("a", 20, three(), Algorithm::Maglev), other_port, other_proto];
-        assert_eq!(ServiceTable::from_specs(ok, cidr(), 10, 65_537).unwrap().len(), 3);
+        assert_eq!(ServiceTable::from_specs(ok, cidr(), 10, 65_537, None).unwrap().len(), 3);
 
         let dup_name = vec![
             spec("a", 20, three(), Algorithm::Maglev),
             spec("a", 21, three(), Algorithm::Maglev),
         ];
-        let e = ServiceTable::from_specs(dup_name, cidr(), 10, 65_537).unwrap_err();
+        let e = ServiceTable::from_specs(dup_name, cidr(), 10, 65_537, None).unwrap_err();
         assert_eq!(e.field, "services[1].name");
         // Same name in another namespace is another service.
         let mut elsewhere = spec("a", 21, three(), Algorithm::Maglev);
         elsewhere.namespace = "prod".into();
         let ok = vec![spec("a", 20, three(), Algorithm::Maglev), elsewhere];
-        assert_eq!(ServiceTable::from_specs(ok, cidr(), 10, 65_537).unwrap().len(), 2);
+        assert_eq!(ServiceTable::from_specs(ok, cidr(), 10, 65_537, None).unwrap().len(), 2);
 
         let bad = vec![
             spec("a", 20, three(), Algorithm::Maglev),
             spec("b", 21, vec![ep(2, 0)], Algorithm::Maglev),
         ];
-        let e = ServiceTable::from_specs(bad, cidr(), 10, 65_537).unwrap_err();
+        let e = ServiceTable::from_specs(bad, cidr(), 10, 65_537, None).unwrap_err();
         assert_eq!(e.field, "services[1].endpoints[0].port");
 
         let many =
             (0..3).map(|i| spec(&format!("s{i}"), 20 + i, three(), Algorithm::Maglev)).collect();
         assert_eq!(
-            ServiceTable::from_specs(many, cidr(), 2, 65_537).unwrap_err().field,
+            ServiceTable::from_specs(many, cidr(), 2, 65_537, None).unwrap_err().field,
             "services"
         );
     }
@@ -1134,7 +1153,8 @@ mod tests {
             let specs = many(n);
             let start = std::time::Instant::now();
             let t =
-                ServiceTable::from_specs(specs, cidr(), 100_000, maglev::DEFAULT_MAX_SIZE).unwrap();
+                ServiceTable::from_specs(specs, cidr(), 100_000, maglev::DEFAULT_MAX_SIZE, None)
+                    .unwrap();
             let took = start.elapsed();
             assert_eq!(t.len(), n as usize);
             println!("from_specs: {n} services of 2 endpoints in {took:?}");
