@@ -37,6 +37,7 @@ fn spec(
         endpoints,
         algorithm: Algorithm::Maglev,
         session_affinity_secs: None,
+        node_port: None,
     }
 }
 

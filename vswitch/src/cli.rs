@@ -107,6 +107,9 @@ enum ServiceCommand {
         /// Keep a client on one endpoint for this many seconds (ClientIP affinity).
         #[arg(long)]
         affinity_secs: Option<u32>,
+        /// Also take connections to the node's address on this port (30000-32767).
+        #[arg(long)]
+        node_port: Option<u16>,
     },
     /// Remove a Service.
     Del {
@@ -279,6 +282,7 @@ fn ctl(args: CtlArgs) -> ExitCode {
             endpoints,
             algorithm,
             affinity_secs,
+            node_port,
         }) => Request::ServiceAdd(ServiceSpec {
             name,
             namespace,
@@ -288,6 +292,7 @@ fn ctl(args: CtlArgs) -> ExitCode {
             endpoints,
             algorithm,
             session_affinity_secs: affinity_secs,
+            node_port,
         }),
         CtlCommand::Service(ServiceCommand::Del { name, namespace }) => {
             Request::ServiceDel(ServiceRefArgs { namespace, name })
@@ -532,8 +537,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn service_line(s: &ServiceSpec) -> String {
+    let node_port = s.node_port.map(|p| format!(" node-port {p}")).unwrap_or_default();
     format!(
-        "{}/{} {} {:?} endpoints {}",
+        "{}/{} {}{node_port} {:?} endpoints {}",
         s.namespace,
         s.name,
         s.key(),

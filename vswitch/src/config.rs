@@ -100,6 +100,59 @@ struct File {
     services: ServicesSection,
     #[serde(default)]
     conntrack: ConntrackSection,
+    node_port: Option<NodePortSection>,
+    #[serde(default)]
+    dns: DnsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodePortSection {
+    interface: String,
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_dns_vip")]
+    vip: String,
+    #[serde(default = "default_dns_port")]
+    port: u16,
+    #[serde(default = "default_cluster_domain")]
+    cluster_domain: String,
+    #[serde(default = "default_dns_port")]
+    listen_port: u16,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            enabled: true,
+            vip: default_dns_vip(),
+            port: default_dns_port(),
+            cluster_domain: default_cluster_domain(),
+            listen_port: default_dns_port(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_dns_vip() -> String {
+    "10.96.0.10".into()
+}
+
+fn default_dns_port() -> u16 {
+    53
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +365,35 @@ pub struct Config {
     pub services: ServicesConfig,
     /// Connection tracking for Service NAT.
     pub conntrack: ConntrackSettings,
+    /// NodePort Services, when configured.
+    pub node_port: Option<NodePortConfig>,
+    /// The cluster DNS responder, when enabled. It is reached through the host port: a switch
+    /// without one runs no responder.
+    pub dns: Option<DnsConfig>,
+}
+
+/// Where NodePort traffic arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePortConfig {
+    /// The interface carrying the node's address (an XDP program there hands node-port
+    /// packets to the switch; everything else passes to the kernel untouched).
+    pub interface: String,
+    /// The node's address: node ports are taken on it.
+    pub address: Ipv4Addr,
+}
+
+/// The cluster DNS responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// The DNS Service address pods are given (inside the Service CIDR).
+    pub vip: Ipv4Addr,
+    /// Its port (UDP and TCP).
+    pub port: u16,
+    /// Names are `<service>.<namespace>.svc.<cluster_domain>`.
+    pub cluster_domain: String,
+    /// The responder listens on the gateway address (host port) on this port; the DNS
+    /// Service's endpoint.
+    pub listen_port: u16,
 }
 
 /// Service settings.
@@ -569,6 +651,21 @@ impl Config {
             "\n[conntrack]\nmax_entries = {}\ntcp_syn_sent_secs = {}\ntcp_syn_recv_secs = {}\ntcp_established_secs = {}\ntcp_fin_wait_secs = {}\ntcp_close_wait_secs = {}\ntcp_last_ack_secs = {}\ntcp_time_wait_secs = {}\ntcp_close_secs = {}\nudp_secs = {}\nudp_assured_secs = {}\nicmp_secs = {}\n",
             c.max_entries, t(c.tcp[0]), t(c.tcp[1]), t(c.tcp[2]), t(c.tcp[3]), t(c.tcp[4]), t(c.tcp[5]), t(c.tcp[6]), t(c.tcp[7]), t(c.udp), t(c.udp_assured), t(c.icmp)
         );
+        match &self.dns {
+            Some(d) => {
+                s += &format!(
+                    "\n[dns]\nenabled = true\nvip = \"{}\"\nport = {}\ncluster_domain = {:?}\nlisten_port = {}\n",
+                    d.vip, d.port, d.cluster_domain, d.listen_port
+                )
+            }
+            None => s += "\n[dns]\nenabled = false\n",
+        }
+        if let Some(np) = &self.node_port {
+            s += &format!(
+                "\n[node_port]\ninterface = {:?}\naddress = \"{}\"\n",
+                np.interface, np.address
+            );
+        }
         if let Some(o) = &self.overlay {
             s += &format!(
                 "\n[overlay]\nunderlay_ip = \"{}\"\nvni = {}\nudp_port = {}\nunderlay_mtu = {}\nudp_checksum = {}\nmax_peers = {}\n",
@@ -669,6 +766,12 @@ impl File {
                 format!("must be from 2 to {MAX_PORTS}, got {}", self.ports.max_ports),
             ));
         }
+        let services = self.services.validate(pod_cidr)?;
+        let node_port = match self.node_port {
+            Some(np) => Some(np.validate(overlay.as_ref())?),
+            None => None,
+        };
+        let dns = self.dns.validate(services.cidr)?;
         Ok(Config {
             node: NodeConfig { name: n.name, pod_cidr, gateway, gateway_mac, mtu },
             host_port,
@@ -679,7 +782,9 @@ impl File {
             },
             ports: PortsConfig { max_ports: self.ports.max_ports as usize },
             overlay,
-            services: self.services.validate(pod_cidr)?,
+            node_port,
+            dns,
+            services,
             conntrack: self.conntrack.validate()?,
         })
     }
@@ -715,6 +820,75 @@ impl ServicesSection {
             max_services: self.max_services as usize,
             maglev_table_size: m as usize,
         })
+    }
+}
+
+impl NodePortSection {
+    fn validate(self, overlay: Option<&OverlayConfig>) -> Result<NodePortConfig, ConfigError> {
+        crate::sys::tun::validate_ifname(&self.interface)
+            .map_err(|e| invalid("node_port.interface", e.to_string()))?;
+        let address = match (self.address, overlay) {
+            (Some(a), _) => a.parse::<Ipv4Addr>().map_err(|_| {
+                invalid("node_port.address", format!("{a:?} is not an IPv4 address"))
+            })?,
+            (None, Some(o)) => o.underlay_ip,
+            (None, None) => {
+                return Err(invalid(
+                    "node_port.address",
+                    "required without an [overlay] section (whose underlay_ip is the default)",
+                ))
+            }
+        };
+        if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+            return Err(invalid("node_port.address", format!("{address} is not unicast")));
+        }
+        Ok(NodePortConfig { interface: self.interface, address })
+    }
+}
+
+impl DnsSection {
+    fn validate(self, service_cidr: Ipv4Cidr) -> Result<Option<DnsConfig>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let vip: Ipv4Addr = self
+            .vip
+            .parse()
+            .map_err(|_| invalid("dns.vip", format!("{:?} is not an IPv4 address", self.vip)))?;
+        if !service_cidr.contains(vip) {
+            return Err(invalid(
+                "dns.vip",
+                format!("{vip} is outside services.cidr {service_cidr}"),
+            ));
+        }
+        if self.port == 0 {
+            return Err(invalid("dns.port", "must not be 0"));
+        }
+        if self.listen_port == 0 {
+            return Err(invalid("dns.listen_port", "must not be 0"));
+        }
+        let d = self.cluster_domain.trim_end_matches('.');
+        let labels_ok = !d.is_empty()
+            && d.len() <= 200
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !labels_ok {
+            return Err(invalid(
+                "dns.cluster_domain",
+                format!("{:?} is not a lowercase DNS name", self.cluster_domain),
+            ));
+        }
+        Ok(Some(DnsConfig {
+            vip,
+            port: self.port,
+            cluster_domain: d.to_string(),
+            listen_port: self.listen_port,
+        }))
     }
 }
 

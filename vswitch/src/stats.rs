@@ -99,6 +99,10 @@ drop_reasons! {
     /// A new connection to a Service while the connection-tracking table was full; nothing
     /// established is evicted to make room.
     ConntrackFull => "conntrack_full",
+    /// A packet from the node-port interface that is no NodePort Service's (the Service was
+    /// removed while the interface's filter still passed its port) or whose client's MAC is
+    /// not known on the way back.
+    NodePortUnknown => "node_port_unknown",
     /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
     TxQueueFull => "tx_queue_full",
     /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.

@@ -99,6 +99,13 @@ pub enum Command {
         /// Answer.
         reply: Sender<()>,
     },
+    /// Sets the NodePort path (an L3 port on the node's address; never flooded to).
+    SetNodePort {
+        /// The path.
+        path: Option<crate::pipeline::gateway::NodePortPath>,
+        /// Answer.
+        reply: Sender<()>,
+    },
     /// Adds an overlay peer, or replaces the one with its name. The control plane has checked
     /// that it fits beside the others; refused when the peer table is full.
     PeerUpsert {
@@ -472,7 +479,12 @@ impl Worker {
                 if let Some(ov) = &mut self.pipeline.overlay {
                     ov.port = id;
                 }
-                self.plan.set_no_flood(id);
+                self.plan.set_no_flood(id, self.pipeline.gateway.node_port.map(|np| np.port));
+                let _ = reply.send(());
+            }
+            Command::SetNodePort { path, reply } => {
+                self.pipeline.gateway.node_port = path;
+                self.plan.set_no_flood(self.pipeline.gateway.overlay_port, path.map(|np| np.port));
                 let _ = reply.send(());
             }
             Command::PeerUpsert { peer, reply } => {
@@ -622,8 +634,14 @@ impl Worker {
             if let Some(ov) = &mut self.pipeline.overlay {
                 ov.port = None;
             }
-            self.plan.set_no_flood(None);
         }
+        if self.pipeline.gateway.node_port.is_some_and(|np| np.port == id) {
+            self.pipeline.gateway.node_port = None;
+        }
+        self.plan.set_no_flood(
+            self.pipeline.gateway.overlay_port,
+            self.pipeline.gateway.node_port.map(|np| np.port),
+        );
         let counters = std::mem::take(&mut self.counters[id.index()]);
         Some((slot.port, counters))
     }

@@ -255,6 +255,7 @@ pub fn nat_established(flows: usize, time: Duration) -> L2Result {
         endpoints: backends.iter().map(|ip| Endpoint::new(*ip, 8080)).collect(),
         algorithm: Algorithm::Maglev,
         session_affinity_secs: None,
+        node_port: None,
     };
     pipeline.nat.services.upsert(spec, config.services.cidr).expect("a valid Service");
     let gw_mac = config.node.gateway_mac;

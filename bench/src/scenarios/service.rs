@@ -117,6 +117,7 @@ pub fn specs(services: &[Service]) -> Vec<vswitch::control::api::ServiceSpec> {
                 .collect(),
             algorithm: Algorithm::Maglev,
             session_affinity_secs: None,
+            node_port: None,
         })
         .collect()
 }

@@ -109,6 +109,7 @@ mod tests {
             host_port: None,
             overlay_port: None,
             service_cidr: None,
+            node_port: None,
         }
     }
 

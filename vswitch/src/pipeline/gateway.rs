@@ -49,6 +49,19 @@ pub struct Gateway {
     /// The Service CIDR: an address there that Service NAT did not translate goes nowhere
     /// (in particular not to the host port, which routes the CIDR back to the switch).
     pub service_cidr: Option<Ipv4Cidr>,
+    /// Where NodePort traffic comes in and its replies go out, once attached.
+    pub node_port: Option<NodePortPath>,
+}
+
+/// The NodePort interface as the pipeline sees it: an L3 port on the node's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePortPath {
+    /// The port frames come in on and replies leave by.
+    pub port: PortId,
+    /// The node's address: node ports are taken on it, replies come from it.
+    pub ip: Ipv4Addr,
+    /// The interface's MAC: the source of replies.
+    pub mac: MacAddr,
 }
 
 /// Handles every undecided untagged IPv4 frame addressed to the gateway MAC.
@@ -211,6 +224,7 @@ mod tests {
             host_port: host,
             overlay_port: None,
             service_cidr: None,
+            node_port: None,
         }
     }
 

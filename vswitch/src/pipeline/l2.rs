@@ -35,7 +35,9 @@ pub fn learn(
             continue;
         }
         let in_port = pkt.meta.in_port;
-        if gateway.overlay_port == Some(in_port) {
+        if gateway.overlay_port == Some(in_port)
+            || gateway.node_port.is_some_and(|np| np.port == in_port)
+        {
             continue;
         }
         let src = mac_at(pkt.data(), 6);
@@ -97,6 +99,7 @@ mod tests {
             host_port: Some(PortId(0)),
             overlay_port: None,
             service_cidr: None,
+            node_port: None,
         };
         (fdb, gw, vec![PortCounters::default(); 8])
     }

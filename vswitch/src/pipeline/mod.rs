@@ -70,6 +70,7 @@ impl Pipeline {
                 host_port: None,
                 overlay_port: None,
                 service_cidr: Some(config.services.cidr),
+                node_port: None,
             },
             nat: ServiceNat {
                 services: ServiceTable::new(
@@ -78,6 +79,7 @@ impl Pipeline {
                 ),
                 conntrack: Conntrack::new(conntrack_config(&config.conntrack)),
                 affinity: nat::Affinity::new(config.conntrack.max_entries),
+                node_clients: nat::NodeClients::new(nat::MAX_NODE_CLIENTS),
             },
             overlay: config.overlay.as_ref().map(|o| {
                 let mut peers = PeerTable::new(o.max_peers);
@@ -230,6 +232,12 @@ mod tests {
             cfg.fdb.max_entries = 4;
             let mut p = Pipeline::new(&cfg);
             p.gateway.host_port = Some(PortId(0));
+            // Port 3 is the node-port interface (on an address of the frames' pool).
+            p.gateway.node_port = Some(gateway::NodePortPath {
+                port: PortId(3),
+                ip: IP_C,
+                mac: MAC_C,
+            });
             p.neigh.insert(IP_B, Neighbor { mac: MAC_B, port: PortId(2) }).unwrap();
             let mut live = vec![PortId(0), PortId(1), PortId(2), PortId(3)];
             let mut counters = vec![PortCounters::default(); 4];

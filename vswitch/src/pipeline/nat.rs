@@ -37,9 +37,21 @@ use crate::packet::{Action, Batch, Packet};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
-use crate::wire::{checksum, EtherType, IpProtocol};
+use crate::wire::{checksum, EtherType, IpProtocol, MacAddr};
 
+use super::gateway::NodePortPath;
 use super::{drop_packet, Gateway};
+
+/// What the NAT stage decided for a packet it handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Translated (or not a Service packet): the next stages route it.
+    Continue,
+    /// Answered with a reject (TCP reset, ICMP unreachable).
+    Reject(Action),
+    /// Translated and settled (a NodePort reply: out of the node-port interface).
+    Settled(Action),
+}
 
 /// The Service NAT state in the pipeline.
 #[derive(Debug)]
@@ -50,7 +62,66 @@ pub struct ServiceNat {
     pub conntrack: Conntrack,
     /// ClientIP session affinity: (client, Service) -> (endpoint, until when).
     pub affinity: Affinity,
+    /// NodePort clients' next-hop MACs, learned from their packets: where replies go.
+    pub node_clients: NodeClients,
 }
+
+/// The MAC each NodePort client's packets came from (the client's, or its router's), learned
+/// from every packet it sends, so the reply leaves the node-port interface addressed to it.
+/// At most `max` clients; when full, the table is cleared and relearned from the next packets
+/// (a client whose MAC is not known when a reply leaves loses that reply: `node_port_unknown`).
+#[derive(Debug)]
+pub struct NodeClients {
+    map: FxHashMap<Ipv4Addr, MacAddr>,
+    max: usize,
+}
+
+impl NodeClients {
+    /// An empty table for at most `max` clients.
+    pub fn new(max: usize) -> NodeClients {
+        NodeClients { map: FxHashMap::default(), max: max.max(1) }
+    }
+
+    #[inline]
+    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        if self.map.get(&ip) == Some(&mac) {
+            return;
+        }
+        if self.map.len() >= self.max && !self.map.contains_key(&ip) {
+            self.map.clear();
+        }
+        self.map.insert(ip, mac);
+    }
+
+    #[inline]
+    fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.map.get(&ip).copied()
+    }
+
+    /// Clients known.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no client is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Most NodePort clients whose MAC is remembered at once.
+pub const MAX_NODE_CLIENTS: usize = 65_536;
+
+/// First port of the range NodePort connections' source NAT takes on the gateway address:
+/// above the kernel's default ephemeral range (32768-60999), so the node's own connections
+/// from the gateway address never collide with them.
+pub const NODE_PORT_SNAT_FIRST: u16 = 61_000;
+
+/// Ports in the NodePort source NAT range (61000-65535).
+pub const NODE_PORT_SNAT_PORTS: u16 = u16::MAX - NODE_PORT_SNAT_FIRST + 1;
+
+/// Source ports tried for a new NodePort connection before it is dropped as a clash.
+const SNAT_TRIES: u16 = 8;
 
 /// ClientIP session affinity (`session_affinity_secs`): a client's new connections to a
 /// Service go to the endpoint its previous one went to, as long as that endpoint is still
@@ -153,21 +224,27 @@ pub fn run(
     counters: &mut [PortCounters],
     now: Instant,
 ) {
-    if nat.services.is_empty() && nat.conntrack.is_empty() {
+    if nat.services.is_empty() && nat.conntrack.is_empty() && gw.node_port.is_none() {
         return;
     }
     for pkt in batch.packets_mut() {
         if pkt.meta.action != Action::Continue {
             continue;
         }
+        let in_port = pkt.meta.in_port;
+        let from_node_port = gw.node_port.filter(|np| np.port == in_port);
         let Some(lay) = layout(pkt) else {
-            icmp_error_from_endpoint(pkt, nat, now);
+            if from_node_port.is_some() {
+                drop_packet(&mut pkt.meta.action, in_port, DropReason::NodePortUnknown, counters);
+            } else {
+                icmp_error_from_endpoint(pkt, nat, now);
+            }
             continue;
         };
-        let in_port = pkt.meta.in_port;
-        match handle(pkt, &lay, nat, gw, now) {
-            Ok(None) => {}
-            Ok(Some(action)) => {
+        match handle(pkt, &lay, nat, gw, from_node_port, now) {
+            Ok(Verdict::Continue) => {}
+            Ok(Verdict::Settled(action)) => pkt.meta.action = action,
+            Ok(Verdict::Reject(action)) => {
                 pkt.meta.action = action;
                 if let Some(c) = counters.get_mut(in_port.index()) {
                     c.service_rejects += 1;
@@ -178,31 +255,49 @@ pub fn run(
     }
 }
 
-/// Translates one packet. `Ok(Some(Reply))` when it was answered with a reject.
+/// Translates one packet. `node_port` is the NodePort path when the packet came in on it.
 #[inline]
 fn handle(
     pkt: &mut Packet,
     lay: &Layout,
     nat: &mut ServiceNat,
     gw: &Gateway,
+    node_port: Option<NodePortPath>,
     now: Instant,
-) -> Result<Option<Action>, DropReason> {
+) -> Result<Verdict, DropReason> {
     let key = flow_key(pkt.data(), lay);
     let tcp_flags = (lay.proto == 6).then(|| pkt.data().get(lay.l4 + 13).copied()).flatten();
     let len = pkt.len();
+    let proto = proto_of(lay.proto);
+    if let Some(np) = node_port {
+        nat.node_clients.learn(key.src, mac_at(pkt.data(), 6));
+        if key.dst != np.ip {
+            return Err(DropReason::NodePortUnknown);
+        }
+    }
+    // The mac to answer rejects with: the node-port interface's own, or the gateway's.
+    let reply_mac = node_port.map_or(gw.mac, |np| np.mac);
     if let Some((id, dir)) = nat.conntrack.lookup(&key, now) {
-        let Some(entry) = nat.conntrack.get(id).copied() else { return Ok(None) };
+        let Some(entry) = nat.conntrack.get(id).copied() else { return Ok(Verdict::Continue) };
         let n = entry.nat;
+        let np_flow = gw.node_port.filter(|np| n.vip == np.ip);
         if dir == Dir::Original {
-            let svc = ServiceKey { vip: n.vip, port: n.vport, proto: proto_of(lay.proto) };
-            if !nat.services.has_endpoint(&svc, n.backend, n.bport) {
+            let svc = match np_flow {
+                Some(_) => nat.services.by_node_port(n.vport, proto),
+                None => Some(ServiceKey { vip: n.vip, port: n.vport, proto }),
+            };
+            if !svc.is_some_and(|svc| nat.services.has_endpoint(&svc, n.backend, n.bport)) {
                 nat.conntrack.remove(id);
-                return Ok(Some(reject(pkt, lay, gw)));
+                return Ok(Verdict::Reject(reject(pkt, lay, reply_mac)));
             }
             nat.conntrack.update(id, dir, tcp_flags, len, now);
             rewrite_dst(pkt, lay, n.backend, n.bport);
             if let Some((ip, port)) = n.snat {
                 rewrite_src(pkt, lay, ip, port);
+            }
+            if node_port.is_some() {
+                // Routed by the gateway stage from here on, like a pod's packet.
+                pkt.data_mut()[..6].copy_from_slice(&gw.mac.0);
             }
         } else {
             nat.conntrack.update(id, dir, tcp_flags, len, now);
@@ -210,15 +305,28 @@ fn handle(
             if n.snat.is_some() {
                 rewrite_dst(pkt, lay, entry.original.src, entry.original.sport);
             }
+            if let Some(np) = np_flow {
+                let client =
+                    nat.node_clients.get(entry.original.src).ok_or(DropReason::NodePortUnknown)?;
+                let d = pkt.data_mut();
+                d[..6].copy_from_slice(&client.0);
+                d[6..12].copy_from_slice(&np.mac.0);
+                return Ok(Verdict::Settled(Action::Forward(np.port)));
+            }
         }
-        return Ok(None);
+        return Ok(Verdict::Continue);
     }
-    let svc = ServiceKey { vip: key.dst, port: key.dport, proto: proto_of(lay.proto) };
+    let svc = match node_port {
+        Some(_) => {
+            nat.services.by_node_port(key.dport, proto).ok_or(DropReason::NodePortUnknown)?
+        }
+        None => ServiceKey { vip: key.dst, port: key.dport, proto },
+    };
     if nat.services.get(&svc).is_none() {
         if nat.services.is_vip(key.dst) {
-            return Ok(Some(reject(pkt, lay, gw)));
+            return Ok(Verdict::Reject(reject(pkt, lay, reply_mac)));
         }
-        return Ok(None);
+        return Ok(Verdict::Continue);
     }
     let affinity = nat.services.get(&svc).and_then(|s| s.session_affinity_secs);
     let pinned = affinity.and_then(|_| {
@@ -239,24 +347,69 @@ fn handle(
                 let until = now + std::time::Duration::from_secs(u64::from(secs));
                 nat.affinity.pin(key.src, svc, (ip, port), until, now);
             }
-            // Hairpin: a pod reaching itself through its Service would see its own address as
-            // the source and answer itself directly; the gateway stands in for it.
-            let snat = (ip == key.src).then_some((gw.ip, key.sport));
-            let n = Nat { vip: key.dst, vport: key.dport, backend: ip, bport: port, snat };
-            let id = nat.conntrack.create(key, n, tcp_flags, now).map_err(|e| match e {
-                CreateError::Full(_) => DropReason::ConntrackFull,
-                CreateError::Clash(_) | CreateError::InvalidTcp(_) => DropReason::NatNoFlow,
-            })?;
+            let n = Nat { vip: key.dst, vport: key.dport, backend: ip, bport: port, snat: None };
+            let id = if node_port.is_some() {
+                // NodePort: the client is outside the cluster network, so the endpoint must
+                // answer the node, which translates back: source NAT to the gateway address,
+                // on a port of the NodePort range that no other connection uses with this
+                // endpoint.
+                let start = (key.hash64() % u64::from(NODE_PORT_SNAT_PORTS)) as u16;
+                let mut created = Err(DropReason::NatNoFlow);
+                for i in 0..SNAT_TRIES {
+                    let p = NODE_PORT_SNAT_FIRST
+                        + (start.wrapping_add(i.wrapping_mul(7_919)) % NODE_PORT_SNAT_PORTS);
+                    let n = Nat { snat: Some((gw.ip, p)), ..n };
+                    match nat.conntrack.create(key, n, tcp_flags, now) {
+                        Ok(id) => {
+                            created = Ok(id);
+                            break;
+                        }
+                        Err(CreateError::Clash(_)) => continue,
+                        Err(e) => {
+                            created = Err(create_error(e));
+                            break;
+                        }
+                    }
+                }
+                created?
+            } else {
+                // Hairpin: a pod reaching itself through its Service would see its own
+                // address as the source and answer itself directly; the gateway stands in.
+                let snat = (ip == key.src).then_some((gw.ip, key.sport));
+                nat.conntrack
+                    .create(key, Nat { snat, ..n }, tcp_flags, now)
+                    .map_err(create_error)?
+            };
             nat.conntrack.update(id, Dir::Original, tcp_flags, len, now);
+            let snat = nat.conntrack.get(id).and_then(|e| e.nat.snat);
             rewrite_dst(pkt, lay, ip, port);
             if let Some((ip, port)) = snat {
                 rewrite_src(pkt, lay, ip, port);
             }
-            Ok(None)
+            if node_port.is_some() {
+                pkt.data_mut()[..6].copy_from_slice(&gw.mac.0);
+            }
+            Ok(Verdict::Continue)
         }
-        Selection::NoEndpoints => Ok(Some(reject(pkt, lay, gw))),
-        Selection::NotAService => Ok(None),
+        Selection::NoEndpoints => Ok(Verdict::Reject(reject(pkt, lay, reply_mac))),
+        Selection::NotAService => Ok(Verdict::Continue),
     }
+}
+
+fn create_error(e: CreateError) -> DropReason {
+    match e {
+        CreateError::Full(_) => DropReason::ConntrackFull,
+        CreateError::Clash(_) | CreateError::InvalidTcp(_) => DropReason::NatNoFlow,
+    }
+}
+
+#[inline]
+fn mac_at(d: &[u8], at: usize) -> MacAddr {
+    let mut m = [0u8; 6];
+    if let Some(b) = d.get(at..at + 6) {
+        m.copy_from_slice(b);
+    }
+    MacAddr(m)
 }
 
 /// An ICMP error (destination unreachable, time exceeded, parameter problem) that an endpoint
@@ -324,14 +477,14 @@ fn proto_of(p: u8) -> L4Proto {
 
 /// Answers a packet the Service cannot take: a TCP reset, or ICMP port unreachable, from the
 /// address the client used.
-fn reject(pkt: &mut Packet, lay: &Layout, gw: &Gateway) -> Action {
+fn reject(pkt: &mut Packet, lay: &Layout, mac: MacAddr) -> Action {
     if lay.proto == 6 {
-        super::reply::tcp_reset(pkt, gw.mac);
+        super::reply::tcp_reset(pkt, mac);
     } else {
         let d = pkt.data();
         let o = lay.l3 + 16;
         let vip = Ipv4Addr::new(d[o], d[o + 1], d[o + 2], d[o + 3]);
-        super::reply::icmp_error(pkt, vip, gw.mac, 3, 3, 0);
+        super::reply::icmp_error(pkt, vip, mac, 3, 3, 0);
     }
     Action::Reply
 }
@@ -381,4 +534,137 @@ fn rewrite(
         }
     };
     d[lay.csum_at..lay.csum_at + 2].copy_from_slice(&new.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Instant;
+
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    use crate::config::Config;
+    use crate::packet::{Action, Batch};
+    use crate::pipeline::gateway::NodePortPath;
+    use crate::pipeline::testutil::*;
+    use crate::pipeline::Pipeline;
+    use crate::port::PortId;
+    use crate::stats::{DropReason, PortCounters};
+    use crate::tables::neigh::Neighbor;
+    use crate::tables::services::{Algorithm, Endpoint, L4Proto, ServiceSpec};
+    use crate::wire::MacAddr;
+
+    const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+    const NODE_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 1, 1]);
+    const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 9);
+    const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 1, 9]);
+    const NP: PortId = PortId(3);
+
+    fn pipeline() -> Pipeline {
+        let cfg = Config::for_node("n", "10.244.1.0/24".parse().unwrap(), "/tmp/x".into());
+        let mut p = Pipeline::new(&cfg);
+        p.gateway.host_port = Some(PortId(0));
+        p.gateway.node_port = Some(NodePortPath { port: NP, ip: NODE_IP, mac: NODE_MAC });
+        p.neigh.insert(IP_B, Neighbor { mac: MAC_B, port: PortId(2) }).unwrap();
+        let spec = ServiceSpec {
+            name: "web".into(),
+            namespace: "default".into(),
+            vip: Ipv4Addr::new(10, 96, 0, 20),
+            port: 80,
+            proto: L4Proto::Udp,
+            endpoints: vec![Endpoint {
+                ip: IP_B,
+                port: 8080,
+                ready: true,
+                terminating: false,
+                weight: 1,
+            }],
+            algorithm: Algorithm::Maglev,
+            session_affinity_secs: None,
+            node_port: Some(30_080),
+        };
+        p.nat.services.upsert(spec, "10.96.0.0/12".parse().unwrap()).unwrap();
+        p
+    }
+
+    /// Runs one frame through the pipeline: its decision and the frame as it leaves.
+    fn run(
+        p: &mut Pipeline,
+        port: PortId,
+        frame: &[u8],
+        c: &mut [PortCounters],
+    ) -> (Action, Vec<u8>) {
+        let mut batch = Batch::new();
+        batch.push_frame(port, frame);
+        p.run(&mut batch, c, Instant::now());
+        let pkt = &batch.packets()[0];
+        (pkt.meta.action, pkt.data().to_vec())
+    }
+
+    /// (src, sport, dst, dport) of an IPv4/UDP frame, after checking both checksums.
+    fn udp_view(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+        let s = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = s.net else { panic!("not IPv4") };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
+        let Some(TransportSlice::Udp(u)) = s.transport else { panic!("not UDP") };
+        let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+        assert_eq!(u.checksum(), want, "UDP checksum");
+        (h.source.into(), u.source_port(), h.destination.into(), u.destination_port())
+    }
+
+    #[test]
+    fn node_port_flows_are_translated_both_ways_and_replies_leave_by_the_node_port() {
+        let mut p = pipeline();
+        let mut c = vec![PortCounters::default(); 4];
+        let q = udp_frame(CLIENT_MAC, NODE_MAC, CLIENT_IP, NODE_IP, 5555, 30_080, b"query");
+        let (action, out) = run(&mut p, NP, &q, &mut c);
+        assert_eq!(action, Action::Forward(PortId(2)), "routed to the endpoint's port");
+        let (src, sport, dst, dport) = udp_view(&out);
+        assert_eq!((dst, dport), (IP_B, 8080));
+        assert_eq!(src, GW_IP, "source NAT to the gateway, so the reply comes back here");
+        assert!(sport >= super::NODE_PORT_SNAT_FIRST, "{sport}");
+        assert_eq!(&out[..6], &MAC_B.0, "addressed to the endpoint");
+        let r = udp_frame(MAC_B, GW_MAC, IP_B, GW_IP, 8080, sport, b"answer");
+        let (action, out) = run(&mut p, PortId(2), &r, &mut c);
+        assert_eq!(action, Action::Forward(NP), "the reply leaves by the node-port interface");
+        assert_eq!(udp_view(&out), (NODE_IP, 30_080, CLIENT_IP, 5555));
+        assert_eq!(&out[..6], &CLIENT_MAC.0, "to the MAC the client's packets came from");
+        assert_eq!(&out[6..12], &NODE_MAC.0);
+        // A second packet of the flow takes the same translation.
+        let (_, out) = run(&mut p, NP, &q, &mut c);
+        assert_eq!(udp_view(&out), (GW_IP, sport, IP_B, 8080));
+        assert_eq!(p.nat.conntrack.len(), 1);
+    }
+
+    #[test]
+    fn node_port_packets_that_are_no_services_are_dropped_not_flooded() {
+        let mut p = pipeline();
+        let mut c = vec![PortCounters::default(); 4];
+        let other = udp_frame(CLIENT_MAC, NODE_MAC, CLIENT_IP, NODE_IP, 5555, 30_081, b"q");
+        let to_vip =
+            udp_frame(CLIENT_MAC, NODE_MAC, CLIENT_IP, Ipv4Addr::new(10, 96, 0, 20), 5, 80, b"q");
+        let arp = arp_request(CLIENT_MAC, CLIENT_IP, NODE_IP);
+        for f in [other, to_vip, arp] {
+            let (action, _) = run(&mut p, NP, &f, &mut c);
+            assert_eq!(action, Action::Drop(DropReason::NodePortUnknown));
+        }
+        assert_eq!(c[NP.index()].drops[DropReason::NodePortUnknown as usize], 3);
+        assert!(p.fdb.is_empty(), "nothing is learned from the node-port interface");
+    }
+
+    #[test]
+    fn many_clients_with_one_source_port_get_distinct_snat_ports() {
+        let mut p = pipeline();
+        let mut c = vec![PortCounters::default(); 4];
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..50u8 {
+            let ip = Ipv4Addr::new(192, 168, 2, i + 1);
+            let q = udp_frame(CLIENT_MAC, NODE_MAC, ip, NODE_IP, 5555, 30_080, b"q");
+            let (action, out) = run(&mut p, NP, &q, &mut c);
+            assert_eq!(action, Action::Forward(PortId(2)));
+            seen.insert(udp_view(&out).1);
+        }
+        assert_eq!(seen.len(), 50, "every flow has its own gateway port towards the endpoint");
+    }
 }

@@ -14,7 +14,7 @@ use crate::port::PortId;
 pub struct TxPlan {
     lists: Vec<Vec<u16>>,
     touched: Vec<PortId>,
-    no_flood: Option<PortId>,
+    no_flood: [Option<PortId>; 2],
 }
 
 impl TxPlan {
@@ -23,13 +23,14 @@ impl TxPlan {
         TxPlan {
             lists: (0..max_ports).map(|_| Vec::with_capacity(BATCH_SIZE)).collect(),
             touched: Vec::with_capacity(max_ports),
-            no_flood: None,
+            no_flood: [None; 2],
         }
     }
 
-    /// Keeps floods off `port` (the overlay port: the overlay is routed, never flooded).
-    pub fn set_no_flood(&mut self, port: Option<PortId>) {
-        self.no_flood = port;
+    /// Keeps floods off the overlay port and the node-port interface: both are routed,
+    /// never flooded.
+    pub fn set_no_flood(&mut self, overlay: Option<PortId>, node_port: Option<PortId>) {
+        self.no_flood = [overlay, node_port];
     }
 
     /// Plans `batch`. `live` (sorted) lists the ports a flood goes to and every port a
@@ -45,7 +46,7 @@ impl TxPlan {
                 Action::Reply if is_live(pkt.meta.in_port) => self.push(pkt.meta.in_port, idx),
                 Action::Flood => {
                     for &p in live {
-                        if p != pkt.meta.in_port && Some(p) != self.no_flood {
+                        if p != pkt.meta.in_port && !self.no_flood.contains(&Some(p)) {
                             self.push(p, idx);
                         }
                     }

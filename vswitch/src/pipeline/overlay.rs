@@ -182,6 +182,7 @@ mod tests {
             host_port: None,
             overlay_port: Some(OV),
             service_cidr: None,
+            node_port: None,
         }
     }
 

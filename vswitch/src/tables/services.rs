@@ -47,6 +47,10 @@ use crate::tables::maglev;
 /// Most endpoints one service may have.
 pub const MAX_ENDPOINTS: usize = 1024;
 
+/// Ports a Service's `node_port` may take (Kubernetes' default `--service-node-port-range`;
+/// outside the kernel's ephemeral range, so the node's own connections never collide).
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30_000..=32_767;
+
 /// Longest ClientIP session affinity timeout accepted (a day, as Kubernetes allows).
 pub const MAX_AFFINITY_SECS: u32 = 86_400;
 
@@ -264,6 +268,10 @@ pub struct ServiceSpec {
     /// affinity. The caller keeps the stickiness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_secs: Option<u32>,
+    /// NodePort: connections to the node's address on this port (same protocol) are
+    /// load-balanced like the VIP's. In [`NODE_PORT_RANGE`], unique per protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 /// Checks a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', not starting or ending
@@ -348,6 +356,18 @@ impl ServiceSpec {
                 return Err(err(
                     "session_affinity_secs",
                     format!("{s} is not from 1 to {MAX_AFFINITY_SECS}"),
+                ));
+            }
+        }
+        if let Some(p) = self.node_port {
+            if !NODE_PORT_RANGE.contains(&p) {
+                return Err(err(
+                    "node_port",
+                    format!(
+                        "{p} is not from {} to {}",
+                        NODE_PORT_RANGE.start(),
+                        NODE_PORT_RANGE.end()
+                    ),
                 ));
             }
         }
@@ -469,6 +489,8 @@ pub struct ServiceTable {
     by_name: FxHashMap<String, FxHashMap<String, ServiceKey>>,
     /// Services per VIP, for `is_vip`.
     vips: FxHashMap<Ipv4Addr, u32>,
+    /// (node port, protocol) -> key.
+    node_ports: FxHashMap<(u16, L4Proto), ServiceKey>,
     max_services: usize,
     maglev_max: usize,
     counters: ServiceCounters,
@@ -482,6 +504,7 @@ impl ServiceTable {
             by_key: FxHashMap::default(),
             by_name: FxHashMap::default(),
             vips: FxHashMap::default(),
+            node_ports: FxHashMap::default(),
             max_services,
             maglev_max,
             counters: ServiceCounters::default(),
@@ -526,6 +549,13 @@ impl ServiceTable {
                     format!("{}/{} is also services[{j}]", spec.namespace, spec.name),
                 ));
             }
+            if let Some(other) = t.node_port_clash(&spec) {
+                let j = index[&other];
+                return Err(err(
+                    format!("services[{i}].node_port"),
+                    format!("{} is also services[{j}]'s", spec.node_port.unwrap_or_default()),
+                ));
+            }
             index.insert(key, i);
             let prev = previous.and_then(|p| p.maglev_size_of(&spec.namespace, &spec.name));
             t.insert(Service::new(spec, maglev_max, prev));
@@ -550,6 +580,19 @@ impl ServiceTable {
                     format!("{key} is service {}/{}", other.spec.namespace, other.spec.name),
                 ));
             }
+        }
+        if let Some(other) = self.node_port_clash(&spec).filter(|k| Some(*k) != old_key) {
+            let o = &self.by_key[&other].spec;
+            return Err(err(
+                "node_port",
+                format!(
+                    "{}/{} is service {}/{}'s",
+                    spec.node_port.unwrap_or_default(),
+                    spec.proto,
+                    o.namespace,
+                    o.name
+                ),
+            ));
         }
         if old_key.is_none() && self.by_key.len() >= self.max_services {
             self.counters.full_refusals += 1;
@@ -593,6 +636,28 @@ impl ServiceTable {
         spec.endpoints = endpoints;
         self.by_key.insert(key, Service::new(spec, self.maglev_max, prev));
         Ok(())
+    }
+
+    /// The Service another spec's node port would collide with.
+    fn node_port_clash(&self, spec: &ServiceSpec) -> Option<ServiceKey> {
+        self.node_ports.get(&(spec.node_port?, spec.proto)).copied()
+    }
+
+    /// The Service behind node port `port`/`proto` (one hash probe).
+    #[inline]
+    pub fn by_node_port(&self, port: u16, proto: L4Proto) -> Option<ServiceKey> {
+        self.node_ports.get(&(port, proto)).copied()
+    }
+
+    /// True when some Service has a node port.
+    #[inline]
+    pub fn has_node_ports(&self) -> bool {
+        !self.node_ports.is_empty()
+    }
+
+    /// Every (node port, protocol) in use.
+    pub fn node_ports(&self) -> impl Iterator<Item = (u16, L4Proto)> + '_ {
+        self.node_ports.keys().copied()
     }
 
     /// The Maglev table size of `namespace/name`, if it exists.
@@ -680,6 +745,9 @@ impl ServiceTable {
     fn insert(&mut self, svc: Service) {
         let key = svc.spec.key();
         *self.vips.entry(key.vip).or_insert(0) += 1;
+        if let Some(p) = svc.spec.node_port {
+            self.node_ports.insert((p, key.proto), key);
+        }
         self.by_name
             .entry(svc.spec.namespace.clone())
             .or_default()
@@ -690,6 +758,9 @@ impl ServiceTable {
     /// Removes the service at `key` from every index.
     fn take(&mut self, key: ServiceKey) -> Option<ServiceSpec> {
         let svc = self.by_key.remove(&key)?;
+        if let Some(p) = svc.spec.node_port {
+            self.node_ports.remove(&(p, key.proto));
+        }
         if let Some(n) = self.vips.get_mut(&key.vip) {
             *n -= 1;
             if *n == 0 {
@@ -733,6 +804,7 @@ mod tests {
             endpoints,
             algorithm,
             session_affinity_secs: None,
+            node_port: None,
         }
     }
 
@@ -1139,6 +1211,7 @@ mod tests {
                 ],
                 algorithm: Algorithm::Maglev,
                 session_affinity_secs: None,
+                node_port: None,
             })
             .collect()
     }
