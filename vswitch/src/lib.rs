@@ -23,6 +23,8 @@
 //! receive → pipeline → transmit on bursts. The control plane ([`control`]) runs on its own
 //! threads, creates devices ([`sys`]), and changes the worker's state only through commands
 //! the worker applies between bursts. The packet path takes no locks and does not allocate.
+//! The cluster DNS responder ([`dns`]) also runs on threads of its own, off the packet path;
+//! pods reach it through the Service NAT like any endpoint.
 //!
 //! `unsafe` is denied crate-wide and allowed only in [`sys`], where each block states its
 //! precondition.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod lab;
 pub mod packet;
 pub mod pipeline;
