@@ -808,7 +808,7 @@ impl ServicesSection {
         }
         let m = self.maglev_table_size;
         if !(7..=DEFAULT_MAGLEV_TABLE_SIZE).contains(&m)
-            || !(2..).take_while(|d| d * d <= m).all(|d| m % d != 0)
+            || !(2..).take_while(|d| d * d <= m).all(|d| !m.is_multiple_of(d))
         {
             return Err(invalid(
                 "services.maglev_table_size",

@@ -382,6 +382,7 @@ mod tests {
             endpoints: vec![Endpoint::new(Ipv4Addr::new(10, 244, 1, 5), 8080)],
             algorithm: Algorithm::default(),
             session_affinity_secs: None,
+            node_port: None,
         }
     }
 
