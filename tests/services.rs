@@ -41,6 +41,11 @@ fn spec(
     }
 }
 
+/// Services other than the built-in DNS pair.
+fn user_services(all: &[ServiceSpec]) -> usize {
+    all.iter().filter(|s| s.namespace != "kube-system").count()
+}
+
 fn call(n: &PodswitchNode, req: Request) -> Reply {
     n.switch.call(&req).unwrap_or_else(|e| panic!("{req:?}: {e}"))
 }
@@ -235,7 +240,7 @@ fn hairpin_node_to_service_and_apply_keep_working() {
     else {
         panic!()
     };
-    assert_eq!(services, 2);
+    assert_eq!(services, 4, "the two given and the built-in DNS pair");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
@@ -252,7 +257,7 @@ fn hairpin_node_to_service_and_apply_keep_working() {
         stop.store(true, Ordering::Relaxed);
     });
     let Reply::Services { services } = call(&n, Request::ServiceList) else { panic!() };
-    assert_eq!(services.len(), 1);
+    assert_eq!(user_services(&services), 1);
     // A bad Service in an apply changes nothing and names the field.
     let mut bad = web.clone();
     bad.vip = Ipv4Addr::new(192, 168, 9, 9);
@@ -262,7 +267,7 @@ fn hairpin_node_to_service_and_apply_keep_working() {
         .unwrap_err();
     assert!(e.to_string().contains("services[1].vip"), "{e}");
     let Reply::Services { services } = call(&n, Request::ServiceList) else { panic!() };
-    assert_eq!(services.len(), 1);
+    assert_eq!(user_services(&services), 1);
 }
 
 #[test]
@@ -465,4 +470,106 @@ fn services_reach_endpoints_on_other_nodes_and_pods_on_other_nodes_reach_service
     });
     let s = port_stats(&n1, "overlay");
     assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+}
+
+/// `/etc/netns/NAME/resolv.conf`, which `ip netns exec NAME` mounts over `/etc/resolv.conf`:
+/// the pod's resolver configuration as kubelet writes it. Removed on drop.
+struct PodResolvConf(std::path::PathBuf);
+
+impl PodResolvConf {
+    fn write(ns: &vswitch::sys::netns::NamedNetNs, text: &str) -> PodResolvConf {
+        let dir = std::path::Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
+        PodResolvConf(dir)
+    }
+}
+
+impl Drop for PodResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `getent ahostsv4 NAME` in the pod (glibc's resolver, as any program there would use).
+fn getent(ns: &vswitch::sys::netns::NamedNetNs, name: &str) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), "getent", "ahostsv4", name])
+        .output()
+        .expect("ip netns exec getent");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One DNS query over TCP to `server` from `ns`: the answer's rcode and A records.
+fn dns_over_tcp(ns: &NetNs, server: SocketAddrV4, name: &str) -> (u16, Vec<Ipv4Addr>) {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut q = Message::query();
+    q.metadata.id = 4242;
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let bytes = q.to_vec().unwrap();
+    let mut c = connect(ns, server).expect("TCP to the DNS address");
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    c.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut reply).unwrap();
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!(m.metadata.id, 4242);
+    let ips = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    (u16::from(m.metadata.response_code), ips)
+}
+
+#[test]
+fn pods_resolve_service_names_through_the_cluster_dns() {
+    require_root!();
+    let n = node(EXE, 2);
+    let client = &n.pods[0];
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(&n.pods[1], 8080)])));
+    let _conf = PodResolvConf::write(
+        &client.ns,
+        "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:2\n",
+    );
+    // glibc over UDP: the full name, a short name through the search list, an unknown name.
+    let (ok, out) = getent(&client.ns, "web.default.svc.cluster.local");
+    assert!(ok && out.contains("10.96.0.20"), "full name: {out:?}");
+    let (ok, out) = getent(&client.ns, "web");
+    assert!(ok && out.contains("10.96.0.20"), "short name through the search list: {out:?}");
+    let (ok, out) = getent(&client.ns, "nope.default.svc.cluster.local");
+    assert!(!ok && out.is_empty(), "unknown Service: {out:?}");
+    // The DNS Service is itself a name.
+    let (ok, out) = getent(&client.ns, "kube-dns.kube-system.svc.cluster.local");
+    assert!(ok && out.contains("10.96.0.10"), "{out:?}");
+    // Over TCP, through the same Service NAT: answers and NXDOMAIN (3).
+    let dns = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    assert_eq!(dns_over_tcp(&client.ns, dns, "web.default.svc.cluster.local."), (0, vec![VIP]));
+    assert_eq!(dns_over_tcp(&client.ns, dns, "gone.default.svc.cluster.local.").0, 3);
+    assert_eq!(dns_over_tcp(&client.ns, dns, "example.com.").0, 5, "REFUSED outside");
+    // A Service removed is gone from DNS at once.
+    call(
+        &n,
+        Request::ServiceDel(vswitch::control::api::ServiceRefArgs {
+            namespace: "default".into(),
+            name: "web".into(),
+        }),
+    );
+    assert_eq!(dns_over_tcp(&client.ns, dns, "web.default.svc.cluster.local.").0, 3);
+    // The built-in DNS Services cannot be deleted by accident.
+    let e = n
+        .switch
+        .call(&Request::ServiceDel(vswitch::control::api::ServiceRefArgs {
+            namespace: "kube-system".into(),
+            name: "kube-dns".into(),
+        }))
+        .unwrap_err();
+    assert!(e.to_string().contains("args.name"), "{e}");
 }

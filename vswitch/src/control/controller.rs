@@ -14,13 +14,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cidr::Ipv4IfAddr;
 use crate::config::{Config, PeerConfig, MAX_MTU, MIN_MTU};
 use crate::control::api::*;
+use crate::dns::server::{publish, shared_names, DnsCounters, DnsServer, SharedNames};
+use crate::dns::NameTable;
 use crate::port::overlay::{OverlayOptions, OverlayPort};
 use crate::port::tap::TapPort;
 use crate::port::{PortId, PortKind};
@@ -104,6 +106,22 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// The cluster DNS responder could not start.
+    #[error("dns: {step}: {source}")]
+    Dns {
+        /// The step that failed.
+        step: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The NodePort interface could not be attached.
+    #[error("node_port: {step}: {source}")]
+    NodePort {
+        /// The step that failed.
+        step: String,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// The control plane of one switch.
@@ -113,6 +131,37 @@ pub struct Controller {
     worker: WorkerHandle,
     state: Mutex<State>,
     started: Instant,
+    /// The cluster DNS responder and the names it answers from, when it runs.
+    dns: Option<(DnsServer, SharedNames)>,
+}
+
+/// Namespace of the built-in DNS Services.
+pub const DNS_NAMESPACE: &str = "kube-system";
+
+/// The built-in DNS Services (UDP and TCP on the DNS address, one spec per protocol):
+/// their only endpoint is the switch's own responder on the gateway address.
+fn dns_services(config: &Config) -> Vec<ServiceSpec> {
+    let Some(d) = &config.dns else { return Vec::new() };
+    [("kube-dns", L4Proto::Udp), ("kube-dns-tcp", L4Proto::Tcp)]
+        .into_iter()
+        .map(|(name, proto)| ServiceSpec {
+            name: name.into(),
+            namespace: DNS_NAMESPACE.into(),
+            vip: d.vip,
+            port: d.port,
+            proto,
+            endpoints: vec![Endpoint {
+                ip: config.node.gateway,
+                port: d.listen_port,
+                ready: true,
+                terminating: false,
+                weight: 1,
+            }],
+            algorithm: Algorithm::Maglev,
+            session_affinity_secs: None,
+            node_port: None,
+        })
+        .collect()
 }
 
 fn failed(step: &str, e: io::Error) -> ApiError {
@@ -235,7 +284,29 @@ impl Controller {
             }
         }
         let pool = IpPool::new(config.node.pod_cidr, &[config.node.gateway]);
-        Ok(Controller {
+        let mut services =
+            ServiceTable::new(config.services.max_services, config.services.maglev_table_size);
+        let mut dns = None;
+        if let (Some(d), Some(_)) = (&config.dns, host_index) {
+            let err = |step: &str, source| StartError::Dns { step: step.to_string(), source };
+            let names = NameTable::from_services(std::iter::empty(), &d.cluster_domain)
+                .map_err(|e| err("cluster domain", io::Error::other(e.to_string())))?;
+            let names = shared_names(names);
+            let at = SocketAddrV4::new(config.node.gateway, d.listen_port);
+            let server = DnsServer::spawn(at, names.clone())
+                .map_err(|e| err(&format!("listen on {at}"), e))?;
+            for spec in dns_services(&config) {
+                let s = spec.clone();
+                let cidr = config.services.cidr;
+                worker
+                    .call(|reply| Command::ServiceUpsert { spec: s, cidr, reply })
+                    .map_err(|e| StartError::Worker(e.to_string()))?
+                    .map_err(StartError::Worker)?;
+                services.upsert(spec, cidr).map_err(|e| StartError::Worker(e.to_string()))?;
+            }
+            dns = Some((server, names));
+        }
+        let controller = Controller {
             state: Mutex::new(State {
                 ports,
                 ids,
@@ -245,15 +316,30 @@ impl Controller {
                 tmp_seq: 0,
                 peers,
                 host_index,
-                services: ServiceTable::new(
-                    config.services.max_services,
-                    config.services.maglev_table_size,
-                ),
+                services,
             }),
             config,
             worker,
             started: Instant::now(),
-        })
+            dns,
+        };
+        controller.publish_names(&controller.state());
+        Ok(controller)
+    }
+
+    /// Hands the DNS responder the names of the Services in `st` (built off the packet path;
+    /// the responder swaps it in for its next query).
+    fn publish_names(&self, st: &State) {
+        let Some((_, shared)) = &self.dns else { return };
+        let Some(d) = &self.config.dns else { return };
+        if let Ok(names) = NameTable::from_services(st.services.iter(), &d.cluster_domain) {
+            publish(shared, names);
+        }
+    }
+
+    /// Counters of the DNS responder, when it runs.
+    pub fn dns_counters(&self) -> Option<DnsCounters> {
+        self.dns.as_ref().map(|(server, _)| server.counters())
     }
 
     /// The configuration the switch runs with.
@@ -424,13 +510,25 @@ impl Controller {
             .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
         // The worker accepted it, so the mirror does too.
         let _ = st.services.upsert(spec.clone(), cidr);
+        self.publish_names(&st);
         Ok(spec)
     }
 
     fn service_del(&self, args: &ServiceRefArgs) -> Result<ServiceSpec, ApiError> {
         let mut st = self.state();
         let (namespace, name) = (args.namespace.clone(), args.name.clone());
+        if dns_services(&self.config).iter().any(|d| d.namespace == namespace && d.name == name) {
+            return Err(ApiError::field(
+                ErrorKind::InvalidArgument,
+                "args.name",
+                format!(
+                    "{namespace}/{name} is the built-in cluster DNS Service; \
+                     turn it off with [dns] enabled = false"
+                ),
+            ));
+        }
         st.services.remove(&namespace, &name);
+        self.publish_names(&st);
         self.worker
             .call(|reply| Command::ServiceRemove { namespace, name, reply })
             .map_err(unavailable)?
@@ -467,6 +565,15 @@ impl Controller {
         let started = Instant::now();
         let s = &self.config.services;
         let mut st = self.state();
+        // The built-in DNS Services stay, unless the new table puts its own Service on their
+        // address (pointing the DNS address at CoreDNS pods, say).
+        let mut specs = specs;
+        let n_given = specs.len();
+        for d in dns_services(&self.config) {
+            if !specs[..n_given].iter().any(|x| x.key() == d.key()) {
+                specs.push(d);
+            }
+        }
         let table = ServiceTable::from_specs(
             specs,
             s.cidr,
@@ -479,6 +586,7 @@ impl Controller {
         })?;
         let n = table.len();
         st.services = table.clone();
+        self.publish_names(&st);
         let table = Box::new(table);
         let old = self
             .worker

@@ -708,6 +708,11 @@ impl ServiceTable {
         self.by_key.get(key).is_some_and(|s| s.all.binary_search(&pack(ip, port)).is_ok())
     }
 
+    /// Every service's spec, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ServiceSpec> + '_ {
+        self.by_key.values().map(|s| &s.spec)
+    }
+
     /// Every service, sorted by namespace, then name.
     pub fn list(&self) -> Vec<ServiceSpec> {
         let mut v: Vec<ServiceSpec> = self.by_key.values().map(|s| s.spec.clone()).collect();
