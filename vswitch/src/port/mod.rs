@@ -10,6 +10,7 @@
 //! worker; dropping the port closes the device.
 
 pub mod memory;
+pub mod node_port_filter;
 pub mod overlay;
 pub mod tap;
 
