@@ -15,3 +15,4 @@ pub mod netlink;
 pub mod netns;
 pub mod process;
 pub mod tun;
+pub mod xsk;
