@@ -9,6 +9,7 @@
 //! (namespaces, netlink) is the control plane's job and happens before the port reaches the
 //! worker; dropping the port closes the device.
 
+pub mod gso;
 pub mod memory;
 pub mod overlay;
 pub mod tap;
