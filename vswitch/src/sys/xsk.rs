@@ -755,6 +755,7 @@ mod tests {
     use crate::sys::bpf::{self, BpfMap, MapKind, XdpLink, XdpMode, XdpProgram};
     use crate::sys::netlink::Netlink;
     use crate::sys::netns::NamedNetNs;
+    use crate::sys::packet::PacketSocket;
     use std::sync::atomic::AtomicU32;
     use std::time::{Duration, Instant};
 
@@ -852,15 +853,13 @@ mod tests {
         let mut buf = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(5);
         while got < 200 && Instant::now() < deadline {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(raw.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
-            };
-            if n > 0 && buf[12..14] == [0x88, 0xb5] {
-                assert_eq!(n as usize, 60 + buf[11] as usize);
-                got += 1;
-            } else if n <= 0 {
-                std::thread::sleep(Duration::from_millis(1));
+            match raw.try_recv(&mut buf).unwrap() {
+                Some(n) if buf[12..14] == [0x88, 0xb5] => {
+                    assert_eq!(n, 60 + buf[11] as usize);
+                    got += 1;
+                }
+                Some(_) => {}
+                None => std::thread::sleep(Duration::from_millis(1)),
             }
         }
         assert_eq!(got, 200, "every transmitted frame arrived on the peer");
@@ -870,9 +869,7 @@ mod tests {
         let mut lens = Vec::new();
         for i in 0..300u32 {
             let f = frame((i % 200) as u8);
-            // SAFETY: the buffer is valid for reads of its length.
-            let n = unsafe { libc::send(raw.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
-            assert_eq!(n as usize, f.len());
+            assert_eq!(raw.send(&f).unwrap(), f.len());
             if i % 64 == 63 {
                 std::thread::sleep(Duration::from_millis(5));
                 received += sock.recv(1000, |fr| lens.push(fr.len()));
@@ -890,37 +887,8 @@ mod tests {
         assert!(sock.take_error().is_none());
     }
 
-    fn packet_socket(ifname: &str) -> io::Result<OwnedFd> {
+    fn packet_socket(ifname: &str) -> io::Result<PacketSocket> {
         let index = Netlink::open()?.link_get(ifname)?.map(|l| l.index).unwrap_or(0);
-        // SAFETY: plain socket(2); checked and owned at once.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                0x0003u16.to_be() as i32,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is plain integers; all-zero is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = 0x0003u16.to_be();
-        sa.sll_ifindex = index as i32;
-        // SAFETY: `sa` is a valid sockaddr_ll of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(fd)
+        PacketSocket::open(index)
     }
 }
