@@ -507,6 +507,7 @@ fn kind_name(p: &PortInfo) -> &'static str {
         crate::port::PortKind::Host => "host",
         crate::port::PortKind::Memory => "memory",
         crate::port::PortKind::Overlay => "overlay",
+        crate::port::PortKind::Afxdp => "afxdp",
     }
 }
 

@@ -140,6 +140,27 @@ impl VnetHdr {
     pub fn needs_csum(&self) -> bool {
         self.flags & Self::NEEDS_CSUM != 0
     }
+
+    /// Completes the partial L4 checksum this header describes in `frame` (a copy of the
+    /// frame it came with): the field holds the pseudo-header sum, so the checksum over
+    /// everything from `csum_start` is the final one. True when done or not needed; false
+    /// (frame unchanged) when the offsets point outside the frame.
+    pub fn complete_checksum(&self, frame: &mut [u8]) -> bool {
+        if !self.needs_csum() {
+            return true;
+        }
+        let start = usize::from(self.csum_start);
+        let at = start + usize::from(self.csum_offset);
+        if at + 2 > frame.len() {
+            return false;
+        }
+        let c = match crate::wire::checksum::finish(crate::wire::checksum::sum(&frame[start..])) {
+            0 => 0xffff,
+            c => c,
+        };
+        frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        true
+    }
 }
 
 /// One frame in a buffer with headroom. The frame is `buf[start..start + len]`.
@@ -259,20 +280,9 @@ impl Packet {
     /// is the final one. False (frame unchanged) when the offsets point outside the frame.
     pub fn complete_checksum(&mut self) -> bool {
         let v = self.meta.vnet;
-        if !v.needs_csum() {
-            return true;
-        }
-        let (start, at) =
-            (usize::from(v.csum_start), usize::from(v.csum_start) + usize::from(v.csum_offset));
-        let data = self.data_mut();
-        if at + 2 > data.len() || start > at {
+        if !v.complete_checksum(self.data_mut()) {
             return false;
         }
-        let c = match crate::wire::checksum::finish(crate::wire::checksum::sum(&data[start..])) {
-            0 => 0xffff,
-            c => c,
-        };
-        data[at..at + 2].copy_from_slice(&c.to_be_bytes());
         self.meta.vnet.flags &= !VnetHdr::NEEDS_CSUM;
         true
     }

@@ -118,7 +118,7 @@ fn encap_decision(
         if vnet.gso_type & !VnetHdr::GSO_ECN != VnetHdr::GSO_TCPV4 {
             return Err(DropReason::OverlayTooBig);
         }
-        let seg = crate::port::overlay::tcp4_segmentation(pkt.data(), vnet.gso_size)
+        let seg = crate::port::gso::tcp4_segmentation(pkt.data(), vnet.gso_size)
             .ok_or(DropReason::L4Truncated)?;
         (seg.hdr_len - usize::from(pkt.meta.l3_offset) + seg.mss) as u16
     } else {

@@ -2,13 +2,17 @@
 //!
 //! A [`Port`] moves frames in bursts between a device and a [`Batch`]: `rx_burst` fills the
 //! batch's free buffers, `tx_burst` writes chosen packets of a batch. The pipeline never sees
-//! a device, only batches, so a TAP port ([`tap`]), an in-memory port ([`memory`], for tests)
-//! and later an AF_XDP port fit behind the same trait.
+//! a device, only batches, so a TAP port ([`tap`]), an AF_XDP port on a veth pair
+//! ([`afxdp`]), the overlay's UDP sockets ([`overlay`]) and an in-memory port ([`memory`], for
+//! tests) fit behind the same trait. Ports that cannot carry offload metadata finish
+//! super-frames and partial checksums in software ([`gso`]).
 //!
 //! Ports are owned by the worker that polls them. Creating the device behind a port
 //! (namespaces, netlink) is the control plane's job and happens before the port reaches the
 //! worker; dropping the port closes the device.
 
+pub mod afxdp;
+pub mod gso;
 pub mod memory;
 pub mod node_port_filter;
 pub mod overlay;
@@ -53,6 +57,8 @@ pub enum PortKind {
     Memory,
     /// The VXLAN overlay: a UDP socket on the node's underlay address.
     Overlay,
+    /// A pod's veth pair whose host end the switch drives through an AF_XDP socket.
+    Afxdp,
 }
 
 /// Result of one `tx_burst`.

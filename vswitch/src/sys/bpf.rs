@@ -327,6 +327,7 @@ const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_PROG_LOAD: u32 = 5;
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_LINK_CREATE: u32 = 28;
 
@@ -404,6 +405,15 @@ struct LinkCreateAttr {
     target_ifindex: u32,
     attach_type: u32,
     flags: u32,
+}
+
+/// `union bpf_attr` for `BPF_PROG_GET_FD_BY_ID`.
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
 }
 
 /// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
@@ -677,6 +687,22 @@ impl XdpProgram {
     }
 }
 
+/// True while a program with kernel-wide id `id` exists (loaded and held by an fd, a link or
+/// an attachment). Programs are freed after an RCU grace period, so a program whose last
+/// holder just went may be reported for a moment longer.
+pub fn prog_loaded(id: u32) -> io::Result<bool> {
+    let mut attr = GetFdByIdAttr { id, ..Default::default() };
+    // SAFETY: GET_FD_BY_ID reads only the attr itself, which holds no pointers.
+    match unsafe { sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) } {
+        Ok(fd) => {
+            drop(owned(fd));
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(context(e, format_args!("BPF_PROG_GET_FD_BY_ID {id}"))),
+    }
+}
+
 /// Reads the head of an object's info struct (`BPF_OBJ_GET_INFO_BY_FD`); the kernel fills at
 /// most `size_of::<T>()` bytes.
 fn obj_info<T>(fd: RawFd, info: &mut T) -> io::Result<()> {
@@ -905,6 +931,8 @@ mod tests {
         let redirect = XdpProgram::load("psw_xsk", &xsk_redirect_program(&xsks))
             .expect("the verifier accepts the XSK redirect program");
         assert_ne!(pass.id().unwrap(), redirect.id().unwrap());
+        let pass_id = pass.id().unwrap();
+        assert!(prog_loaded(pass_id).unwrap());
 
         let v = veth_ns();
         let attach = |p: &XdpProgram, mode| v.ns.run(|| XdpLink::attach(p, v.xa, mode)).unwrap();
@@ -926,6 +954,13 @@ mod tests {
         // A device that does not exist is named in the error.
         let e = v.ns.run(|| XdpLink::attach(&pass, 999_999, XdpMode::Skb)).unwrap().unwrap_err();
         assert!(e.to_string().contains("ifindex 999999"), "{e}");
+        // Once its last fd is closed the program goes (after an RCU grace period).
+        drop(pass);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while prog_loaded(pass_id).unwrap() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!prog_loaded(pass_id).unwrap(), "program {pass_id} unloaded");
     }
 
     #[test]

@@ -13,5 +13,7 @@ pub mod ethtool;
 pub mod mmsg;
 pub mod netlink;
 pub mod netns;
+pub mod packet;
 pub mod process;
 pub mod tun;
+pub mod xsk;

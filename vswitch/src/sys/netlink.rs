@@ -59,6 +59,9 @@ const RTA_HDRLEN: usize = 4;
 /// `VETH_INFO_PEER` from `<linux/veth.h>` (not in libc): the peer's `ifinfomsg` and
 /// attributes, nested in `IFLA_INFO_DATA` of a veth.
 const VETH_INFO_PEER: u16 = 1;
+/// `IFLA_XDP` and, nested in it, `IFLA_XDP_PROG_ID` (`<linux/if_link.h>`).
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_PROG_ID: u16 = 4;
 /// `NLMSGERR_ATTR_MSG` from `<linux/netlink.h>` (not in libc): the extended ACK's text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
@@ -127,6 +130,9 @@ pub struct LinkInfo {
     /// The link type (`IFLA_INFO_KIND`): `"veth"`, `"bridge"`, `"tun"`; `None` for links
     /// without one, such as `lo` or physical NICs.
     pub kind: Option<String>,
+    /// The id of the XDP program attached to the link, in any mode (`IFLA_XDP_PROG_ID`
+    /// inside `IFLA_XDP`); `None` when there is none.
+    pub xdp_prog_id: Option<u32>,
 }
 
 /// One IPv4 address as the kernel reports it.
@@ -916,6 +922,7 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
         running: flags & libc::IFF_LOWER_UP as u32 != 0,
         master: None,
         kind: None,
+        xdp_prog_id: None,
     };
     for (ty, data) in Attrs(payload.get(IFINFOMSG_LEN..)?) {
         match ty {
@@ -927,6 +934,12 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
                 link.kind = Attrs(data)
                     .find(|(ty, _)| *ty == libc::IFLA_INFO_KIND)
                     .map(|(_, kind)| c_string(kind));
+            }
+            IFLA_XDP => {
+                link.xdp_prog_id = Attrs(data)
+                    .find(|(ty, _)| *ty == IFLA_XDP_PROG_ID)
+                    .and_then(|(_, id)| u32_at(id, 0))
+                    .filter(|&id| id != 0);
             }
             _ => {}
         }
@@ -1417,6 +1430,9 @@ mod tests {
         payload.extend(nlattr(libc::IFLA_MTU, &1450u32.to_ne_bytes()));
         payload.extend(nlattr(libc::IFLA_MASTER, &9u32.to_ne_bytes()));
         payload.extend(nlattr(libc::IFLA_LINKINFO, &nlattr(libc::IFLA_INFO_KIND, b"veth\0")));
+        let mut xdp = nlattr(2, &[1]);
+        xdp.extend(nlattr(IFLA_XDP_PROG_ID, &77u32.to_ne_bytes()));
+        payload.extend(nlattr(IFLA_XDP, &xdp));
         let full = LinkInfo {
             index: 3,
             name: "eth0".into(),
@@ -1426,6 +1442,7 @@ mod tests {
             running: true,
             master: Some(9),
             kind: Some("veth".into()),
+            xdp_prog_id: Some(77),
         };
         assert_eq!(parse_link(&payload), Some(full));
         // Every truncation parses or is refused, never panics; short of a header is refused.

@@ -1,0 +1,489 @@
+//! AF_XDP ports: a pod's veth pair whose pod end is the pod's `eth0` and whose host end, in
+//! the switch's namespace, is driven through an AF_XDP socket.
+//!
+//! ```text
+//!  pod netns              │ switch netns
+//!  eth0 (veth, tx csum off) ──► psx… (veth) ── XDP: redirect to the XSKMAP slot of the
+//!                         │                      rx queue ──► XSK rx ring ──► rx_burst
+//!  eth0 ◄── veth ◄──────────── psx… ◄── sendto kick ◄── XSK tx ring ◄── tx_burst
+//! ```
+//!
+//! The port owns everything on the host end: the [`XdpLink`] (dropping it detaches the
+//! program), the program, its XSKMAP and the socket with its UMEM. Deleting the veth is the
+//! control plane's job (it created it).
+//!
+//! Receive copies each frame from the UMEM into a batch packet and gives the frame straight
+//! back to the fill ring, so the fill ring stays full and the kernel never waits for the
+//! pipeline. Transmit copies each packet into a free UMEM frame and kicks the kernel with
+//! `sendto` while the tx ring has frames it has not taken (copy mode, as on veth, sends at
+//! most 32 per kick).
+//!
+//! AF_XDP carries no offload metadata, so what a TAP port hands over with a virtio-net
+//! header is finished here in software before it leaves: a TCP/IPv4 super-frame is cut into
+//! segments that fit the port's MTU ([`super::gso`]), and a partial checksum is completed
+//! ([`VnetHdr::complete_checksum`]). The other way needs nothing: the pod end has tx
+//! checksum offload turned off by the control plane, so its frames arrive complete (the
+//! "checksum trap" of `IO-NOTES.md`), and veth turns off the pod end's segmentation while an
+//! XDP program is attached in native mode.
+//!
+//! Memory: one UMEM per port (8 MiB with the defaults). The next step is one UMEM per
+//! worker shared by its ports (`XDP_SHARED_UMEM`), which would let forwarding between two
+//! AF_XDP ports move a descriptor from one ring to another instead of copying through a
+//! batch packet.
+//!
+//! Nothing on the receive or transmit path allocates: the frame lists are sized when the
+//! socket is created.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::gso::{tcp4_segment_headers, tcp4_segmentation};
+use super::{Port, PortId, PortKind, TxOutcome};
+use crate::packet::{Batch, Packet, VnetHdr};
+use crate::sys::bpf::{self, BpfMap, MapKind, XdpLink, XdpMode, XdpProgram};
+use crate::sys::xsk::{BindMode, TxWrite, XskConfig, XskSocket, XskStats};
+
+/// Frames copy-mode AF_XDP sends per `sendto` (`MAX_PER_SOCKET_BUDGET` in the kernel).
+pub const COPY_MODE_TX_BUDGET: u32 = 32;
+
+/// Ethernet header plus one VLAN tag: the largest frame a port sends is its MTU plus this.
+pub const L2_OVERHEAD: usize = 14 + 4;
+
+/// Settings of an AF_XDP port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AfXdpOptions {
+    /// Device queue the socket binds to (veth: 0).
+    pub queue: u32,
+    /// Where the XDP program should run; native falls back to skb mode if refused.
+    pub mode: XdpMode,
+    /// The interface MTU: frames longer than MTU + [`L2_OVERHEAD`] are not sent.
+    pub mtu: u32,
+    /// UMEM and ring geometry.
+    pub xsk: XskConfig,
+}
+
+impl AfXdpOptions {
+    /// Native XDP on queue 0 with the smallest frames that hold `mtu`-sized packets; `None`
+    /// when `mtu` is too large for single-frame AF_XDP.
+    pub fn for_mtu(mtu: u32) -> Option<AfXdpOptions> {
+        let xsk = XskConfig::for_frame_len(mtu as usize + L2_OVERHEAD)?;
+        Some(AfXdpOptions { queue: 0, mode: XdpMode::Native, mtu, xsk })
+    }
+}
+
+/// The host end of a pod's veth pair, driven through AF_XDP.
+#[derive(Debug)]
+pub struct AfXdpPort {
+    // Field order is drop order: detach the program first, so nothing is redirected to a
+    // socket that is going away.
+    link: XdpLink,
+    prog: XdpProgram,
+    xsks: BpfMap,
+    xsk: XskSocket,
+    ifname: String,
+    native_refused: Option<String>,
+    max_frame: usize,
+    max_kicks: u32,
+}
+
+impl AfXdpPort {
+    /// Binds an AF_XDP socket to `opts.queue` of the device `ifindex` (named `ifname`, in the
+    /// calling thread's namespace), registers it in a new XSKMAP, loads the redirect program
+    /// and attaches it in `opts.mode`, falling back to skb mode when native XDP is refused
+    /// (see [`AfXdpPort::native_refused`]). On error nothing stays attached.
+    pub fn open(ifname: &str, ifindex: u32, opts: AfXdpOptions) -> io::Result<AfXdpPort> {
+        let xsk = XskSocket::bind(ifname, ifindex, opts.queue, opts.xsk)?;
+        let ctx = |what: &'static str| {
+            move |e: io::Error| io::Error::new(e.kind(), format!("{what} for {ifname}: {e}"))
+        };
+        let xsks = BpfMap::create(MapKind::XskMap, "psw_xsks", 4, 4, opts.queue + 1)
+            .map_err(ctx("XSKMAP"))?;
+        xsks.update(&opts.queue.to_ne_bytes(), &(xsk.fd() as u32).to_ne_bytes())
+            .map_err(ctx("XSKMAP entry"))?;
+        let prog = XdpProgram::load("psw_xsk", &bpf::xsk_redirect_program(&xsks))
+            .map_err(ctx("XDP program"))?;
+        let (link, native_refused) = match XdpLink::attach(&prog, ifindex, opts.mode) {
+            Ok(l) => (l, None),
+            Err(native) if opts.mode == XdpMode::Native => {
+                let l = XdpLink::attach(&prog, ifindex, XdpMode::Skb).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{ifname}: {e} (native: {native})"))
+                })?;
+                (l, Some(native.to_string()))
+            }
+            Err(e) => return Err(ctx("XDP attach")(e)),
+        };
+        let max_frame = (opts.mtu as usize + L2_OVERHEAD).min(opts.xsk.max_tx_frame());
+        Ok(AfXdpPort {
+            link,
+            prog,
+            xsks,
+            xsk,
+            ifname: ifname.to_string(),
+            native_refused,
+            max_frame,
+            max_kicks: opts.xsk.tx_size / COPY_MODE_TX_BUDGET + 8,
+        })
+    }
+
+    /// The host-end interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// Where the program runs.
+    pub fn xdp_mode(&self) -> XdpMode {
+        self.link.mode()
+    }
+
+    /// Why native mode was refused, when the port fell back to skb mode.
+    pub fn native_refused(&self) -> Option<&str> {
+        self.native_refused.as_deref()
+    }
+
+    /// How the socket is bound (copy mode on veth).
+    pub fn bind_mode(&self) -> BindMode {
+        self.xsk.bind_mode()
+    }
+
+    /// The id of the XDP program (as `ip link` shows it).
+    pub fn prog_id(&self) -> io::Result<u32> {
+        self.prog.id()
+    }
+
+    /// The kernel's drop counters for the socket.
+    pub fn statistics(&self) -> io::Result<XskStats> {
+        self.xsk.statistics()
+    }
+
+    /// The XSKMAP the program redirects through.
+    pub fn xsk_map(&self) -> &BpfMap {
+        &self.xsks
+    }
+
+    /// Kicks the kernel while the tx ring holds frames it has not taken, at most
+    /// `max_kicks` times (enough to drain a full ring at 32 frames a kick), stopping early
+    /// when a kick makes no progress; then takes back the frames it sent. Frames left over
+    /// go with the next transmit or receive.
+    fn kick(&mut self) {
+        let mut kicks = 0;
+        while kicks < self.max_kicks && self.xsk.tx_needs_wakeup() {
+            let before = self.xsk.tx_unsent();
+            if before == 0 {
+                break;
+            }
+            match self.xsk.kick_tx() {
+                Ok(()) => {}
+                // The budget of one kick ran out with frames left, or the kernel is short of
+                // buffers for a moment: kick again.
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EBUSY)) => {}
+                // The device is gone (`ENETDOWN`, `ENXIO`): receive reports it.
+                Err(_) => break,
+            }
+            kicks += 1;
+            if self.xsk.tx_unsent() >= before && self.xsk.reap_completions() == 0 {
+                break;
+            }
+        }
+        self.xsk.reap_completions();
+    }
+
+    /// True when `n` frames can be queued, after sending what is queued and taking back
+    /// what was sent if needed.
+    fn make_room(&mut self, n: usize) -> bool {
+        if self.xsk.tx_room() >= n {
+            return true;
+        }
+        self.xsk.tx_submit();
+        self.kick();
+        self.xsk.tx_room() >= n
+    }
+
+    /// Queues one packet (or its segments) for transmit, counting the outcome.
+    fn enqueue(&mut self, pkt: &Packet, out: &mut TxOutcome) {
+        let frame = pkt.data();
+        let vnet = pkt.meta.vnet;
+        if vnet.is_gso() {
+            let seg = (vnet.gso_type & !VnetHdr::GSO_ECN == VnetHdr::GSO_TCPV4)
+                .then(|| tcp4_segmentation(frame, vnet.gso_size))
+                .flatten();
+            let Some(seg) = seg.filter(|s| s.hdr_len + s.mss <= self.max_frame) else {
+                out.errors += 1;
+                return;
+            };
+            if !self.make_room(seg.count) {
+                out.queue_full += 1;
+                return;
+            }
+            for k in 0..seg.count {
+                let start = seg.hdr_len + k * seg.mss;
+                let end = (start + seg.mss).min(frame.len());
+                let payload = &frame[start..end];
+                let len = seg.hdr_len + payload.len();
+                let w = self.xsk.tx_write(|buf| {
+                    tcp4_segment_headers(frame, &seg, k, payload, buf);
+                    buf[seg.hdr_len..len].copy_from_slice(payload);
+                    Some(len)
+                });
+                if w == TxWrite::Queued {
+                    out.sent += 1;
+                    out.bytes += len as u64;
+                }
+            }
+            return;
+        }
+        if frame.is_empty() || frame.len() > self.max_frame {
+            out.errors += 1;
+            return;
+        }
+        if !self.make_room(1) {
+            out.queue_full += 1;
+            return;
+        }
+        let w = self.xsk.tx_write(|buf| {
+            let b = &mut buf[..frame.len()];
+            b.copy_from_slice(frame);
+            vnet.complete_checksum(b).then_some(frame.len())
+        });
+        match w {
+            TxWrite::Queued => {
+                out.sent += 1;
+                out.bytes += frame.len() as u64;
+            }
+            TxWrite::Full => out.queue_full += 1,
+            TxWrite::Cancelled => out.errors += 1,
+        }
+    }
+}
+
+impl Port for AfXdpPort {
+    fn kind(&self) -> PortKind {
+        PortKind::Afxdp
+    }
+
+    fn rx_burst(&mut self, batch: &mut Batch, in_port: PortId) -> io::Result<usize> {
+        let room = batch.free_mut().len();
+        if room == 0 {
+            return Ok(0);
+        }
+        let n = self.xsk.recv(room, |frame| {
+            if let Some(pkt) = batch.next_free() {
+                let space = pkt.rx_space();
+                let len = frame.len().min(space.len());
+                space[..len].copy_from_slice(&frame[..len]);
+                pkt.set_len(len);
+                pkt.meta.in_port = in_port;
+                batch.commit();
+            }
+        });
+        if self.xsk.rx_needs_wakeup() {
+            let _ = self.xsk.wake_rx();
+        }
+        // Frames a capped kick left behind go now rather than with the next transmit.
+        if self.xsk.tx_unsent() > 0 {
+            self.kick();
+        }
+        if n == 0 {
+            // Woken with nothing to read: the socket may carry an error (ENETDOWN when the
+            // veth went away with the pod's namespace).
+            if let Some(e) = self.xsk.take_error() {
+                return Err(io::Error::new(e.kind(), format!("AF_XDP on {}: {e}", self.ifname)));
+            }
+        }
+        Ok(n)
+    }
+
+    fn tx_burst(&mut self, batch: &Batch, indices: &[u16]) -> TxOutcome {
+        let mut out = TxOutcome::default();
+        let pkts = batch.packets();
+        self.xsk.reap_completions();
+        for &i in indices {
+            let Some(pkt) = pkts.get(usize::from(i)) else { continue };
+            self.enqueue(pkt, &mut out);
+        }
+        self.xsk.tx_submit();
+        self.kick();
+        out
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.xsk.fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::netlink::Netlink;
+    use crate::sys::netns::NamedNetNs;
+    use crate::sys::packet::PacketSocket;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn options_follow_the_mtu() {
+        let o = AfXdpOptions::for_mtu(1500).unwrap();
+        assert_eq!((o.xsk.frame_size, o.queue, o.mode), (2048, 0, XdpMode::Native));
+        assert_eq!(AfXdpOptions::for_mtu(3000).unwrap().xsk.frame_size, 4096);
+        assert!(AfXdpOptions::for_mtu(9000).is_none());
+    }
+
+    /// A namespace with veth `ha` (the port's end) / `pb` (a packet socket's), IPv6 off.
+    fn veth_ns(mtu: u32) -> (NamedNetNs, u32) {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("pswafx-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let ns = NamedNetNs::create(&name).unwrap();
+        let _ = ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"));
+        let mut nl = Netlink::open_in(&ns).unwrap();
+        nl.veth_add("ha", "pb", None).unwrap();
+        let ha = nl.link_get("ha").unwrap().unwrap().index;
+        let pb = nl.link_get("pb").unwrap().unwrap().index;
+        for i in [ha, pb] {
+            nl.link_set_mtu(i, mtu).unwrap();
+            nl.link_set_up(i, true).unwrap();
+        }
+        (ns, ha)
+    }
+
+    fn packet_socket(ifname: &str) -> PacketSocket {
+        let index = Netlink::open().unwrap().link_get(ifname).unwrap().unwrap().index;
+        PacketSocket::open(index).unwrap()
+    }
+
+    fn recv_frames(sock: &PacketSocket, want: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + timeout;
+        while got.len() < want && Instant::now() < deadline {
+            match sock.try_recv(&mut buf).unwrap() {
+                Some(n) if buf[..n].get(12..14) == Some(&[0x08, 0x00][..]) => {
+                    got.push(buf[..n].to_vec())
+                }
+                Some(_) => {}
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        got
+    }
+
+    /// A TCP/IPv4 super-frame as a TAP port with offloads delivers it: one frame with the
+    /// whole payload, GSO metadata and a partial checksum.
+    fn super_frame(payload: &[u8]) -> (Vec<u8>, VnetHdr) {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 244, 1, 2], [10, 244, 1, 3], 64)
+            .tcp(40000, 5001, 7, 64000)
+            .ack(1);
+        let mut f = Vec::new();
+        b.write(&mut f, payload).unwrap();
+        let v = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        (f, v)
+    }
+
+    #[test]
+    fn super_frames_leave_as_valid_mtu_sized_segments_and_partial_checksums_are_completed() {
+        if !crate::sys::process::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (ns, ha) = veth_ns(1500);
+        let opts = AfXdpOptions::for_mtu(1500).unwrap();
+        let mut port = ns.run(|| AfXdpPort::open("ha", ha, opts)).unwrap().unwrap();
+        assert_eq!(port.bind_mode(), BindMode::Copy);
+        assert_eq!(port.xdp_mode(), XdpMode::Native, "{:?}", port.native_refused());
+        let sniff = ns.run(|| packet_socket("pb")).unwrap();
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 13) as u8).collect();
+        let (sf, vnet) = super_frame(&payload);
+        let mut batch = Batch::new();
+        assert!(batch.push_frame(PortId(1), &sf));
+        batch.packets_mut()[0].meta.vnet = vnet;
+        // A UDP frame with a partial checksum (the pseudo-header sum in the field).
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 244, 1, 2], [10, 244, 1, 3], 64)
+            .udp(1000, 2000);
+        let mut udp = Vec::new();
+        b.write(&mut udp, b"checksum me").unwrap();
+        let good = [udp[40], udp[41]];
+        let pseudo = crate::wire::checksum::fold(crate::wire::checksum::pseudo_header_v4(
+            &"10.244.1.2".parse().unwrap(),
+            &"10.244.1.3".parse().unwrap(),
+            crate::wire::IpProtocol::Udp,
+            (udp.len() - 34) as u16,
+        ));
+        udp[40..42].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(batch.push_frame(PortId(1), &udp));
+        batch.packets_mut()[1].meta.vnet = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Default::default()
+        };
+        // Too big for the MTU and not a super-frame: refused.
+        let mut big = udp.clone();
+        big.resize(1600, 0);
+        assert!(batch.push_frame(PortId(1), &big));
+        let out = port.tx_burst(&batch, &[0, 1, 2]);
+        let segments = payload.len().div_ceil(1448);
+        assert_eq!(out.sent as usize, segments + 1, "{out:?}");
+        assert_eq!(out.errors, 1, "{out:?}");
+        let frames = recv_frames(&sniff, segments + 1, Duration::from_secs(5));
+        assert_eq!(frames.len(), segments + 1);
+        let mut joined = Vec::new();
+        for f in &frames[..segments] {
+            assert!(f.len() <= 1514, "segment of {} bytes", f.len());
+            let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!() };
+            let want = tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload());
+            assert_eq!(tcp.checksum(), want.unwrap());
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(joined, payload);
+        assert_eq!([frames[segments][40], frames[segments][41]], good);
+    }
+
+    #[test]
+    fn received_frames_land_in_the_batch() {
+        if !crate::sys::process::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (ns, ha) = veth_ns(1500);
+        let mut port = ns.run(|| AfXdpPort::open("ha", ha, AfXdpOptions::for_mtu(1500).unwrap()));
+        let port = port.as_mut().unwrap().as_mut().unwrap();
+        let tx = ns.run(|| packet_socket("pb")).unwrap();
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2);
+        let mut f = Vec::new();
+        b.write(&mut f, &[7u8; 100]).unwrap();
+        for _ in 0..40 {
+            assert_eq!(tx.send(&f).unwrap(), f.len());
+        }
+        let mut batch = Batch::new();
+        let mut total = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while total < 40 && Instant::now() < deadline {
+            batch.clear();
+            let n = port.rx_burst(&mut batch, PortId(3)).unwrap();
+            assert!(n <= crate::packet::BATCH_SIZE);
+            for p in batch.packets() {
+                assert_eq!(p.data(), &f[..]);
+                assert_eq!(p.meta.in_port, PortId(3));
+            }
+            total += n;
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(total, 40);
+        assert_eq!(port.statistics().unwrap().rx_dropped, 0);
+    }
+}
