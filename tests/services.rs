@@ -573,3 +573,94 @@ fn pods_resolve_service_names_through_the_cluster_dns() {
         .unwrap_err();
     assert!(e.to_string().contains("args.name"), "{e}");
 }
+
+#[test]
+fn node_ports_take_connections_from_a_client_on_the_underlay() {
+    use podswitch_tests::topology::{
+        netns_with_lo, podswitch_peer, underlay_ip, unique_name, Underlay,
+    };
+    use vswitch::config::NodePortConfig;
+    require_root!();
+    let mut ul = Underlay::build("psn").expect("underlay");
+    let n1 = PodswitchNode::build_on_underlay(
+        EXE.as_ref(),
+        "psn",
+        &mut ul,
+        1,
+        2,
+        &[podswitch_peer(2)],
+        1500,
+        None,
+        |c| c.node_port = Some(NodePortConfig { interface: "ul0".into(), address: underlay_ip(1) }),
+    )
+    .expect("node 1");
+    let n2 = PodswitchNode::build_on_underlay(
+        EXE.as_ref(),
+        "psn",
+        &mut ul,
+        2,
+        1,
+        &[podswitch_peer(1)],
+        1500,
+        None,
+        |_| {},
+    )
+    .expect("node 2");
+    // A client outside the cluster network, on the underlay. Its veth would leave checksums
+    // partial (a NIC completes them); AF_XDP sees the bytes, so it completes them itself.
+    let client = netns_with_lo(&unique_name("psn-cl")).expect("client namespace");
+    ul.plug(&client, underlay_ip(9), 1500).expect("plug the client");
+    vswitch::sys::ethtool::disable_tx_checksum(&client, "ul0").expect("client tx csum off");
+    let (a, b) = (&n1.pods[1], &n2.pods[0]);
+    let eps = vec![ep(a, 8080), ep(b, 8080)];
+    let mut web = spec("web", VIP, 80, L4Proto::Tcp, eps.clone());
+    web.node_port = Some(30_080);
+    let mut udp = spec("echo", VIP, 53, L4Proto::Udp, eps);
+    udp.node_port = Some(30_053);
+    for s in [web, udp] {
+        call(&n1, Request::ServiceAdd(s));
+    }
+    let node = |port| SocketAddrV4::new(underlay_ip(1), port);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        tcp_server(s, &a.ns, a.ip, 8080, 0, &stop);
+        tcp_server(s, &b.ns, b.ip, 8080, 1, &stop);
+        udp_server(s, &a.ns, a.ip, 8080, 0, &stop);
+        udp_server(s, &b.ns, b.ip, 8080, 1, &stop);
+        let mut seen = [0u32; 2];
+        for i in 0..24 {
+            let mut c = connect(&client, node(30_080)).expect("connect to the node port");
+            let id = ask(&mut c).unwrap();
+            assert_eq!(ask(&mut c).unwrap(), id, "one connection stays on one endpoint");
+            seen[usize::from(id)] += 1;
+            let u = udp_ask_from(&client, 43_000 + i, node(30_053)).expect("UDP node port");
+            seen[usize::from(u)] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 0), "a local and a remote endpoint served: {seen:?}");
+        // 100 KB through one connection, both ways through the translation.
+        let mut c = connect(&client, node(30_080)).unwrap();
+        for _ in 0..1000 {
+            c.write_all(&[b'x'; 100]).unwrap();
+        }
+        let mut got = vec![0u8; 1000];
+        c.read_exact(&mut got).unwrap();
+        // A port no Service has is the kernel's: refused, not swallowed by the switch.
+        let e = connect(&client, node(30_099)).unwrap_err();
+        assert_eq!(e.kind(), IoKind::ConnectionRefused, "{e}");
+        // The rest of the node's traffic is untouched by the filter.
+        ping_ok(&client, underlay_ip(1));
+        // Deleting the Service gives its port back to the kernel.
+        call(
+            &n1,
+            Request::ServiceDel(vswitch::control::api::ServiceRefArgs {
+                namespace: "default".into(),
+                name: "web".into(),
+            }),
+        );
+        let e = connect(&client, node(30_080)).unwrap_err();
+        assert_eq!(e.kind(), IoKind::ConnectionRefused, "after the delete: {e}");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let s = port_stats(&n1, "node-port");
+    assert!(s.rx_bytes > 100_000 && s.tx_packets > 50, "{s:?}");
+}

@@ -508,6 +508,7 @@ fn kind_name(p: &PortInfo) -> &'static str {
         crate::port::PortKind::Memory => "memory",
         crate::port::PortKind::Overlay => "overlay",
         crate::port::PortKind::Afxdp => "afxdp",
+        crate::port::PortKind::NodePort => "node_port",
     }
 }
 

@@ -12,7 +12,7 @@
 //! therefore applied one at a time, which is what makes address allocation race-free; the
 //! packet path never takes this lock.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Mutex, MutexGuard};
@@ -23,6 +23,9 @@ use crate::config::{Config, PeerConfig, MAX_MTU, MIN_MTU};
 use crate::control::api::*;
 use crate::dns::server::{publish, shared_names, DnsCounters, DnsServer, SharedNames};
 use crate::dns::NameTable;
+use crate::pipeline::gateway::NodePortPath;
+use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
+use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
 use crate::port::tap::TapPort;
 use crate::port::{PortId, PortKind};
@@ -69,7 +72,13 @@ struct State {
     /// The Service table as the worker has it (same edits, same order): what an apply
     /// inherits Maglev table sizes from, and where Service names are read.
     services: ServiceTable,
+    /// The NodePort filter's port map and the (protocol, port) pairs in it, when NodePort is
+    /// configured.
+    node_ports: Option<(NodePortMap, BTreeSet<(L4Proto, u16)>)>,
 }
+
+/// Name the NodePort interface is listed under.
+pub const NODE_PORT_PORT_NAME: &str = "node-port";
 
 /// Name the overlay port is listed under.
 pub const OVERLAY_PORT_NAME: &str = "overlay";
@@ -283,6 +292,62 @@ impl Controller {
                 peers.push(p.clone());
             }
         }
+        let mut node_ports = None;
+        if let Some(np) = &config.node_port {
+            let err = |step: String, source| StartError::NodePort { step, source };
+            let link = netlink
+                .link_get(&np.interface)
+                .map_err(|e| err(format!("look up {}", np.interface), e))?
+                .ok_or_else(|| {
+                    err(format!("look up {}", np.interface), io::ErrorKind::NotFound.into())
+                })?;
+            let mac = link.mac.map(MacAddr).ok_or_else(|| {
+                err(
+                    format!("{} has no Ethernet address", np.interface),
+                    io::ErrorKind::InvalidInput.into(),
+                )
+            })?;
+            let map = NodePortMap::create().map_err(|e| err("port map".into(), e))?;
+            let opts = AfXdpOptions::for_mtu(link.mtu).ok_or_else(|| {
+                err(
+                    format!("MTU {} of {} is too large for AF_XDP", link.mtu, np.interface),
+                    io::ErrorKind::InvalidInput.into(),
+                )
+            })?;
+            let (ip, map_fd) = (np.address, map.fd());
+            let port = AfXdpPort::open_with_program(
+                &np.interface,
+                link.index,
+                opts,
+                PortKind::NodePort,
+                |xsks| node_port_filter::program(ip, map_fd, xsks.fd()),
+            )
+            .map_err(|e| err(format!("AF_XDP on {}", np.interface), e))?;
+            let id = PortId(ids.iter().position(|used| !used).unwrap_or(0) as u16);
+            let port = Box::new(port);
+            worker
+                .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
+                .map_err(|e| StartError::Worker(e.to_string()))?
+                .map_err(StartError::Worker)?;
+            let path = Some(NodePortPath { port: id, ip, mac });
+            worker
+                .call(|reply| Command::SetNodePort { path, reply })
+                .map_err(|e| StartError::Worker(e.to_string()))?;
+            ids[id.index()] = true;
+            ports.insert(
+                NODE_PORT_PORT_NAME.to_string(),
+                PortRecord {
+                    id,
+                    kind: PortKind::NodePort,
+                    netns: None,
+                    ifname: np.interface.clone(),
+                    mac,
+                    ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
+                    mtu: link.mtu,
+                },
+            );
+            node_ports = Some((map, BTreeSet::new()));
+        }
         let pool = IpPool::new(config.node.pod_cidr, &[config.node.gateway]);
         let mut services =
             ServiceTable::new(config.services.max_services, config.services.maglev_table_size);
@@ -317,14 +382,36 @@ impl Controller {
                 peers,
                 host_index,
                 services,
+                node_ports,
             }),
             config,
             worker,
             started: Instant::now(),
             dns,
         };
-        controller.publish_names(&controller.state());
+        controller.services_changed(&mut controller.state());
         Ok(controller)
+    }
+
+    /// Brings what follows the Service table up to date with `st.services`: the NodePort
+    /// filter's port map and the DNS responder's names.
+    fn services_changed(&self, st: &mut State) {
+        if let Some((map, in_map)) = &mut st.node_ports {
+            let want: BTreeSet<(L4Proto, u16)> =
+                st.services.node_ports().map(|(port, proto)| (proto, port)).collect();
+            for &(proto, port) in want.difference(in_map) {
+                if let Err(e) = map.insert(proto, port) {
+                    eprintln!("podswitch: node port {port}/{proto}: {e}");
+                }
+            }
+            for &(proto, port) in in_map.difference(&want) {
+                if let Err(e) = map.remove(proto, port) {
+                    eprintln!("podswitch: node port {port}/{proto}: {e}");
+                }
+            }
+            *in_map = want;
+        }
+        self.publish_names(st);
     }
 
     /// Hands the DNS responder the names of the Services in `st` (built off the packet path;
@@ -510,7 +597,7 @@ impl Controller {
             .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
         // The worker accepted it, so the mirror does too.
         let _ = st.services.upsert(spec.clone(), cidr);
-        self.publish_names(&st);
+        self.services_changed(&mut st);
         Ok(spec)
     }
 
@@ -528,7 +615,7 @@ impl Controller {
             ));
         }
         st.services.remove(&namespace, &name);
-        self.publish_names(&st);
+        self.services_changed(&mut st);
         self.worker
             .call(|reply| Command::ServiceRemove { namespace, name, reply })
             .map_err(unavailable)?
@@ -586,7 +673,7 @@ impl Controller {
         })?;
         let n = table.len();
         st.services = table.clone();
-        self.publish_names(&st);
+        self.services_changed(&mut st);
         let table = Box::new(table);
         let old = self
             .worker
@@ -847,7 +934,7 @@ impl Controller {
         let rec = st.ports.get(name).cloned().ok_or_else(|| {
             ApiError::field(ErrorKind::NotFound, "args.name", format!("no port named {name:?}"))
         })?;
-        if matches!(rec.kind, PortKind::Host | PortKind::Overlay) {
+        if matches!(rec.kind, PortKind::Host | PortKind::Overlay | PortKind::NodePort) {
             return Err(ApiError::field(
                 ErrorKind::InvalidArgument,
                 "args.name",

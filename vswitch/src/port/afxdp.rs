@@ -40,7 +40,7 @@ use std::os::fd::RawFd;
 use super::gso::{tcp4_segment_headers, tcp4_segmentation};
 use super::{Port, PortId, PortKind, TxOutcome};
 use crate::packet::{Batch, Packet, VnetHdr};
-use crate::sys::bpf::{self, BpfMap, MapKind, XdpLink, XdpMode, XdpProgram};
+use crate::sys::bpf::{self, BpfMap, Insn, MapKind, XdpLink, XdpMode, XdpProgram};
 use crate::sys::xsk::{BindMode, TxWrite, XskConfig, XskSocket, XskStats};
 
 /// Frames copy-mode AF_XDP sends per `sendto` (`MAX_PER_SOCKET_BUDGET` in the kernel).
@@ -81,6 +81,7 @@ pub struct AfXdpPort {
     xsks: BpfMap,
     xsk: XskSocket,
     ifname: String,
+    kind: PortKind,
     native_refused: Option<String>,
     max_frame: usize,
     max_kicks: u32,
@@ -92,6 +93,21 @@ impl AfXdpPort {
     /// and attaches it in `opts.mode`, falling back to skb mode when native XDP is refused
     /// (see [`AfXdpPort::native_refused`]). On error nothing stays attached.
     pub fn open(ifname: &str, ifindex: u32, opts: AfXdpOptions) -> io::Result<AfXdpPort> {
+        AfXdpPort::open_with_program(ifname, ifindex, opts, PortKind::Afxdp, |xsks| {
+            bpf::xsk_redirect_program(xsks)
+        })
+    }
+
+    /// [`AfXdpPort::open`] with another XDP program: `program` gets the XSKMAP and returns
+    /// a program that redirects the frames the switch should see into it (the NodePort
+    /// filter hands over only NodePort packets). The port reports itself as `kind`.
+    pub fn open_with_program(
+        ifname: &str,
+        ifindex: u32,
+        opts: AfXdpOptions,
+        kind: PortKind,
+        program: impl FnOnce(&BpfMap) -> Vec<Insn>,
+    ) -> io::Result<AfXdpPort> {
         let xsk = XskSocket::bind(ifname, ifindex, opts.queue, opts.xsk)?;
         let ctx = |what: &'static str| {
             move |e: io::Error| io::Error::new(e.kind(), format!("{what} for {ifname}: {e}"))
@@ -100,8 +116,7 @@ impl AfXdpPort {
             .map_err(ctx("XSKMAP"))?;
         xsks.update(&opts.queue.to_ne_bytes(), &(xsk.fd() as u32).to_ne_bytes())
             .map_err(ctx("XSKMAP entry"))?;
-        let prog = XdpProgram::load("psw_xsk", &bpf::xsk_redirect_program(&xsks))
-            .map_err(ctx("XDP program"))?;
+        let prog = XdpProgram::load("psw_xsk", &program(&xsks)).map_err(ctx("XDP program"))?;
         let (link, native_refused) = match XdpLink::attach(&prog, ifindex, opts.mode) {
             Ok(l) => (l, None),
             Err(native) if opts.mode == XdpMode::Native => {
@@ -119,6 +134,7 @@ impl AfXdpPort {
             xsks,
             xsk,
             ifname: ifname.to_string(),
+            kind,
             native_refused,
             max_frame,
             max_kicks: opts.xsk.tx_size / COPY_MODE_TX_BUDGET + 8,
@@ -259,7 +275,7 @@ impl AfXdpPort {
 
 impl Port for AfXdpPort {
     fn kind(&self) -> PortKind {
-        PortKind::Afxdp
+        self.kind
     }
 
     fn rx_burst(&mut self, batch: &mut Batch, in_port: PortId) -> io::Result<usize> {

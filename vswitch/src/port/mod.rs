@@ -59,6 +59,9 @@ pub enum PortKind {
     Overlay,
     /// A pod's veth pair whose host end the switch drives through an AF_XDP socket.
     Afxdp,
+    /// The interface carrying the node's address, driven through AF_XDP behind the NodePort
+    /// filter: only NodePort packets reach the switch.
+    NodePort,
 }
 
 /// Result of one `tx_burst`.
