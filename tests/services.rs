@@ -83,6 +83,16 @@ fn tcp_server<'s>(
     });
 }
 
+/// Sets `stop` when dropped: declared first inside a `thread::scope`, it stops the servers
+/// when the test body panics too, so the scope's join cannot hang on them.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A UDP server in `ns` answering each datagram with its `id`, until `stop`.
 fn udp_server<'s>(
     s: &'s std::thread::Scope<'s, '_>,
@@ -127,6 +137,7 @@ fn tcp_and_udp_through_a_vip_reach_every_endpoint() {
     call(&n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps(5353))));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         for (i, b) in backends.iter().enumerate() {
             tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
             udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
@@ -196,6 +207,7 @@ fn terminating_endpoints_keep_their_connections_removed_ones_are_reset() {
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
         tcp_server(s, &b.ns, b.ip, 8080, 2, &stop);
         let mut old = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
@@ -243,6 +255,7 @@ fn hairpin_node_to_service_and_apply_keep_working() {
     assert_eq!(services, 4, "the two given and the built-in DNS pair");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
         // Hairpin: the only endpoint reaches itself through its own Service.
         let mut hp = connect(&a.ns, SocketAddrV4::new(VIP, 80)).expect("hairpin");
@@ -278,6 +291,7 @@ fn a_full_conntrack_table_drops_new_connections_and_keeps_old_ones() {
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
         let mut c1 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
         let mut c2 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
@@ -310,6 +324,7 @@ fn client_ip_affinity_keeps_a_client_on_one_endpoint_until_it_expires() {
     call(&n, Request::ServiceAdd(web));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         for (i, b) in backends.iter().enumerate() {
             tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
         }
@@ -374,6 +389,7 @@ fn maglev_removing_one_endpoint_moves_only_a_few_other_flows() {
     let sports: Vec<u16> = (0..80).map(|i| 41_000 + i * 7).collect();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         for (i, b) in backends.iter().enumerate() {
             udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
         }
@@ -439,6 +455,7 @@ fn services_reach_endpoints_on_other_nodes_and_pods_on_other_nodes_reach_service
     }
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         for (i, b) in [&n1.pods[1], &n2.pods[1]].into_iter().enumerate() {
             tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
             udp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
@@ -623,6 +640,7 @@ fn node_ports_take_connections_from_a_client_on_the_underlay() {
     let node = |port| SocketAddrV4::new(underlay_ip(1), port);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         tcp_server(s, &a.ns, a.ip, 8080, 0, &stop);
         tcp_server(s, &b.ns, b.ip, 8080, 1, &stop);
         udp_server(s, &a.ns, a.ip, 8080, 0, &stop);
@@ -663,4 +681,69 @@ fn node_ports_take_connections_from_a_client_on_the_underlay() {
     });
     let s = port_stats(&n1, "node-port");
     assert!(s.rx_bytes > 100_000 && s.tx_packets > 50, "{s:?}");
+}
+
+#[test]
+fn conntrack_entries_expire_after_their_timeouts() {
+    require_root!();
+    let n = node_with(EXE, 3, |c| {
+        c.conntrack.udp = Duration::from_secs(1);
+        c.conntrack.udp_assured = Duration::from_secs(2);
+        c.conntrack.tcp[2] = Duration::from_secs(2); // established
+    });
+    let (client, a, b) = (&n.pods[0], &n.pods[1], &n.pods[2]);
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
+    call(&n, Request::ServiceAdd(spec("echo", VIP, 53, L4Proto::Udp, vec![ep(a, 8080)])));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
+        tcp_server(s, &b.ns, b.ip, 8080, 2, &stop);
+        udp_server(s, &a.ns, a.ip, 8080, 1, &stop);
+        udp_server(s, &b.ns, b.ip, 8080, 2, &stop);
+        let dns = SocketAddrV4::new(VIP, 53);
+        assert_eq!(udp_ask_from(&client.ns, 44_000, dns).unwrap(), 1);
+        let mut conn = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
+        assert_eq!(ask(&mut conn).unwrap(), 1);
+        let Reply::Conntrack { entries } = call(&n, Request::ConntrackList(Default::default()))
+        else {
+            panic!()
+        };
+        let udp = entries.iter().find(|e| e.proto == "udp").expect("the UDP flow is tracked");
+        assert_eq!(udp.state, "udp_assured", "a reply was seen");
+        assert!(udp.expires_in_secs <= 2.0, "{udp:?}");
+        // New flows now go to b only; tracked ones stay on a while their entries live.
+        let set = |eps| {
+            call(
+                &n,
+                Request::EndpointSet(EndpointSetArgs {
+                    namespace: "default".into(),
+                    name: "echo".into(),
+                    endpoints: eps,
+                }),
+            )
+        };
+        set(vec![Endpoint { terminating: true, ..ep(a, 8080) }, ep(b, 8080)]);
+        call(
+            &n,
+            Request::EndpointSet(EndpointSetArgs {
+                namespace: "default".into(),
+                name: "web".into(),
+                endpoints: vec![Endpoint { terminating: true, ..ep(a, 8080) }, ep(b, 8080)],
+            }),
+        );
+        assert_eq!(udp_ask_from(&client.ns, 44_000, dns).unwrap(), 1, "still tracked");
+        assert_eq!(ask(&mut conn).unwrap(), 1, "still tracked");
+        std::thread::sleep(Duration::from_millis(2600));
+        // Expired: the same 5-tuple is a new flow and goes where new flows go.
+        assert_eq!(udp_ask_from(&client.ns, 44_000, dns).unwrap(), 2, "the UDP entry expired");
+        // The idle TCP connection's entry expired too: its next segment is picked up as a
+        // new flow (conntrack's loose pickup) towards b, whose kernel resets it.
+        let e = ask(&mut conn).unwrap_err();
+        assert!(
+            matches!(e.kind(), IoKind::ConnectionReset | IoKind::UnexpectedEof),
+            "the expired connection is reset by the new endpoint: {e}"
+        );
+        stop.store(true, Ordering::Relaxed);
+    });
 }

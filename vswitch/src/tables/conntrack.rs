@@ -222,7 +222,7 @@ impl fmt::Display for CtState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CtState::Tcp(s) => write!(f, "tcp {s}"),
-            CtState::Udp { assured: true } => f.write_str("udp assured"),
+            CtState::Udp { assured: true } => f.write_str("udp_assured"),
             CtState::Udp { assured: false } => f.write_str("udp"),
             CtState::Icmp => f.write_str("icmp"),
         }
@@ -972,7 +972,7 @@ mod tests {
         let ra = ct.get(ida).unwrap().reply();
         packet(&mut ct, ra, None, t0 + secs(1));
         assert_eq!(state(&ct, ida), CtState::Udp { assured: true });
-        assert_eq!(state(&ct, ida).to_string(), "udp assured");
+        assert_eq!(state(&ct, ida).to_string(), "udp_assured");
         // Unreplied: 30 s. Replied: 120 s from the last packet.
         assert_eq!(ct.lookup(&b, t0 + secs(30)), None);
         assert_eq!(ct.lookup(&a, t0 + secs(120)), Some((ida, Dir::Original)));
