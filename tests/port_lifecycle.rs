@@ -28,6 +28,7 @@ fn add(
         mac: None,
         ifname: ifname.map(Into::into),
         mtu: None,
+        kind: Default::default(),
     }))
 }
 

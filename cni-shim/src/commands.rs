@@ -191,6 +191,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
         mac: None,
         ifname: Some(ifname.clone()),
         mtu: conf.mtu,
+        kind: Default::default(),
     })) {
         Ok(Reply::Port(p)) => p,
         Ok(other) => {

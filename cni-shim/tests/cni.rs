@@ -160,6 +160,7 @@ fn the_switch_allocates_when_there_is_no_ipam_section() {
             mac: None,
             ifname: None,
             mtu: None,
+            kind: Default::default(),
         }))
         .expect("DEL returned the address to the switch's pool");
 }
@@ -229,6 +230,7 @@ fn gc_removes_attachments_that_are_not_valid() {
             mac: None,
             ifname: None,
             mtu: None,
+            kind: Default::default(),
         }))
         .unwrap();
     let mut gc = conf.clone();
