@@ -286,7 +286,7 @@ fn port_info(n: &PodswitchNode, name: &str) -> PortInfo {
 #[test]
 fn removing_an_afxdp_port_removes_its_veth_and_its_xdp_program() {
     require_root!();
-    let n = node_kind(EXE, 2, PortAddKind::Afxdp);
+    let mut n = node_kind(EXE, 2, PortAddKind::Afxdp);
     let gone = &n.pods[1];
     ping_ok(&n.pods[0].ns, gone.ip);
     assert_eq!(port_info(&n, "pod2").kind, PortKind::Afxdp);
@@ -325,6 +325,11 @@ fn removing_an_afxdp_port_removes_its_veth_and_its_xdp_program() {
         .unwrap();
     ping_ok(&n.pods[0].ns, gone.ip);
     assert_eq!(host_ends(&n.ns).len(), 2);
+    // A switch that stops takes its veth pairs with it, as TAPs vanish with their fds.
+    n.switch.stop().unwrap();
+    assert!(host_ends(&n.ns).is_empty(), "{:?}", host_ends(&n.ns));
+    assert_eq!(links(&n.pods[0].ns), vec!["lo"]);
+    assert_eq!(links(&ns), vec!["lo"]);
 }
 
 #[test]
