@@ -1,5 +1,6 @@
 //! Pods reach each other, the gateway and the node, and the node reaches them: real frames
-//! through the switch between real namespaces.
+//! through the switch between real namespaces. Every scenario runs with TAP pods and with
+//! AF_XDP pods (veth pairs; the `_afxdp` tests), and TAP and AF_XDP pods talk to each other.
 
 use std::time::Duration;
 
@@ -8,10 +9,8 @@ use podswitch_tests::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
 
-#[test]
-fn pods_ping_each_other_and_the_gateway() {
-    require_root!();
-    let n = node(EXE, 3);
+fn ping_all_pairs_and_the_gateway(kind: PortAddKind) {
+    let n = node_kind(EXE, 3, kind);
     for a in &n.pods {
         for b in &n.pods {
             if a.name != b.name {
@@ -26,9 +25,19 @@ fn pods_ping_each_other_and_the_gateway() {
 }
 
 #[test]
-fn tcp_100_mb_between_pods_arrives_intact() {
+fn pods_ping_each_other_and_the_gateway() {
     require_root!();
-    let n = node(EXE, 2);
+    ping_all_pairs_and_the_gateway(PortAddKind::Tap);
+}
+
+#[test]
+fn pods_ping_each_other_and_the_gateway_afxdp() {
+    require_root!();
+    ping_all_pairs_and_the_gateway(PortAddKind::Afxdp);
+}
+
+fn tcp_100_mb(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
     let (a, b) = (&n.pods[0], &n.pods[1]);
     let r = traffic::tcp_transfer_verified(
         Endpoint { ns: &b.ns, addr: b.ip },
@@ -45,9 +54,50 @@ fn tcp_100_mb_between_pods_arrives_intact() {
 }
 
 #[test]
-fn node_reaches_pods_and_pods_reach_the_node_through_the_host_port() {
+fn tcp_100_mb_between_pods_arrives_intact() {
     require_root!();
-    let n = node(EXE, 2);
+    tcp_100_mb(PortAddKind::Tap);
+}
+
+#[test]
+fn tcp_100_mb_between_pods_arrives_intact_afxdp() {
+    require_root!();
+    tcp_100_mb(PortAddKind::Afxdp);
+}
+
+fn udp_round_trips(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
+    let (a, b) = (&n.pods[0], &n.pods[1]);
+    for payload in [18, 1400] {
+        let r = traffic::udp_rr(
+            Endpoint { ns: &b.ns, addr: b.ip },
+            &a.ns,
+            payload,
+            1000,
+            Duration::from_secs(60),
+        )
+        .expect("UDP request/response");
+        assert_eq!((r.samples, r.lost), (1000, 0), "{payload}-byte datagrams: {r:?}");
+    }
+    let s = port_stats(&n, "pod2");
+    assert!(s.rx_packets >= 2000 && s.tx_packets >= 2000, "{s:?}");
+    assert_eq!(s.drops.values().sum::<u64>(), 0, "no drops: {s:?}");
+}
+
+#[test]
+fn udp_between_pods_loses_nothing() {
+    require_root!();
+    udp_round_trips(PortAddKind::Tap);
+}
+
+#[test]
+fn udp_between_pods_loses_nothing_afxdp() {
+    require_root!();
+    udp_round_trips(PortAddKind::Afxdp);
+}
+
+fn node_and_pods_reach_each_other(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
     for p in &n.pods {
         ping_ok(&n.ns, p.ip);
     }
@@ -61,7 +111,7 @@ fn node_reaches_pods_and_pods_reach_the_node_through_the_host_port() {
     )
     .expect("pod to node");
     assert_eq!(r.bytes, 4 << 20);
-    // Node -> pod TCP.
+    // Node -> pod TCP (for an AF_XDP pod: the host port's super-frames are segmented).
     let r = traffic::tcp_transfer_verified(
         Endpoint { ns: &n.pods[1].ns, addr: n.pods[1].ip },
         &n.ns,
@@ -75,13 +125,73 @@ fn node_reaches_pods_and_pods_reach_the_node_through_the_host_port() {
 }
 
 #[test]
-fn a_pod_with_a_32_address_is_routed_by_the_gateway() {
+fn node_reaches_pods_and_pods_reach_the_node_through_the_host_port() {
     require_root!();
-    let mut n = node(EXE, 1);
+    node_and_pods_reach_each_other(PortAddKind::Tap);
+}
+
+#[test]
+fn node_reaches_pods_and_pods_reach_the_node_through_the_host_port_afxdp() {
+    require_root!();
+    node_and_pods_reach_each_other(PortAddKind::Afxdp);
+}
+
+fn routed_32_pod(kind: PortAddKind) {
+    let mut n = node_kind(EXE, 1, kind);
     n.add_pod("routed", Some("10.244.1.77/32".parse().unwrap())).unwrap();
     let (a, r) = (&n.pods[0], &n.pods[1]);
     ping_ok(&r.ns, a.ip);
     ping_ok(&a.ns, r.ip);
     let routed = port_stats(&n, "routed").routed;
     assert!(routed >= 3, "frames from the /32 pod went through the gateway: {routed}");
+}
+
+#[test]
+fn a_pod_with_a_32_address_is_routed_by_the_gateway() {
+    require_root!();
+    routed_32_pod(PortAddKind::Tap);
+}
+
+#[test]
+fn a_pod_with_a_32_address_is_routed_by_the_gateway_afxdp() {
+    require_root!();
+    routed_32_pod(PortAddKind::Afxdp);
+}
+
+#[test]
+fn a_tap_pod_and_an_afxdp_pod_exchange_tcp_both_ways() {
+    require_root!();
+    let mut n = node(EXE, 0);
+    n.add_pod_kind("tap", None, PortAddKind::Tap).unwrap();
+    n.add_pod_kind("xdp", None, PortAddKind::Afxdp).unwrap();
+    let (t, x) = (&n.pods[0], &n.pods[1]);
+    ping_ok(&t.ns, x.ip);
+    ping_ok(&x.ns, t.ip);
+    // TAP -> AF_XDP: the TAP's TCP super-frames are cut into MTU-sized segments.
+    let r = traffic::tcp_transfer_verified(
+        Endpoint { ns: &x.ns, addr: x.ip },
+        &t.ns,
+        64 << 20,
+        Duration::from_secs(120),
+    )
+    .expect("TAP pod to AF_XDP pod");
+    assert_eq!(r.bytes, 64 << 20);
+    let into_xdp = port_stats(&n, "xdp");
+    assert!(
+        into_xdp.tx_packets > (64 << 20) / 1500,
+        "segments, not super-frames, left the AF_XDP port: {into_xdp:?}"
+    );
+    // AF_XDP -> TAP: plain frames with complete checksums into a TAP.
+    let r = traffic::tcp_transfer_verified(
+        Endpoint { ns: &t.ns, addr: t.ip },
+        &x.ns,
+        64 << 20,
+        Duration::from_secs(120),
+    )
+    .expect("AF_XDP pod to TAP pod");
+    assert_eq!(r.bytes, 64 << 20);
+    for p in ["tap", "xdp"] {
+        let s = port_stats(&n, p);
+        assert_eq!(s.drops.values().sum::<u64>(), 0, "no drops on {p}: {s:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! MAC learning: unknown unicast floods until the destination is learned, entries age out,
 //! a full table stops learning (and floods) without forgetting what it knows, and a station
-//! that moves is followed.
+//! that moves is followed. Every scenario runs with TAP pods and with AF_XDP pods (the
+//! `_afxdp` tests).
 
 use std::time::Duration;
 
@@ -52,10 +53,8 @@ fn fdb_port_of(n: &PodswitchNode, mac: MacAddr) -> Option<String> {
     fdb(n).entries.into_iter().find(|e| e.mac == mac).map(|e| e.port)
 }
 
-#[test]
-fn unknown_unicast_is_flooded_until_learned() {
-    require_root!();
-    let n = node(EXE, 3);
+fn flood_until_learned(kind: PortAddKind) {
+    let n = node_kind(EXE, 3, kind);
     let (x, y) = (test_mac(1), test_mac(2));
     let before = port_stats(&n, "pod1").unknown_unicast;
     assert_eq!(send_and_watch(&n, 0, &[frame(y, x)], &[1, 2]), vec![1, 1], "flooded to both");
@@ -69,10 +68,8 @@ fn unknown_unicast_is_flooded_until_learned() {
     assert_eq!(port_stats(&n, "pod1").unknown_unicast, before + 1, "no new unknown unicast");
 }
 
-#[test]
-fn entries_age_out_after_the_configured_time() {
-    require_root!();
-    let n = node_with(EXE, 2, |c| c.fdb.aging = Duration::from_secs(2));
+fn age_out(kind: PortAddKind) {
+    let n = node_with_kind(EXE, 2, kind, |c| c.fdb.aging = Duration::from_secs(2));
     let x = test_mac(10);
     send_and_watch(&n, 0, &[frame(test_mac(11), x)], &[1]);
     assert_eq!(fdb_port_of(&n, x).as_deref(), Some("pod1"));
@@ -91,10 +88,8 @@ fn entries_age_out_after_the_configured_time() {
     assert_eq!(send_and_watch(&n, 1, &[frame(x, test_mac(12))], &[0]), vec![1]);
 }
 
-#[test]
-fn a_full_table_stops_learning_floods_and_keeps_known_stations() {
-    require_root!();
-    let n = node_with(EXE, 3, |c| c.fdb.max_entries = 8);
+fn full_table(kind: PortAddKind) {
+    let n = node_with_kind(EXE, 3, kind, |c| c.fdb.max_entries = 8);
     // Let the pods' own MACs be learned first.
     ping_ok(&n.pods[1].ns, n.pods[2].ip);
     let frames: Vec<Vec<u8>> = (100..130).map(|i| frame(test_mac(999), test_mac(i))).collect();
@@ -115,10 +110,8 @@ fn a_full_table_stops_learning_floods_and_keeps_known_stations() {
     assert_eq!(fdb_port_of(&n, n.pods[1].mac).as_deref(), Some("pod2"));
 }
 
-#[test]
-fn a_station_that_moves_is_followed() {
-    require_root!();
-    let n = node(EXE, 3);
+fn station_moves(kind: PortAddKind) {
+    let n = node_kind(EXE, 3, kind);
     let x = test_mac(42);
     send_and_watch(&n, 0, &[frame(test_mac(43), x)], &[]);
     assert_eq!(fdb_port_of(&n, x).as_deref(), Some("pod1"));
@@ -128,4 +121,52 @@ fn a_station_that_moves_is_followed() {
     assert_eq!(fdb(&n).counters.moves, moves + 1);
     // Traffic to x now goes to pod2 only.
     assert_eq!(send_and_watch(&n, 2, &[frame(x, test_mac(44))], &[0, 1]), vec![0, 1]);
+}
+
+#[test]
+fn unknown_unicast_is_flooded_until_learned() {
+    require_root!();
+    flood_until_learned(PortAddKind::Tap);
+}
+
+#[test]
+fn unknown_unicast_is_flooded_until_learned_afxdp() {
+    require_root!();
+    flood_until_learned(PortAddKind::Afxdp);
+}
+
+#[test]
+fn entries_age_out_after_the_configured_time() {
+    require_root!();
+    age_out(PortAddKind::Tap);
+}
+
+#[test]
+fn entries_age_out_after_the_configured_time_afxdp() {
+    require_root!();
+    age_out(PortAddKind::Afxdp);
+}
+
+#[test]
+fn a_full_table_stops_learning_floods_and_keeps_known_stations() {
+    require_root!();
+    full_table(PortAddKind::Tap);
+}
+
+#[test]
+fn a_full_table_stops_learning_floods_and_keeps_known_stations_afxdp() {
+    require_root!();
+    full_table(PortAddKind::Afxdp);
+}
+
+#[test]
+fn a_station_that_moves_is_followed() {
+    require_root!();
+    station_moves(PortAddKind::Tap);
+}
+
+#[test]
+fn a_station_that_moves_is_followed_afxdp() {
+    require_root!();
+    station_moves(PortAddKind::Afxdp);
 }

@@ -224,6 +224,7 @@ fn too_big_for_the_overlay_gets_frag_needed_and_tcp_still_completes() {
             mac: None,
             ifname: None,
             mtu: Some(1500),
+            kind: Default::default(),
         }),
     ) {
         Ok(Reply::Port(PortInfo { ip: Some(_), .. })) => {}

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use podswitch_tests::topology::{netns_with_lo, unique_name, PodswitchNode};
 use podswitch_tests::*;
-use vswitch::control::api::{ErrorKind, PortAddArgs, PortDelArgs, Reply, Request};
+use vswitch::control::api::{ErrorKind, PortAddArgs, PortDelArgs, PortInfo, Reply, Request};
 use vswitch::control::client::ClientError;
+use vswitch::port::PortKind;
+use vswitch::sys::netlink::{LinkInfo, Netlink};
+use vswitch::sys::netns::NetNs;
 
 const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
 
@@ -21,6 +24,17 @@ fn add(
     ip: Option<&str>,
     ifname: Option<&str>,
 ) -> Result<Reply, ClientError> {
+    add_kind(n, name, netns, ip, ifname, n.pod_kind)
+}
+
+fn add_kind(
+    n: &PodswitchNode,
+    name: &str,
+    netns: &str,
+    ip: Option<&str>,
+    ifname: Option<&str>,
+    kind: PortAddKind,
+) -> Result<Reply, ClientError> {
     n.switch.call(&Request::PortAdd(PortAddArgs {
         name: name.into(),
         netns: netns.into(),
@@ -28,6 +42,7 @@ fn add(
         mac: None,
         ifname: ifname.map(Into::into),
         mtu: None,
+        kind,
     }))
 }
 
@@ -222,10 +237,8 @@ fn removing_ports_that_carry_traffic_leaves_the_switch_forwarding() {
     assert!(s.ports.iter().all(|p| !p.drops.contains_key("rx_error")), "{:?}", s.ports);
 }
 
-#[test]
-fn a_port_whose_namespace_is_deleted_is_marked_failed_and_can_be_removed() {
-    require_root!();
-    let n = node(EXE, 2);
+fn namespace_deleted_under_a_port(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
     let ns = netns_with_lo(&unique_name("pst-vanish")).unwrap();
     add(&n, "doomed", ns.name(), None, None).unwrap();
     drop(ns); // the pod's namespace, and with it the TAP device, goes away under the switch
@@ -242,4 +255,110 @@ fn a_port_whose_namespace_is_deleted_is_marked_failed_and_can_be_removed() {
     ping_ok(&n.pods[0].ns, n.pods[1].ip);
     n.switch.call(&Request::PortDel(PortDelArgs { name: "doomed".into() })).unwrap();
     assert_eq!(port_names(&n), vec!["psw0", "pod1", "pod2"]);
+}
+
+#[test]
+fn a_port_whose_namespace_is_deleted_is_marked_failed_and_can_be_removed() {
+    require_root!();
+    namespace_deleted_under_a_port(PortAddKind::Tap);
+}
+
+#[test]
+fn an_afxdp_port_whose_namespace_is_deleted_is_marked_failed_and_can_be_removed() {
+    require_root!();
+    namespace_deleted_under_a_port(PortAddKind::Afxdp);
+    // (The veth pair went with the namespace: nothing is left to delete.)
+}
+
+/// The AF_XDP host ends (`psx…`) in the switch's namespace.
+fn host_ends(ns: &NetNs) -> Vec<LinkInfo> {
+    let mut nl = Netlink::open_in(ns).unwrap();
+    nl.link_list().unwrap().into_iter().filter(|l| l.name.starts_with("psx")).collect()
+}
+
+fn port_info(n: &PodswitchNode, name: &str) -> PortInfo {
+    match n.switch.call(&Request::PortList).unwrap() {
+        Reply::Ports { ports } => ports.into_iter().find(|p| p.name == name).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn removing_an_afxdp_port_removes_its_veth_and_its_xdp_program() {
+    require_root!();
+    let mut n = node_kind(EXE, 2, PortAddKind::Afxdp);
+    let gone = &n.pods[1];
+    ping_ok(&n.pods[0].ns, gone.ip);
+    assert_eq!(port_info(&n, "pod2").kind, PortKind::Afxdp);
+    let ends = host_ends(&n.ns);
+    assert_eq!(ends.len(), 2, "one host end per pod: {ends:?}");
+    assert!(ends.iter().all(|l| l.kind.as_deref() == Some("veth") && l.up), "{ends:?}");
+    let progs: Vec<u32> = ends.iter().map(|l| l.xdp_prog_id.expect("XDP attached")).collect();
+    assert_ne!(progs[0], progs[1], "a program per port");
+    assert!(progs.iter().all(|&id| vswitch::sys::bpf::prog_loaded(id).unwrap()));
+    let Reply::Port(info) =
+        n.switch.call(&Request::PortDel(PortDelArgs { name: "pod2".into() })).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((info.ip.unwrap().addr, info.kind), (gone.ip, PortKind::Afxdp));
+    assert_eq!(links(&gone.ns), vec!["lo"], "the pod's eth0 went with the port");
+    let left = host_ends(&n.ns);
+    assert_eq!(left.len(), 1, "the host end went with the port: {left:?}");
+    let removed = *progs.iter().find(|&&id| Some(id) != left[0].xdp_prog_id).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !vswitch::sys::bpf::prog_loaded(removed).unwrap()),
+        "XDP program {removed} still loaded"
+    );
+    let r = traffic::ping(
+        &n.pods[0].ns,
+        gone.ip,
+        2,
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    assert_eq!(r.received, 0);
+    // The address and the port id can be used again, by either kind.
+    let ns = netns_with_lo(&unique_name("pst-xreuse")).unwrap();
+    add_kind(&n, "again", ns.name(), Some(&format!("{}/24", gone.ip)), None, PortAddKind::Afxdp)
+        .unwrap();
+    ping_ok(&n.pods[0].ns, gone.ip);
+    assert_eq!(host_ends(&n.ns).len(), 2);
+    // A switch that stops takes its veth pairs with it, as TAPs vanish with their fds.
+    n.switch.stop().unwrap();
+    assert!(host_ends(&n.ns).is_empty(), "{:?}", host_ends(&n.ns));
+    assert_eq!(links(&n.pods[0].ns), vec!["lo"]);
+    assert_eq!(links(&ns), vec!["lo"]);
+}
+
+#[test]
+fn refused_and_failed_afxdp_adds_leave_nothing_behind() {
+    require_root!();
+    let n = node_kind(EXE, 1, PortAddKind::Afxdp);
+    let ns = netns_with_lo(&unique_name("pst-xrefused")).unwrap();
+    let before_node_links = links(&n.ns);
+    // Fails after the veth pair exists: the pod's namespace already has the name.
+    let (k, f) = api_err(add_kind(&n, "x", ns.name(), None, Some("lo"), PortAddKind::Afxdp));
+    assert_eq!((k, f.as_deref()), (ErrorKind::AlreadyExists, Some("args.ifname")));
+    // Refused before anything is created: too large for one UMEM frame.
+    let too_big = n.switch.call(&Request::PortAdd(PortAddArgs {
+        name: "y".into(),
+        netns: ns.name().into(),
+        ip: None,
+        mac: None,
+        ifname: None,
+        mtu: Some(9000),
+        kind: PortAddKind::Afxdp,
+    }));
+    let (k, f) = api_err(too_big);
+    assert_eq!((k, f.as_deref()), (ErrorKind::InvalidArgument, Some("args.mtu")));
+    assert_eq!(links(&ns), vec!["lo"], "nothing was left in the pod namespace");
+    assert_eq!(links(&n.ns), before_node_links, "nothing was left in the node namespace");
+    let Reply::Port(p) = add_kind(&n, "x", ns.name(), None, None, PortAddKind::Afxdp).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(p.ip.unwrap().to_string(), "10.244.1.3/24", "no address was consumed");
+    ping_ok(&ns, n.pods[0].ip);
 }

@@ -16,14 +16,14 @@ use std::os::unix::fs::MetadataExt;
 
 use vswitch::cidr::{Ipv4Cidr, Ipv4IfAddr};
 use vswitch::control::api::{
-    ErrorKind, PortAddArgs, PortDelArgs, PortInfo, Reply, Request, StatusReply,
+    ErrorKind, PortAddArgs, PortAddKind, PortDelArgs, PortInfo, Reply, Request, StatusReply,
 };
 use vswitch::control::client::{Client, ClientError};
 use vswitch::control::controller::MAX_PORT_NAME_LEN;
 use vswitch::sys::netlink::Netlink;
 use vswitch::sys::netns::NetNs;
 
-use crate::config::{invalid, NetConf};
+use crate::config::{invalid, NetConf, PortType};
 use crate::ipam::{fit_to_node, Delegate, Lease, CHECK_SINCE, STATUS_GC_SINCE};
 use crate::spec::{code, CniError, CniResult, Env, Interface, IpConfig, Route};
 
@@ -191,6 +191,10 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
         mac: None,
         ifname: Some(ifname.clone()),
         mtu: conf.mtu,
+        kind: match conf.port_type {
+            PortType::Tap => PortAddKind::Tap,
+            PortType::AfXdp => PortAddKind::Afxdp,
+        },
     })) {
         Ok(Reply::Port(p)) => p,
         Ok(other) => {

@@ -43,6 +43,8 @@ const KNOWN_KEYS: [&str; 13] = [
 pub enum PortType {
     /// A TAP device (the switch reads and writes frames through its file descriptor).
     Tap,
+    /// A veth pair whose host end the switch drives through an AF_XDP socket.
+    AfXdp,
 }
 
 /// A `{containerID, ifname}` pair of `cni.dev/valid-attachments`.
@@ -182,14 +184,12 @@ impl NetConf {
         }
         let port_type = match f.port_type.as_deref() {
             None | Some("tap") => PortType::Tap,
-            Some("af_xdp") => {
+            Some("af_xdp" | "afxdp") => PortType::AfXdp,
+            Some(other) => {
                 return Err(invalid(
                     "portType",
-                    "\"af_xdp\": this podswitch has no AF_XDP ports; use \"tap\"",
-                ))
-            }
-            Some(other) => {
-                return Err(invalid("portType", format!("{other:?}: expected \"tap\"")));
+                    format!("{other:?}: expected \"tap\" or \"af_xdp\""),
+                ));
             }
         };
         if let Some(m) = f.mtu {
@@ -262,6 +262,12 @@ mod tests {
         let d = parse(r#"{"cniVersion":"1.0.0","name":"pods","type":"podswitch-cni"}"#).unwrap();
         assert_eq!(d.socket, PathBuf::from(DEFAULT_SOCKET));
         assert!(d.ipam.is_none());
+        assert_eq!(d.port_type, PortType::Tap);
+        let x = parse(
+            r#"{"cniVersion":"1.1.0","name":"pods","type":"podswitch-cni","portType":"af_xdp"}"#,
+        )
+        .unwrap();
+        assert_eq!(x.port_type, PortType::AfXdp);
     }
 
     #[test]

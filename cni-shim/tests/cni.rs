@@ -160,8 +160,39 @@ fn the_switch_allocates_when_there_is_no_ipam_section() {
             mac: None,
             ifname: None,
             mtu: None,
+            kind: Default::default(),
         }))
         .expect("DEL returned the address to the switch's pool");
+}
+
+#[test]
+fn af_xdp_pods_are_added_checked_and_deleted() {
+    require!();
+    let node = node();
+    let mut conf = own_conf(&node, "1.1.0");
+    conf["portType"] = json!("af_xdp");
+    let pods: Vec<NamedNetNs> = (0..2).map(|_| pod_ns()).collect();
+    let results = add_all(&pods, &conf);
+    let ports = match node.switch.call(&Request::PortList).unwrap() {
+        vswitch::control::api::Reply::Ports { ports } => ports,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        ports.iter().filter(|p| p.name != "psw0").all(|p| p.kind == vswitch::port::PortKind::Afxdp),
+        "{ports:?}"
+    );
+    assert!(reaches(&pods[0], result_ip(&results[1])));
+    assert!(
+        cni("CHECK", pods[1].name(), &netns_path(&pods[1]), &with_prev(&conf, &results[1])).success
+    );
+    del_all(&pods, &conf);
+    assert_eq!(port_names(&node), vec!["psw0"]);
+    assert!(pods.iter().all(|p| links(p) == vec!["lo"]), "the veth pairs are gone");
+    assert!(
+        !links(&node.ns).iter().any(|l| l.starts_with("psx")),
+        "no host end left: {:?}",
+        links(&node.ns)
+    );
 }
 
 #[test]
@@ -229,6 +260,7 @@ fn gc_removes_attachments_that_are_not_valid() {
             mac: None,
             ifname: None,
             mtu: None,
+            kind: Default::default(),
         }))
         .unwrap();
     let mut gc = conf.clone();

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use vswitch::config::Config;
+pub use vswitch::control::api::PortAddKind;
 use vswitch::control::api::{FdbReply, PortStatsReport, Reply, Request, StatsReply};
 use vswitch::lab::topology::PodswitchNode;
 use vswitch::sys::netlink::Netlink;
@@ -43,8 +44,24 @@ pub fn node(exe: &str, pods: usize) -> PodswitchNode {
 
 /// A node with a modified configuration.
 pub fn node_with(exe: &str, pods: usize, edit: impl FnOnce(&mut Config)) -> PodswitchNode {
-    PodswitchNode::build(exe.as_ref(), "pst", POD_CIDR.parse().unwrap(), pods, edit)
-        .unwrap_or_else(|e| panic!("cannot build the test node: {e}"))
+    node_with_kind(exe, pods, PortAddKind::Tap, edit)
+}
+
+/// A node whose pods get ports of `kind` (the scenarios shared by every port kind take it
+/// as a parameter).
+pub fn node_kind(exe: &str, pods: usize, kind: PortAddKind) -> PodswitchNode {
+    node_with_kind(exe, pods, kind, |_| {})
+}
+
+/// A node with pods of `kind` and a modified configuration.
+pub fn node_with_kind(
+    exe: &str,
+    pods: usize,
+    kind: PortAddKind,
+    edit: impl FnOnce(&mut Config),
+) -> PodswitchNode {
+    PodswitchNode::build_with_kind(exe.as_ref(), "pst", POD_CIDR.parse().unwrap(), pods, kind, edit)
+        .unwrap_or_else(|e| panic!("cannot build the test node ({kind} pods): {e}"))
 }
 
 /// The switch's counters.

@@ -205,6 +205,10 @@ enum PortCommand {
         /// MTU (default: the node's).
         #[arg(long)]
         mtu: Option<u32>,
+        /// Device: `tap`, or `afxdp` (a veth pair whose host end the switch drives through
+        /// AF_XDP).
+        #[arg(long, default_value = "tap")]
+        kind: PortAddKind,
     },
     /// Detach a port and remove its interface.
     Del {
@@ -262,8 +266,8 @@ pub fn main() -> ExitCode {
 fn ctl(args: CtlArgs) -> ExitCode {
     let req = match args.command {
         CtlCommand::Status => Request::Status,
-        CtlCommand::Port(PortCommand::Add { name, netns, ip, mac, ifname, mtu }) => {
-            Request::PortAdd(PortAddArgs { name, netns, ip, mac, ifname: Some(ifname), mtu })
+        CtlCommand::Port(PortCommand::Add { name, netns, ip, mac, ifname, mtu, kind }) => {
+            Request::PortAdd(PortAddArgs { name, netns, ip, mac, ifname: Some(ifname), mtu, kind })
         }
         CtlCommand::Port(PortCommand::Del { name }) => Request::PortDel(PortDelArgs { name }),
         CtlCommand::Port(PortCommand::List) => Request::PortList,

@@ -6,6 +6,7 @@
 //!  pod netns         │ switch (node netns)                                       │ pod netns
 //!                    │                                                           │
 //!  eth0 (TAP) ──────►│ port::tap    rx_burst into a packet::Batch                │
+//!  (or veth ────────►│ port::afxdp  through XDP and an AF_XDP socket)            │
 //!                    │   │                                                       │
 //!                    │ pipeline::classify  parse once, fill Meta, drop malformed │
 //!                    │ pipeline::l2::learn     src MAC -> port   (tables::fdb)   │

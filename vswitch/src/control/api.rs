@@ -30,9 +30,11 @@ pub const MAX_REQUEST_LEN: usize = 64 << 20;
 pub enum Request {
     /// Is the switch up, and what is it? Always allowed.
     Status,
-    /// Creates a pod's TAP device in its namespace, configures it and attaches it. Refused
-    /// when the name, address or MAC is taken, the namespace does not exist, or the port
-    /// limit is reached; a refused or failed add leaves nothing behind.
+    /// Creates a pod's interface in its namespace (a TAP device, or a veth pair driven
+    /// through AF_XDP with `kind: afxdp`), configures it and attaches it. Refused when the
+    /// name, address or MAC is taken, the namespace does not exist, the port limit is
+    /// reached, or (`args.kind`) the kernel cannot do AF_XDP; a refused or failed add leaves
+    /// nothing behind.
     PortAdd(PortAddArgs),
     /// Detaches a port and removes its device; the pod's interface disappears.
     PortDel(PortDelArgs),
@@ -227,6 +229,56 @@ pub struct PortAddArgs {
     /// Interface MTU. Default: the node's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// The device the pod gets. Default `tap` (left out of requests that do not set it, so
+    /// older clients and switches understand each other).
+    #[serde(default, skip_serializing_if = "PortAddKind::is_tap")]
+    pub kind: PortAddKind,
+}
+
+/// What a pod port is built on (`port_add`'s `kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortAddKind {
+    /// A TAP device moved into the pod's namespace; the switch holds its fd (with TSO and
+    /// checksum offloads).
+    #[default]
+    Tap,
+    /// A veth pair: the pod end in the pod's namespace, the host end in the switch's,
+    /// driven through an AF_XDP socket and an XDP redirect program.
+    Afxdp,
+}
+
+impl PortAddKind {
+    /// True for the default, [`PortAddKind::Tap`].
+    pub fn is_tap(&self) -> bool {
+        *self == PortAddKind::Tap
+    }
+
+    /// The name used in requests and on the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PortAddKind::Tap => "tap",
+            PortAddKind::Afxdp => "afxdp",
+        }
+    }
+}
+
+impl std::fmt::Display for PortAddKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PortAddKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tap" => Ok(PortAddKind::Tap),
+            "afxdp" => Ok(PortAddKind::Afxdp),
+            other => Err(format!("unknown port kind {other:?}: expected tap or afxdp")),
+        }
+    }
 }
 
 /// Arguments of [`Request::PortDel`].
@@ -485,6 +537,7 @@ mod tests {
             mac: None,
             ifname: None,
             mtu: Some(1400),
+            kind: PortAddKind::Tap,
         });
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -492,6 +545,20 @@ mod tests {
             r#"{"command":"port_add","args":{"name":"pod-a","netns":"pod-a","ip":"10.244.1.5/24","mtu":1400}}"#
         );
         assert_eq!(parse_request(&s).unwrap(), r);
+        let x = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","kind":"afxdp"}}"#,
+        )
+        .unwrap();
+        let Request::PortAdd(args) = &x else { panic!("{x:?}") };
+        assert_eq!(args.kind, PortAddKind::Afxdp);
+        assert!(serde_json::to_string(&x).unwrap().contains(r#""kind":"afxdp""#));
+        let e = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","kind":"veth"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("args.kind"), "{e:?}");
+        assert_eq!("afxdp".parse::<PortAddKind>(), Ok(PortAddKind::Afxdp));
+        assert!("xdp".parse::<PortAddKind>().is_err());
         assert_eq!(parse_request(r#"{"command":"port_list"}"#).unwrap(), Request::PortList);
         assert_eq!(
             parse_request(r#"{"command":"fdb_flush","args":{}}"#).unwrap(),

@@ -3,10 +3,11 @@
 //!
 //! It owns no packet state: tables and counters belong to the worker, which the controller
 //! drives through [`WorkerHandle`] commands. A port add does all the slow, fallible work
-//! first (validate, create the TAP, move it into the pod's namespace, configure address and
-//! routes) and hands the finished port to the worker last; every failure before that point
-//! drops the TAP, which destroys the device wherever it is, and releases the address. So a
-//! failed add leaves nothing behind, and the worker never sees a half-configured port.
+//! first (validate, create the TAP or veth pair, move the pod's end into the pod's
+//! namespace, configure address and routes, bind the AF_XDP socket) and hands the finished
+//! port to the worker last; every failure before that point drops the TAP (or deletes the
+//! veth's host end), which destroys the device wherever it is, and releases the address. So
+//! a failed add leaves nothing behind, and the worker never sees a half-configured port.
 //!
 //! One mutex serializes requests that change ports. Port adds from many CNI invocations are
 //! therefore applied one at a time, which is what makes address allocation race-free; the
@@ -28,7 +29,7 @@ use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
 use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
 use crate::port::tap::TapPort;
-use crate::port::{PortId, PortKind};
+use crate::port::{Port, PortId, PortKind};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
 use crate::sys::tun::{self, TapDevice, TapOptions};
@@ -746,6 +747,17 @@ impl Controller {
                 format!("must be from {MIN_MTU} to {MAX_MTU}, got {mtu}"),
             ));
         }
+        let kind = match args.kind {
+            PortAddKind::Tap => PortKind::Tap,
+            PortAddKind::Afxdp => PortKind::Afxdp,
+        };
+        if kind == PortKind::Afxdp && AfXdpOptions::for_mtu(mtu).is_none() {
+            return Err(ApiError::field(
+                ErrorKind::InvalidArgument,
+                "args.mtu",
+                format!("{mtu} is too large for an afxdp port (one 4 KiB frame per packet)"),
+            ));
+        }
         let cidr = self.config.node.pod_cidr;
         let ip = match args.ip {
             Some(ip) => {
@@ -807,7 +819,7 @@ impl Controller {
         }
         Ok(PortRecord {
             id: PortId(slot as u16),
-            kind: PortKind::Tap,
+            kind,
             netns: Some(args.netns.clone()),
             ifname,
             mac,
@@ -864,7 +876,11 @@ impl Controller {
         }
         st.tmp_seq = st.tmp_seq.wrapping_add(1);
         let tmp_name = format!("pst{:04x}{:04x}", std::process::id() & 0xffff, st.tmp_seq & 0xffff);
-        match self.attach(&mut st.netlink, &ns, &tmp_name, &rec, ip) {
+        let attached = match rec.kind {
+            PortKind::Afxdp => self.attach_afxdp(&mut st.netlink, &ns, &tmp_name, &rec, ip),
+            _ => self.attach(&mut st.netlink, &ns, &tmp_name, &rec, ip),
+        };
+        match attached {
             Ok(()) => {
                 st.ids[rec.id.index()] = true;
                 st.macs.insert(rec.mac);
@@ -893,9 +909,85 @@ impl Controller {
             .link_get(tmp_name)
             .map_err(|e| failed("look up TAP", e))?
             .ok_or_else(|| ApiError::new(ErrorKind::Failed, format!("TAP {tmp_name} vanished")))?;
-        netlink.link_set_mac(link.index, rec.mac.0).map_err(|e| failed("set MAC", e))?;
-        netlink.link_set_mtu(link.index, rec.mtu).map_err(|e| failed("set MTU", e))?;
-        netlink.link_move_to_netns(link.index, ns, Some(&rec.ifname)).map_err(|e| {
+        self.configure_pod_side(netlink, ns, link.index, rec, ip)?;
+        let port = Box::new(TapPort::new(tap.into_file(), PortKind::Tap, true));
+        self.hand_to_worker(rec, ip, port)
+    }
+
+    /// Creates a pod's veth pair, configures the pod end as [`Controller::attach`] does a
+    /// TAP, and attaches the host end ([`afxdp_host_name`]) through AF_XDP. On error the
+    /// host end is deleted, which deletes the pod end wherever it is.
+    fn attach_afxdp(
+        &self,
+        netlink: &mut Netlink,
+        ns: &NetNs,
+        tmp_name: &str,
+        rec: &PortRecord,
+        ip: Ipv4IfAddr,
+    ) -> Result<(), ApiError> {
+        let host = afxdp_host_name(rec.id);
+        netlink.veth_add(&host, tmp_name, None).map_err(|e| failed("create veth pair", e))?;
+        let r = self.attach_afxdp_veth(netlink, ns, &host, tmp_name, rec, ip);
+        if r.is_err() {
+            delete_link(netlink, &host);
+        }
+        r
+    }
+
+    fn attach_afxdp_veth(
+        &self,
+        netlink: &mut Netlink,
+        ns: &NetNs,
+        host: &str,
+        pod_end: &str,
+        rec: &PortRecord,
+        ip: Ipv4IfAddr,
+    ) -> Result<(), ApiError> {
+        let index = |nl: &mut Netlink, name: &str| {
+            nl.link_get(name)
+                .map_err(|e| failed("look up veth", e))?
+                .map(|l| l.index)
+                .ok_or_else(|| ApiError::new(ErrorKind::Failed, format!("veth {name} vanished")))
+        };
+        let host_index = index(netlink, host)?;
+        let pod_index = index(netlink, pod_end)?;
+        netlink.link_set_mtu(host_index, rec.mtu).map_err(|e| failed("set host end MTU", e))?;
+        // The switch's kernel has no business on the host end: no IPv6 autoconfiguration
+        // traffic toward the pod. Best effort (IPv6 may be disabled altogether).
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1");
+        self.configure_pod_side(netlink, ns, pod_index, rec, ip)?;
+        netlink.link_set_up(host_index, true).map_err(|e| failed("set host end up", e))?;
+        let opts = AfXdpOptions::for_mtu(rec.mtu).ok_or_else(|| {
+            ApiError::field(ErrorKind::InvalidArgument, "args.mtu", "too large for afxdp")
+        })?;
+        let port = AfXdpPort::open(host, host_index, opts).map_err(|e| {
+            ApiError::field(
+                ErrorKind::Failed,
+                "args.kind",
+                format!("afxdp: cannot drive {host} through AF_XDP on this kernel: {e}"),
+            )
+        })?;
+        if let Some(why) = port.native_refused() {
+            eprintln!("podswitch: {host}: native XDP refused, attached in skb mode: {why}");
+        }
+        self.hand_to_worker(rec, ip, Box::new(port))
+    }
+
+    /// Configures a pod's interface, which exists as link `index` in the switch's
+    /// namespace: MAC and MTU, moved into the pod's namespace as `rec.ifname`, then (there)
+    /// TX checksum offload off for an AF_XDP port, the address, up, and routes to and via
+    /// the gateway. Shared by every port kind with a pod side.
+    fn configure_pod_side(
+        &self,
+        netlink: &mut Netlink,
+        ns: &NetNs,
+        index: u32,
+        rec: &PortRecord,
+        ip: Ipv4IfAddr,
+    ) -> Result<(), ApiError> {
+        netlink.link_set_mac(index, rec.mac.0).map_err(|e| failed("set MAC", e))?;
+        netlink.link_set_mtu(index, rec.mtu).map_err(|e| failed("set MTU", e))?;
+        netlink.link_move_to_netns(index, ns, Some(&rec.ifname)).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 ApiError::field(
                     ErrorKind::AlreadyExists,
@@ -912,6 +1004,12 @@ impl Controller {
             .map_err(|e| failed("look up interface in the namespace", e))?
             .ok_or_else(|| ApiError::new(ErrorKind::Failed, "interface vanished after the move"))?
             .index;
+        if rec.kind == PortKind::Afxdp {
+            // AF_XDP carries no checksum metadata: the pod's frames must leave it complete
+            // (the checksum trap in IO-NOTES.md). This also turns off TSO on the pod end.
+            crate::sys::ethtool::disable_tx_checksum(ns, &rec.ifname)
+                .map_err(|e| failed("turn off tx checksum offload", e))?;
+        }
         pod.addr_add(index, ip.addr, ip.prefix_len).map_err(|e| failed("add address", e))?;
         pod.link_set_up(index, true).map_err(|e| failed("set up", e))?;
         let gw = self.config.node.gateway;
@@ -921,7 +1019,16 @@ impl Controller {
         }
         pod.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(gw), index)
             .map_err(|e| failed("add default route", e))?;
-        let port = Box::new(TapPort::new(tap.into_file(), PortKind::Tap, true));
+        Ok(())
+    }
+
+    /// Hands a finished pod port to the worker with the pod's address as its neighbor.
+    fn hand_to_worker(
+        &self,
+        rec: &PortRecord,
+        ip: Ipv4IfAddr,
+        port: Box<dyn Port>,
+    ) -> Result<(), ApiError> {
         let id = rec.id;
         self.worker
             .call(|reply| Command::AddPort { id, port, neighbor: Some((ip.addr, rec.mac)), reply })
@@ -945,7 +1052,12 @@ impl Controller {
         let removed =
             self.worker.call(|reply| Command::RemovePort { id, reply }).map_err(unavailable)?;
         // Dropping the port closes the TAP: the pod's interface, its address and routes go.
+        // An AF_XDP port's drop detaches its program and closes its socket; its veth goes
+        // with the host end.
         drop(removed);
+        if rec.kind == PortKind::Afxdp {
+            delete_link(&mut st.netlink, &afxdp_host_name(id));
+        }
         st.ports.remove(name);
         st.ids[id.index()] = false;
         st.macs.remove(&rec.mac);
@@ -1047,6 +1159,12 @@ impl Controller {
     pub fn shutdown(&self) {
         self.worker.shutdown();
         let mut st = self.state();
+        // Veth pairs outlive the fds that drove them: delete them as TAPs vanish.
+        let veths: Vec<PortId> =
+            st.ports.values().filter(|r| r.kind == PortKind::Afxdp).map(|r| r.id).collect();
+        for id in veths {
+            delete_link(&mut st.netlink, &afxdp_host_name(id));
+        }
         st.ports.clear();
     }
 }
@@ -1065,6 +1183,20 @@ fn validate_port_name(name: &str) -> Result<(), ApiError> {
                 "{name:?} is not a valid port name: use 1-{MAX_PORT_NAME_LEN} of [A-Za-z0-9._:-]"
             ),
         ))
+    }
+}
+
+/// The name of an AF_XDP port's veth host end in the switch's namespace: `psx`, the
+/// switch's pid and the port id in hex (at most 13 bytes), unique per switch and port.
+pub fn afxdp_host_name(id: PortId) -> String {
+    format!("psx{:x}{:04x}", std::process::id(), id.0)
+}
+
+/// Deletes a link of the switch's namespace by name, if it exists (best effort: it may have
+/// gone with its pod's namespace).
+fn delete_link(netlink: &mut Netlink, name: &str) {
+    if let Ok(Some(l)) = netlink.link_get(name) {
+        let _ = netlink.link_del(l.index);
     }
 }
 

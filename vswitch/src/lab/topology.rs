@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
 use crate::config::Config;
-use crate::control::api::{PortAddArgs, PortInfo, Reply, Request};
+use crate::control::api::{PortAddArgs, PortAddKind, PortInfo, Reply, Request};
 use crate::control::client::{self, Client, ClientError};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::{NamedNetNs, NetNs};
@@ -213,6 +213,9 @@ pub struct PodswitchNode {
     pub ns: NamedNetNs,
     /// The CNI plugin (`podswitch-cni`) pods are attached through; `None`: the control API.
     pub cni_plugin: Option<PathBuf>,
+    /// The device [`PodswitchNode::add_pod`] gives pods (TAP unless built otherwise). Pods
+    /// of any other kind than TAP are attached through the control API.
+    pub pod_kind: PortAddKind,
     /// Container ids of the pods attached through the plugin (DEL'd on drop).
     cni_attachments: Vec<(String, PathBuf)>,
     _dir: ScratchDir,
@@ -275,6 +278,24 @@ impl PodswitchNode {
         PodswitchNode::build_with(exe, None, tag, pod_cidr, pods, |_| Ok(()), config_edit)
     }
 
+    /// Like [`PodswitchNode::build`], with pods of `kind` (a TAP or a veth pair driven
+    /// through AF_XDP) attached through the control API.
+    pub fn build_with_kind(
+        exe: &Path,
+        tag: &str,
+        pod_cidr: Ipv4Cidr,
+        pods: usize,
+        kind: PortAddKind,
+        config_edit: impl FnOnce(&mut Config),
+    ) -> io::Result<PodswitchNode> {
+        let mut node = PodswitchNode::build(exe, tag, pod_cidr, 0, config_edit)?;
+        node.pod_kind = kind;
+        for i in 1..=pods {
+            node.add_pod(&format!("pod{i}"), None)?;
+        }
+        Ok(node)
+    }
+
     /// Like [`PodswitchNode::build`], attaching the pods by executing `cni_plugin` when given.
     pub fn build_with_cni(
         exe: &Path,
@@ -311,6 +332,7 @@ impl PodswitchNode {
             config,
             ns,
             cni_plugin,
+            pod_kind: PortAddKind::Tap,
             cni_attachments: Vec::new(),
             _dir: dir,
         };
@@ -373,12 +395,24 @@ impl PodswitchNode {
         .to_string()
     }
 
-    /// Creates a pod namespace and attaches it: through the CNI plugin when the node has one
-    /// and no address is asked for (the plugin's address comes from the switch), otherwise
-    /// through the control API (address from the switch unless given).
+    /// Creates a pod namespace and attaches it with the node's [`PodswitchNode::pod_kind`]:
+    /// through the CNI plugin when the node has one, the kind is TAP and no address is asked
+    /// for (the plugin's address comes from the switch), otherwise through the control API
+    /// (address from the switch unless given).
     pub fn add_pod(&mut self, name: &str, ip: Option<Ipv4IfAddr>) -> io::Result<&Pod> {
+        self.add_pod_kind(name, ip, self.pod_kind)
+    }
+
+    /// [`PodswitchNode::add_pod`] with a port kind of its own (to mix kinds on one node).
+    pub fn add_pod_kind(
+        &mut self,
+        name: &str,
+        ip: Option<Ipv4IfAddr>,
+        kind: PortAddKind,
+    ) -> io::Result<&Pod> {
         let ns = netns_with_lo(&unique_name(&format!("{}-{name}", self.ns.name())))?;
-        if let (Some(plugin), None) = (self.cni_plugin.clone(), ip) {
+        let plugin = self.cni_plugin.clone().filter(|_| kind == PortAddKind::Tap);
+        if let (Some(plugin), None) = (plugin, ip) {
             let (id, netns) = (ns.name().to_string(), ns.path().to_path_buf());
             let conf = self.cni_netconf();
             let out = cni_exec(&plugin, "ADD", &id, &netns, CNI_IFNAME, &conf)?;
@@ -398,8 +432,9 @@ impl PodswitchNode {
                 mac: None,
                 ifname: None,
                 mtu: None,
+                kind,
             }))
-            .map_err(|e| io::Error::other(format!("port add {name}: {e}")))?;
+            .map_err(|e| io::Error::other(format!("port add {name} ({kind}): {e}")))?;
         let Reply::Port(PortInfo { ip: Some(ip), mac, .. }) = reply else {
             return Err(io::Error::other(format!("port add {name}: unexpected reply {reply:?}")));
         };

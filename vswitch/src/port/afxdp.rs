@@ -33,14 +33,26 @@
 //!
 //! Nothing on the receive or transmit path allocates: the frame lists are sized when the
 //! socket is created.
+//!
+//! Waking the worker: the fd the worker waits on ([`Port::poll_fd`]) is an epoll instance of
+//! the port's own holding the AF_XDP socket (readable when the rx ring has frames; the kernel
+//! signals every batch it delivers, so edge-triggered waiting works) and a
+//! [`PacketSocket::watch`] on the host end. The second is needed because an AF_XDP socket
+//! whose device is deleted (with the pod's namespace) records the error but polls as "no
+//! event", so nothing would ever tell the worker; the watch socket reports the device going
+//! and the next `rx_burst` returns the socket's error, which marks the port failed.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Token};
 
 use super::gso::{tcp4_segment_headers, tcp4_segmentation};
 use super::{Port, PortId, PortKind, TxOutcome};
 use crate::packet::{Batch, Packet, VnetHdr};
 use crate::sys::bpf::{self, BpfMap, Insn, MapKind, XdpLink, XdpMode, XdpProgram};
+use crate::sys::packet::PacketSocket;
 use crate::sys::xsk::{BindMode, TxWrite, XskConfig, XskSocket, XskStats};
 
 /// Frames copy-mode AF_XDP sends per `sendto` (`MAX_PER_SOCKET_BUDGET` in the kernel).
@@ -80,6 +92,8 @@ pub struct AfXdpPort {
     prog: XdpProgram,
     xsks: BpfMap,
     xsk: XskSocket,
+    wake: Poll,
+    watch: PacketSocket,
     ifname: String,
     kind: PortKind,
     native_refused: Option<String>,
@@ -127,12 +141,21 @@ impl AfXdpPort {
             }
             Err(e) => return Err(ctx("XDP attach")(e)),
         };
+        let watch = PacketSocket::watch(ifindex).map_err(ctx("device watch socket"))?;
+        let wake = Poll::new().map_err(ctx("epoll"))?;
+        for (fd, token) in [(xsk.fd(), 0), (watch.as_raw_fd(), 1)] {
+            wake.registry()
+                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+                .map_err(ctx("epoll registration"))?;
+        }
         let max_frame = (opts.mtu as usize + L2_OVERHEAD).min(opts.xsk.max_tx_frame());
         Ok(AfXdpPort {
             link,
             prog,
             xsks,
             xsk,
+            wake,
+            watch,
             ifname: ifname.to_string(),
             kind,
             native_refused,
@@ -301,10 +324,14 @@ impl Port for AfXdpPort {
             self.kick();
         }
         if n == 0 {
-            // Woken with nothing to read: the socket may carry an error (ENETDOWN when the
-            // veth went away with the pod's namespace).
-            if let Some(e) = self.xsk.take_error() {
-                return Err(io::Error::new(e.kind(), format!("AF_XDP on {}: {e}", self.ifname)));
+            // Woken with nothing to read: the device may have gone (with the pod's
+            // namespace). The watch socket learns first (when the device goes down on its
+            // way out), the AF_XDP socket when it is unregistered.
+            if let Some(e) = self.xsk.take_error().or_else(|| self.watch.take_error()) {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("AF_XDP on {}: {e} (the veth went down or away)", self.ifname),
+                ));
             }
         }
         Ok(n)
@@ -324,7 +351,7 @@ impl Port for AfXdpPort {
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.xsk.fd())
+        Some(self.wake.as_raw_fd())
     }
 }
 
