@@ -554,20 +554,52 @@ fn service_line(s: &ServiceSpec) -> String {
     )
 }
 
-/// Services from a JSON file: an array, or an object with a `services` array.
+/// A Service file: a list of Services, or a map with a `services` list.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ServiceFile {
+    List(Vec<ServiceSpec>),
+    Wrapped { services: Vec<ServiceSpec> },
+}
+
+/// Services from a JSON or YAML file (YAML when the name ends in `.yaml` or `.yml`): a list,
+/// or a map with a `services` list.
 fn read_services(path: &std::path::Path) -> Result<Vec<ServiceSpec>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let list = match v {
-        serde_json::Value::Object(mut o) => o.remove("services").unwrap_or(serde_json::Value::Null),
-        other => other,
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    parse_services(&text, yaml)
+}
+
+fn parse_services(text: &str, yaml: bool) -> Result<Vec<ServiceSpec>, String> {
+    let file: ServiceFile = if yaml {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())?
+    } else {
+        serde_json::from_str(text).map_err(|e| e.to_string())?
     };
-    serde_json::from_value(list).map_err(|e| e.to_string())
+    Ok(match file {
+        ServiceFile::List(l) | ServiceFile::Wrapped { services: l } => l,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_files_in_json_and_yaml_give_the_same_services() {
+        let json = r#"{"services":[{"name":"web","namespace":"default","vip":"10.96.0.20",
+            "port":80,"proto":"tcp","endpoints":[{"ip":"10.244.1.5","port":8080}],
+            "node_port":30080}]}"#;
+        let yaml = "services:\n  - name: web\n    namespace: default\n    vip: 10.96.0.20\n    port: 80\n    proto: tcp\n    endpoints:\n      - ip: 10.244.1.5\n        port: 8080\n    node_port: 30080\n";
+        let a = parse_services(json, false).unwrap();
+        let b = parse_services(yaml, true).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0].node_port, Some(30_080));
+        let list =
+            "- name: web\n  namespace: default\n  vip: 10.96.0.20\n  port: 80\n  endpoints: []\n";
+        assert_eq!(parse_services(list, true).unwrap().len(), 1);
+        assert!(parse_services("- name: web\n  bogus: 1\n", true).is_err());
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

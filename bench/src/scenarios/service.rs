@@ -123,7 +123,7 @@ pub fn specs(services: &[Service]) -> Vec<vswitch::control::api::ServiceSpec> {
 }
 
 fn podswitch_round(ctx: &Ctx, sc: &mut Scenario, bg: usize) -> Result<(), String> {
-    use vswitch::control::api::{Request, ServiceApplyArgs};
+    use vswitch::control::api::{Reply, Request, ServiceApplyArgs};
     let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).expect("valid CIDR");
     let node = SameNode::build(Peer::Podswitch, cidr, 3)
         .map_err(|e| step_error("building the topology", &e))?;
@@ -132,7 +132,34 @@ fn podswitch_round(ctx: &Ctx, sc: &mut Scenario, bg: usize) -> Result<(), String
     let services = specs(&services(bg, &backends));
     vswitch::control::client::call(&socket, &Request::ServiceApply(ServiceApplyArgs { services }))
         .map_err(|e| format!("applying the Services: {e}"))?;
-    measure(ctx, sc, &node, "podswitch")
+    measure(ctx, sc, &node, "podswitch")?;
+    let Reply::ConntrackStats(stats) =
+        vswitch::control::client::call(&socket, &Request::ConntrackStats)
+            .map_err(|e| format!("conntrack stats: {e}"))?
+    else {
+        return Err("conntrack stats: unexpected reply".into());
+    };
+    sc.metric(CT_PER_GIB, "M", Better::Higher)
+        .push("podswitch", per_gib(stats.bytes_per_entry as f64));
+    Ok(())
+}
+
+/// Name of the conntrack memory metric.
+const CT_PER_GIB: &str = "conntrack entries per GiB";
+
+/// Millions of entries of `bytes` each in a GiB.
+fn per_gib(bytes: f64) -> f64 {
+    (1u64 << 30) as f64 / bytes / 1e6
+}
+
+/// Bytes the kernel spends per tracked connection: the `nf_conntrack` slab object (from
+/// `/proc/slabinfo`) plus one hash bucket pointer (the table has as many buckets as
+/// `nf_conntrack_max` allows entries by default). `None` when slabinfo is not readable.
+fn kernel_bytes_per_entry() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some("nf_conntrack"))?;
+    let objsize: f64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(objsize + 8.0)
 }
 
 /// The Services loaded: `bg` synthetic ones, then the two measured ones.
@@ -174,7 +201,11 @@ fn kernel_round(
     if loaded != all.len() {
         return Err(format!("{loaded} Services loaded, {} expected", all.len()));
     }
-    measure(ctx, sc, &node, id)
+    measure(ctx, sc, &node, id)?;
+    if let Some(b) = kernel_bytes_per_entry() {
+        sc.metric(CT_PER_GIB, "M", Better::Higher).push(id, per_gib(b));
+    }
+    Ok(())
 }
 
 /// Connection rate and round trips through the two measured VIPs of `node`.
