@@ -5,13 +5,15 @@
 //! a device, only batches, so a TAP port ([`tap`]), an AF_XDP port on a veth pair
 //! ([`afxdp`]), the overlay's UDP sockets ([`overlay`]) and an in-memory port ([`memory`], for
 //! tests) fit behind the same trait. Ports that cannot carry offload metadata finish
-//! super-frames and partial checksums in software ([`gso`]).
+//! super-frames and partial checksums in software ([`gso`]); the TAP port does the reverse,
+//! merging consecutive TCP segments into super-frames for the pod ([`gro`]).
 //!
 //! Ports are owned by the worker that polls them. Creating the device behind a port
 //! (namespaces, netlink) is the control plane's job and happens before the port reaches the
 //! worker; dropping the port closes the device.
 
 pub mod afxdp;
+pub mod gro;
 pub mod gso;
 pub mod memory;
 pub mod node_port_filter;
