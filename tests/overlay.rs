@@ -70,6 +70,13 @@ fn three_nodes_every_pod_reaches_every_pod() {
     assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
     let s = port_stats(&nodes[2], "overlay");
     assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+    // The receiving pod's TAP got the decapsulated segments merged into super-frames.
+    let s = port_stats(&nodes[2], &to.name);
+    assert!(s.tx_gro_frames > 0 && s.tx_gro_merged >= 2 * s.tx_gro_frames, "{s:?}");
+    eprintln!(
+        "{}: {} frames written, {} of them merged from {} segments",
+        to.name, s.tx_packets, s.tx_gro_frames, s.tx_gro_merged
+    );
 }
 
 #[test]

@@ -97,6 +97,8 @@ impl VnetHdr {
     pub const LEN: usize = 10;
     /// Flag: the checksum at `csum_start + csum_offset` is partial.
     pub const NEEDS_CSUM: u8 = 1;
+    /// Flag: the checksum was verified (only ever read from a device, never needed on write).
+    pub const DATA_VALID: u8 = 2;
     /// GSO type: none.
     pub const GSO_NONE: u8 = 0;
     /// GSO type: TCP over IPv4.

@@ -10,6 +10,12 @@
 //! under the egress reasons [`DropReason::TxQueueFull`] and [`DropReason::TxError`] of *that*
 //! port. A flooded frame therefore counts once in the ingress port's `flooded` and once per
 //! egress port in `tx_packets` (or a tx drop).
+//!
+//! A TAP port merges TCP segments into super-frames on transmit (software GRO): `tx_packets`
+//! and `tx_bytes` count what was written to the device, a super-frame once, and
+//! `tx_gro_frames` of those frames carried `tx_gro_merged` of the switch's frames between
+//! them. So the frames a port was handed add up as `tx_packets - tx_gro_frames +
+//! tx_gro_merged` plus its tx drops (which count the switch's frames lost).
 
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +128,10 @@ pub struct PortCounters {
     pub tx_packets: u64,
     /// Bytes of frames written to the port.
     pub tx_bytes: u64,
+    /// Of `tx_packets`, super-frames merged from two or more frames (software GRO).
+    pub tx_gro_frames: u64,
+    /// Frames carried by those `tx_gro_frames`.
+    pub tx_gro_merged: u64,
     /// Frames from this port flooded (broadcast, multicast, unknown unicast).
     pub flooded: u64,
     /// Of `flooded`, unicast frames whose destination MAC was not in the MAC table.
@@ -162,6 +172,8 @@ impl PortCounters {
         self.rx_bytes += other.rx_bytes;
         self.tx_packets += other.tx_packets;
         self.tx_bytes += other.tx_bytes;
+        self.tx_gro_frames += other.tx_gro_frames;
+        self.tx_gro_merged += other.tx_gro_merged;
         self.flooded += other.flooded;
         self.unknown_unicast += other.unknown_unicast;
         self.arp_replies += other.arp_replies;
@@ -183,6 +195,8 @@ impl PortCounters {
             rx_bytes: self.rx_bytes,
             tx_packets: self.tx_packets,
             tx_bytes: self.tx_bytes,
+            tx_gro_frames: self.tx_gro_frames,
+            tx_gro_merged: self.tx_gro_merged,
             flooded: self.flooded,
             unknown_unicast: self.unknown_unicast,
             arp_replies: self.arp_replies,
@@ -213,6 +227,12 @@ pub struct PortStatsReport {
     pub tx_packets: u64,
     /// Bytes written to the port.
     pub tx_bytes: u64,
+    /// Of `tx_packets`, super-frames merged from several frames (software GRO on a TAP).
+    #[serde(default)]
+    pub tx_gro_frames: u64,
+    /// Frames carried by those super-frames.
+    #[serde(default)]
+    pub tx_gro_merged: u64,
     /// Frames from this port that were flooded.
     pub flooded: u64,
     /// Of `flooded`, unicast frames to a MAC the table did not know.

@@ -432,6 +432,8 @@ impl Worker {
             let c = &mut self.counters[port.index()];
             c.tx_packets += u64::from(out.sent);
             c.tx_bytes += out.bytes;
+            c.tx_gro_frames += u64::from(out.gro_frames);
+            c.tx_gro_merged += u64::from(out.gro_merged);
             c.drops[DropReason::TxQueueFull as usize] += u64::from(out.queue_full);
             c.drops[DropReason::TxError as usize] += u64::from(out.errors);
         }

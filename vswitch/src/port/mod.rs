@@ -5,13 +5,15 @@
 //! a device, only batches, so a TAP port ([`tap`]), an AF_XDP port on a veth pair
 //! ([`afxdp`]), the overlay's UDP sockets ([`overlay`]) and an in-memory port ([`memory`], for
 //! tests) fit behind the same trait. Ports that cannot carry offload metadata finish
-//! super-frames and partial checksums in software ([`gso`]).
+//! super-frames and partial checksums in software ([`gso`]); the TAP port does the reverse,
+//! merging consecutive TCP segments into super-frames for the pod ([`gro`]).
 //!
 //! Ports are owned by the worker that polls them. Creating the device behind a port
 //! (namespaces, netlink) is the control plane's job and happens before the port reaches the
 //! worker; dropping the port closes the device.
 
 pub mod afxdp;
+pub mod gro;
 pub mod gso;
 pub mod memory;
 pub mod node_port_filter;
@@ -65,16 +67,26 @@ pub enum PortKind {
 }
 
 /// Result of one `tx_burst`.
+///
+/// `sent` and `bytes` count what the device took: a super-frame a port merged from several
+/// of the batch's packets (software GRO, [`gro`]) is one frame. `queue_full` and `errors`
+/// count the batch's packets that were lost, so a refused super-frame counts each packet it
+/// carried. The packets handed to `tx_burst` add up as
+/// `sent - gro_frames + gro_merged + queue_full + errors`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxOutcome {
     /// Frames written.
     pub sent: u32,
     /// Bytes written.
     pub bytes: u64,
-    /// Frames refused because the device queue was full.
+    /// Packets refused because the device queue was full.
     pub queue_full: u32,
-    /// Frames refused for any other reason.
+    /// Packets refused for any other reason.
     pub errors: u32,
+    /// Of `sent`, super-frames merged from two or more packets.
+    pub gro_frames: u32,
+    /// Packets carried by those `gro_frames`.
+    pub gro_merged: u32,
 }
 
 /// A device the switch sends and receives frames on.
