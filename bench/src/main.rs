@@ -45,7 +45,12 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     runs: u64,
     /// Peers to measure, comma-separated.
-    #[arg(long, global = true, value_delimiter = ',', default_value = "kernel,ovs,podswitch")]
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "kernel,ovs,podswitch,podswitch-afxdp"
+    )]
     peers: Vec<Peer>,
     /// Directory for `<timestamp>.json`, `.md` and `-latency-cdf.svg`.
     #[arg(long, global = true)]

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use vswitch::cidr::Ipv4Cidr;
+use vswitch::control::api::PortAddKind;
 use vswitch::lab::topology::{
     netns_with_lo, node_pod_cidr, podswitch_peer, underlay_ip, unique_name, BridgeNode,
     KernelVxlanNode, Pod, PodswitchNode, Underlay,
@@ -34,11 +35,13 @@ pub enum Peer {
     Ovs,
     /// podswitch.
     Podswitch,
+    /// podswitch with AF_XDP pod ports (veth pairs), same-node scenarios only.
+    PodswitchAfxdp,
 }
 
 impl Peer {
     /// Every peer, in report order.
-    pub const ALL: [Peer; 3] = [Peer::Kernel, Peer::Ovs, Peer::Podswitch];
+    pub const ALL: [Peer; 4] = [Peer::Kernel, Peer::Ovs, Peer::Podswitch, Peer::PodswitchAfxdp];
 
     /// Id used in results and on the command line.
     pub fn id(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Peer {
             Peer::Kernel => "kernel",
             Peer::Ovs => "ovs",
             Peer::Podswitch => "podswitch",
+            Peer::PodswitchAfxdp => "podswitch-afxdp",
         }
     }
 }
@@ -60,10 +64,9 @@ impl FromStr for Peer {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Peer, String> {
-        Peer::ALL
-            .into_iter()
-            .find(|p| p.id() == s)
-            .ok_or_else(|| format!("unknown peer {s:?} (expected kernel, ovs or podswitch)"))
+        Peer::ALL.into_iter().find(|p| p.id() == s).ok_or_else(|| {
+            format!("unknown peer {s:?} (expected kernel, ovs, podswitch or podswitch-afxdp)")
+        })
     }
 }
 
@@ -144,14 +147,25 @@ impl SameNode {
                     _topology: Topology::Ovs(node),
                 })
             }
-            Peer::Podswitch => {
-                let node = PodswitchNode::build(&switch_exe()?, "psws", pod_cidr, pods, |_| {})?;
+            Peer::Podswitch | Peer::PodswitchAfxdp => {
+                let (kind, detail) = match peer {
+                    Peer::Podswitch => (PortAddKind::Tap, "TAP ports"),
+                    _ => (PortAddKind::Afxdp, "AF_XDP ports (veth, copy mode)"),
+                };
+                let node = PodswitchNode::build_with_kind(
+                    &switch_exe()?,
+                    "psws",
+                    pod_cidr,
+                    pods,
+                    kind,
+                    |_| {},
+                )?;
                 let pid =
                     node.switch.pid().ok_or_else(|| io::Error::other("switch not running"))?;
                 Ok(SameNode {
                     pods: refs(&node.pods)?,
                     cpu: CpuSource::Process(pid),
-                    detail: "TAP ports".into(),
+                    detail: detail.into(),
                     node_ns: Some(handle(&node.ns)?),
                     switch_socket: Some(node.switch.socket().to_path_buf()),
                     _topology: Topology::Podswitch(node),
@@ -219,6 +233,9 @@ impl CrossNode {
                     _underlay: ul,
                 })
             }
+            Peer::PodswitchAfxdp => Err(io::Error::other(
+                "the cross-node topology has TAP pods only (podswitch-afxdp is same-node)",
+            )),
             Peer::Podswitch => {
                 let exe = switch_exe()?;
                 let p = |ul: &mut Underlay, n: u8, other: u8| {

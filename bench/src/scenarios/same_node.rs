@@ -25,10 +25,11 @@ pub struct Selection {
     pub latency: bool,
 }
 
-const LABELS: [(Peer, &str); 3] = [
+const LABELS: [(Peer, &str); 4] = [
     (Peer::Kernel, "kernel bridge (veth)"),
     (Peer::Ovs, "OVS userspace"),
     (Peer::Podswitch, "podswitch (TAP)"),
+    (Peer::PodswitchAfxdp, "podswitch (AF_XDP veth)"),
 ];
 
 fn skip(peer: Peer) -> Option<String> {
