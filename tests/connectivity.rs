@@ -195,3 +195,25 @@ fn a_tap_pod_and_an_afxdp_pod_exchange_tcp_both_ways() {
         assert_eq!(s.drops.values().sum::<u64>(), 0, "no drops on {p}: {s:?}");
     }
 }
+
+#[test]
+fn a_busy_polling_pinned_worker_forwards_like_the_default_one() {
+    use vswitch::config::{BusyPoll, WorkerConfig};
+    require_root!();
+    let n = node_with(EXE, 2, |c| {
+        c.worker = WorkerConfig { busy_poll: BusyPoll::Always, cpu: Some(0) }
+    });
+    let (a, b) = (&n.pods[0], &n.pods[1]);
+    ping_ok(&a.ns, b.ip);
+    ping_ok(&b.ns, n.gateway());
+    let r = traffic::tcp_rr(
+        Endpoint { ns: &b.ns, addr: b.ip },
+        &a.ns,
+        64,
+        200,
+        Duration::from_secs(20),
+    )
+    .expect("request/response");
+    assert_eq!(r.samples, 200);
+    assert!(!n.switch.log_text().contains("could not pin"), "{}", n.switch.log_text());
+}

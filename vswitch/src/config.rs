@@ -103,6 +103,17 @@ struct File {
     node_port: Option<NodePortSection>,
     #[serde(default)]
     dns: DnsSection,
+    #[serde(default)]
+    worker: WorkerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerSection {
+    #[serde(default)]
+    busy_poll: Option<String>,
+    #[serde(default)]
+    cpu: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,10 +378,34 @@ pub struct Config {
     pub conntrack: ConntrackSettings,
     /// NodePort Services, when configured.
     pub node_port: Option<NodePortConfig>,
+    /// The packet worker's polling and placement.
+    pub worker: WorkerConfig,
     /// The cluster DNS responder, when enabled. It is reached through the host port: a switch
     /// without one runs no responder.
     pub dns: Option<DnsConfig>,
 }
+
+/// How the packet worker waits for frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPoll {
+    /// Keep polling this long after the last frame, then sleep in `epoll_wait` (an idle
+    /// switch costs nothing).
+    After(Duration),
+    /// Never sleep: lowest latency, one core always busy (benchmarks, dedicated cores).
+    Always,
+}
+
+/// The packet worker's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// How it waits for frames.
+    pub busy_poll: BusyPoll,
+    /// The CPU its thread is pinned to, if any.
+    pub cpu: Option<usize>,
+}
+
+/// Default busy-poll window after the last frame.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
 
 /// Where NodePort traffic arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -660,6 +695,13 @@ impl Config {
             }
             None => s += "\n[dns]\nenabled = false\n",
         }
+        s += &match self.worker.busy_poll {
+            BusyPoll::Always => "\n[worker]\nbusy_poll = \"always\"\n".to_string(),
+            BusyPoll::After(d) => format!("\n[worker]\nbusy_poll = \"{}us\"\n", d.as_micros()),
+        };
+        if let Some(cpu) = self.worker.cpu {
+            s += &format!("cpu = {cpu}\n");
+        }
         if let Some(np) = &self.node_port {
             s += &format!(
                 "\n[node_port]\ninterface = {:?}\naddress = \"{}\"\n",
@@ -772,6 +814,7 @@ impl File {
             None => None,
         };
         let dns = self.dns.validate(services.cidr)?;
+        let worker = self.worker.validate()?;
         Ok(Config {
             node: NodeConfig { name: n.name, pod_cidr, gateway, gateway_mac, mtu },
             host_port,
@@ -784,6 +827,7 @@ impl File {
             overlay,
             node_port,
             dns,
+            worker,
             services,
             conntrack: self.conntrack.validate()?,
         })
@@ -820,6 +864,40 @@ impl ServicesSection {
             max_services: self.max_services as usize,
             maglev_table_size: m as usize,
         })
+    }
+}
+
+impl WorkerSection {
+    fn validate(self) -> Result<WorkerConfig, ConfigError> {
+        let busy_poll = match self.busy_poll.as_deref() {
+            None => BusyPoll::After(DEFAULT_BUSY_POLL),
+            Some("always") => BusyPoll::Always,
+            Some(v) => {
+                let us = v.strip_suffix("us").and_then(|n| n.parse::<u64>().ok());
+                match us {
+                    Some(us) if us <= 1_000_000 => BusyPoll::After(Duration::from_micros(us)),
+                    _ => {
+                        return Err(invalid(
+                            "worker.busy_poll",
+                            format!(
+                                "{v:?} is neither \"always\" nor a window like \"200us\" \
+                                 (0 to 1000000us)"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        if let Some(cpu) = self.cpu {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if cpu >= n {
+                return Err(invalid(
+                    "worker.cpu",
+                    format!("CPU {cpu} does not exist here (CPUs 0 to {})", n - 1),
+                ));
+            }
+        }
+        Ok(WorkerConfig { busy_poll, cpu: self.cpu })
     }
 }
 
@@ -1058,6 +1136,32 @@ mod tests {
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         let d = Config::for_node("n2", "10.244.2.0/24".parse().unwrap(), "/tmp/x.sock".into());
         assert_eq!(Config::parse(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn worker_node_port_and_dns_sections() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}[worker]\nbusy_poll = \"always\"\ncpu = 0\n\
+             [node_port]\ninterface = \"eth1\"\naddress = \"192.168.5.1\"\n\
+             [dns]\ncluster_domain = \"corp.example\"\nlisten_port = 5353\n"
+        ))
+        .unwrap();
+        assert_eq!(c.worker, WorkerConfig { busy_poll: BusyPoll::Always, cpu: Some(0) });
+        assert_eq!(c.node_port.as_ref().unwrap().address, Ipv4Addr::new(192, 168, 5, 1));
+        let d = c.dns.as_ref().unwrap();
+        assert_eq!((d.vip, d.port, d.listen_port), (Ipv4Addr::new(10, 96, 0, 10), 53, 5353));
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let w = Config::parse(&format!("{MINIMAL}[worker]\nbusy_poll = \"50us\"\n")).unwrap();
+        assert_eq!(w.worker.busy_poll, BusyPoll::After(Duration::from_micros(50)));
+        let bad = |extra: &str, key: &str| {
+            let e = Config::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        };
+        bad("[worker]\nbusy_poll = \"sometimes\"\n", "worker.busy_poll");
+        bad("[worker]\ncpu = 4096\n", "worker.cpu");
+        bad("[node_port]\ninterface = \"eth1\"\n", "node_port.address");
+        bad("[dns]\nvip = \"10.0.0.10\"\n", "dns.vip");
+        bad("[dns]\ncluster_domain = \"Bad_Domain\"\n", "dns.cluster_domain");
     }
 
     const OVERLAY: &str = "[overlay]\nunderlay_ip = \"192.168.0.1\"\n\

@@ -253,6 +253,7 @@ struct Worker {
     fdless: Vec<PortId>,
     commands: Receiver<Command>,
     last_sweep: Instant,
+    busy_poll: crate::config::BusyPoll,
 }
 
 /// The control plane's handle on the worker thread.
@@ -271,6 +272,23 @@ pub struct WorkerGone;
 impl WorkerHandle {
     /// Starts the worker thread with `pipeline` and room for `max_ports` ports.
     pub fn spawn(pipeline: Pipeline, max_ports: usize) -> io::Result<WorkerHandle> {
+        WorkerHandle::spawn_with(
+            pipeline,
+            max_ports,
+            crate::config::WorkerConfig {
+                busy_poll: crate::config::BusyPoll::After(BUSY_POLL),
+                cpu: None,
+            },
+        )
+    }
+
+    /// [`WorkerHandle::spawn`] with explicit polling and placement: busy-poll window (or
+    /// never sleep) and the CPU to pin the thread to (pinning failure is logged, not fatal).
+    pub fn spawn_with(
+        pipeline: Pipeline,
+        max_ports: usize,
+        settings: crate::config::WorkerConfig,
+    ) -> io::Result<WorkerHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -286,9 +304,17 @@ impl WorkerHandle {
             fdless: Vec::new(),
             commands: rx,
             last_sweep: Instant::now(),
+            busy_poll: settings.busy_poll,
         };
-        let thread =
-            std::thread::Builder::new().name("psw-worker".into()).spawn(move || worker.run())?;
+        let cpu = settings.cpu;
+        let thread = std::thread::Builder::new().name("psw-worker".into()).spawn(move || {
+            if let Some(cpu) = cpu {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    eprintln!("podswitch: worker: could not pin to CPU {cpu}; running unpinned");
+                }
+            }
+            worker.run()
+        })?;
         Ok(WorkerHandle { tx: Mutex::new(Some(tx)), waker, thread: Mutex::new(Some(thread)) })
     }
 
@@ -324,7 +350,8 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut busy_until = Instant::now();
         loop {
-            let timeout = if !self.ready.is_empty() || Instant::now() < busy_until {
+            let always = self.busy_poll == crate::config::BusyPoll::Always;
+            let timeout = if always || !self.ready.is_empty() || Instant::now() < busy_until {
                 Duration::ZERO
             } else if !self.fdless.is_empty() {
                 POLLED_PORT_INTERVAL
@@ -349,7 +376,9 @@ impl Worker {
                 return;
             }
             if !self.ready.is_empty() {
-                busy_until = Instant::now() + BUSY_POLL;
+                if let crate::config::BusyPoll::After(window) = self.busy_poll {
+                    busy_until = Instant::now() + window;
+                }
             }
             self.service_ready();
             for i in 0..self.fdless.len() {

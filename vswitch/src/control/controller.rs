@@ -194,7 +194,7 @@ impl Controller {
         let mut netlink = Netlink::open()
             .map_err(|source| StartError::Setup { step: "netlink socket", source })?;
         let pipeline = crate::pipeline::Pipeline::new(&config);
-        let worker = WorkerHandle::spawn(pipeline, config.ports.max_ports)
+        let worker = WorkerHandle::spawn_with(pipeline, config.ports.max_ports, config.worker)
             .map_err(|source| StartError::Setup { step: "worker thread", source })?;
         let mut ports = BTreeMap::new();
         let mut ids = vec![false; config.ports.max_ports];
