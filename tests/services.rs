@@ -10,7 +10,8 @@ use podswitch_tests::topology::{Pod, PodswitchNode};
 use podswitch_tests::traffic::{self, Endpoint as TEndpoint};
 use podswitch_tests::*;
 use vswitch::control::api::{
-    Algorithm, Endpoint, EndpointSetArgs, L4Proto, Reply, Request, ServiceApplyArgs, ServiceSpec,
+    Algorithm, Endpoint, EndpointSetArgs, L4Proto, PortAddKind, Reply, Request, ServiceApplyArgs,
+    ServiceSpec,
 };
 use vswitch::sys::netns::NetNs;
 
@@ -130,7 +131,17 @@ fn ask(c: &mut TcpStream) -> std::io::Result<u8> {
 #[test]
 fn tcp_and_udp_through_a_vip_reach_every_endpoint() {
     require_root!();
-    let n = node(EXE, 4);
+    through_a_vip_reach_every_endpoint(PortAddKind::Tap);
+}
+
+#[test]
+fn tcp_and_udp_through_a_vip_reach_every_endpoint_afxdp() {
+    require_root!();
+    through_a_vip_reach_every_endpoint(PortAddKind::Afxdp);
+}
+
+fn through_a_vip_reach_every_endpoint(kind: PortAddKind) {
+    let n = node_kind(EXE, 4, kind);
     let (client, backends) = (&n.pods[0], &n.pods[1..]);
     let eps = |port| backends.iter().map(|p| ep(p, port)).collect();
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps(8080))));
@@ -202,7 +213,17 @@ fn a_service_without_endpoints_rejects_and_unknown_ports_too() {
 #[test]
 fn terminating_endpoints_keep_their_connections_removed_ones_are_reset() {
     require_root!();
-    let n = node(EXE, 3);
+    terminating_and_removed_endpoints(PortAddKind::Tap);
+}
+
+#[test]
+fn terminating_endpoints_keep_their_connections_removed_ones_are_reset_afxdp() {
+    require_root!();
+    terminating_and_removed_endpoints(PortAddKind::Afxdp);
+}
+
+fn terminating_and_removed_endpoints(kind: PortAddKind) {
+    let n = node_kind(EXE, 3, kind);
     let (client, a, b) = (&n.pods[0], &n.pods[1], &n.pods[2]);
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
     let stop = AtomicBool::new(false);
@@ -243,7 +264,17 @@ fn terminating_endpoints_keep_their_connections_removed_ones_are_reset() {
 #[test]
 fn hairpin_node_to_service_and_apply_keep_working() {
     require_root!();
-    let n = node(EXE, 2);
+    hairpin_node_to_service_and_apply(PortAddKind::Tap);
+}
+
+#[test]
+fn hairpin_node_to_service_and_apply_keep_working_afxdp() {
+    require_root!();
+    hairpin_node_to_service_and_apply(PortAddKind::Afxdp);
+}
+
+fn hairpin_node_to_service_and_apply(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
     let (a, b) = (&n.pods[0], &n.pods[1]);
     let web = spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)]);
     let other = spec("other", Ipv4Addr::new(10, 96, 0, 30), 80, L4Proto::Tcp, vec![ep(b, 8080)]);
@@ -549,7 +580,17 @@ fn dns_over_tcp(ns: &NetNs, server: SocketAddrV4, name: &str) -> (u16, Vec<Ipv4A
 #[test]
 fn pods_resolve_service_names_through_the_cluster_dns() {
     require_root!();
-    let n = node(EXE, 2);
+    resolve_service_names(PortAddKind::Tap);
+}
+
+#[test]
+fn pods_resolve_service_names_through_the_cluster_dns_afxdp() {
+    require_root!();
+    resolve_service_names(PortAddKind::Afxdp);
+}
+
+fn resolve_service_names(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
     let client = &n.pods[0];
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(&n.pods[1], 8080)])));
     let _conf = PodResolvConf::write(
