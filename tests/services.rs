@@ -239,6 +239,8 @@ fn terminating_and_removed_endpoints(kind: PortAddKind) {
                 Request::EndpointSet(EndpointSetArgs {
                     namespace: "default".into(),
                     name: "web".into(),
+                    port: None,
+                    proto: None,
                     endpoints,
                 }),
             )
@@ -592,7 +594,9 @@ fn pods_resolve_service_names_through_the_cluster_dns_afxdp() {
 fn resolve_service_names(kind: PortAddKind) {
     let n = node_kind(EXE, 2, kind);
     let client = &n.pods[0];
+    // A Service with two ports: one name, one address.
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(&n.pods[1], 8080)])));
+    call(&n, Request::ServiceAdd(spec("web", VIP, 443, L4Proto::Tcp, vec![ep(&n.pods[1], 8443)])));
     let _conf = PodResolvConf::write(
         &client.ns,
         "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:2\n",
@@ -760,6 +764,8 @@ fn conntrack_entries_expire_after_their_timeouts() {
                 Request::EndpointSet(EndpointSetArgs {
                     namespace: "default".into(),
                     name: "echo".into(),
+                    port: None,
+                    proto: None,
                     endpoints: eps,
                 }),
             )
@@ -770,6 +776,8 @@ fn conntrack_entries_expire_after_their_timeouts() {
             Request::EndpointSet(EndpointSetArgs {
                 namespace: "default".into(),
                 name: "web".into(),
+                port: None,
+                proto: None,
                 endpoints: vec![Endpoint { terminating: true, ..ep(a, 8080) }, ep(b, 8080)],
             }),
         );

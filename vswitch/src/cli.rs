@@ -141,6 +141,12 @@ enum EndpointCommand {
         /// An endpoint IP:PORT (repeat for more; none empties the Service).
         #[arg(long = "endpoint", value_parser = parse_endpoint)]
         endpoints: Vec<Endpoint>,
+        /// Which of the Service's ports, when it has several.
+        #[arg(long)]
+        port: Option<u16>,
+        /// That port's protocol (tcp or udp).
+        #[arg(long)]
+        proto: Option<crate::tables::services::L4Proto>,
     },
 }
 
@@ -309,8 +315,8 @@ fn ctl(args: CtlArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        CtlCommand::Endpoint(EndpointCommand::Set { name, namespace, endpoints }) => {
-            Request::EndpointSet(EndpointSetArgs { namespace, name, endpoints })
+        CtlCommand::Endpoint(EndpointCommand::Set { name, namespace, endpoints, port, proto }) => {
+            Request::EndpointSet(EndpointSetArgs { namespace, name, port, proto, endpoints })
         }
         CtlCommand::Conntrack(ConntrackCommand::List { limit }) => {
             Request::ConntrackList(ConntrackListArgs { limit: Some(limit) })

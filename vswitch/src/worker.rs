@@ -146,8 +146,8 @@ pub enum Command {
         namespace: String,
         /// Name.
         name: String,
-        /// Answer: the removed Service.
-        reply: Sender<Option<ServiceSpec>>,
+        /// Answer: the removed Service's ports (none: no such Service).
+        reply: Sender<Vec<ServiceSpec>>,
     },
     /// Replaces a Service's endpoints.
     EndpointsSet {
@@ -155,6 +155,8 @@ pub enum Command {
         namespace: String,
         /// Name.
         name: String,
+        /// Which port (and protocol), when the Service has several.
+        port: Option<(u16, crate::tables::services::L4Proto)>,
         /// The endpoints.
         endpoints: Vec<ServiceEndpoint>,
         /// Answer.
@@ -536,12 +538,12 @@ impl Worker {
             Command::ServiceRemove { namespace, name, reply } => {
                 let _ = reply.send(self.pipeline.nat.services.remove(&namespace, &name));
             }
-            Command::EndpointsSet { namespace, name, endpoints, reply } => {
+            Command::EndpointsSet { namespace, name, port, endpoints, reply } => {
                 let r = self
                     .pipeline
                     .nat
                     .services
-                    .set_endpoints(&namespace, &name, endpoints)
+                    .set_endpoints(&namespace, &name, port, endpoints)
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);
             }

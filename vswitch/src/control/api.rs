@@ -95,6 +95,12 @@ pub struct EndpointSetArgs {
     pub namespace: String,
     /// Name.
     pub name: String,
+    /// Which port of the Service (needed when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// That port's protocol (default tcp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<L4Proto>,
     /// The new endpoints (all of them).
     pub endpoints: Vec<Endpoint>,
 }

@@ -148,11 +148,12 @@ pub struct Controller {
 /// Namespace of the built-in DNS Services.
 pub const DNS_NAMESPACE: &str = "kube-system";
 
-/// The built-in DNS Services (UDP and TCP on the DNS address, one spec per protocol):
+/// The built-in DNS Service `kube-system/kube-dns` (UDP and TCP on the DNS address, one
+/// spec per port):
 /// their only endpoint is the switch's own responder on the gateway address.
 fn dns_services(config: &Config) -> Vec<ServiceSpec> {
     let Some(d) = &config.dns else { return Vec::new() };
-    [("kube-dns", L4Proto::Udp), ("kube-dns-tcp", L4Proto::Tcp)]
+    [("kube-dns", L4Proto::Udp), ("kube-dns", L4Proto::Tcp)]
         .into_iter()
         .map(|(name, proto)| ServiceSpec {
             name: name.into(),
@@ -620,6 +621,8 @@ impl Controller {
         self.worker
             .call(|reply| Command::ServiceRemove { namespace, name, reply })
             .map_err(unavailable)?
+            .into_iter()
+            .next()
             .ok_or_else(|| {
                 ApiError::field(
                     ErrorKind::NotFound,
@@ -632,13 +635,19 @@ impl Controller {
     fn endpoint_set(&self, args: EndpointSetArgs) -> Result<Reply, ApiError> {
         let started = Instant::now();
         let mut st = self.state();
-        let EndpointSetArgs { namespace, name, endpoints } = args;
-        let (ns, n, eps) = (namespace.clone(), name.clone(), endpoints.clone());
+        let EndpointSetArgs { namespace, name, port, proto, endpoints } = args;
+        let port = port.map(|p| (p, proto.unwrap_or_default()));
+        // The mirror answers first: same table, same edits, and its error names the field;
+        // a refused change touches neither.
+        st.services.set_endpoints(&namespace, &name, port, endpoints.clone()).map_err(|e| {
+            let kind =
+                if e.field == "name" { ErrorKind::NotFound } else { ErrorKind::InvalidArgument };
+            ApiError::field(kind, &format!("args.{}", e.field), e.reason)
+        })?;
         self.worker
-            .call(|reply| Command::EndpointsSet { namespace, name, endpoints, reply })
+            .call(|reply| Command::EndpointsSet { namespace, name, port, endpoints, reply })
             .map_err(unavailable)?
-            .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
-        let _ = st.services.set_endpoints(&ns, &n, eps);
+            .map_err(|e| ApiError::new(ErrorKind::Failed, e))?;
         let services =
             self.worker.call(|reply| Command::ServiceList { reply }).map_err(unavailable)?;
         Ok(Reply::Applied {

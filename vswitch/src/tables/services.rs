@@ -20,6 +20,11 @@
 //!   service (in any state), capped at `maglev_max`. Not of the eligible ones: changing the
 //!   size reshuffles the whole table, and readiness flaps are the common change, so an
 //!   endpoint going not-ready or terminating only hands its own entries to the others.
+//!   A Service whose endpoints change keeps its size while it still gives each endpoint 50
+//!   to 400 entries ([`maglev::resize`]; an apply inherits sizes from the table it
+//!   replaces), so adding or removing a few endpoints moves only the flows it must.
+//! - **Identity**: a spec is one port of a Service: `(namespace, name, port, protocol)`.
+//!   All ports of one Service share its VIP; deleting the Service removes them all.
 //! - **Full**: at `max_services` services, adding a new one is refused (counted in
 //!   `full_refusals`); replacing an existing one still works. Nothing is evicted.
 //!
@@ -486,7 +491,9 @@ impl Service {
 pub struct ServiceTable {
     by_key: FxHashMap<ServiceKey, Service>,
     /// namespace -> name -> key (nested so lookups by `&str` need no allocation).
-    by_name: FxHashMap<String, FxHashMap<String, ServiceKey>>,
+    /// Keys of each Service's ports (a Kubernetes Service with several ports is one spec
+    /// per port, all with its name and VIP), sorted by port and protocol.
+    by_name: FxHashMap<String, FxHashMap<String, Vec<ServiceKey>>>,
     /// Services per VIP, for `is_vip`.
     vips: FxHashMap<Ipv4Addr, u32>,
     /// (node port, protocol) -> key.
@@ -542,12 +549,27 @@ impl ServiceTable {
                     format!("{key} is also services[{j}]"),
                 ));
             }
-            if let Some(other) = t.by_name(&spec.namespace, &spec.name) {
-                let j = index[&other.key()];
+            if let Some(other) = t.port_of(&spec.namespace, &spec.name, spec.port, spec.proto) {
+                let j = index[&other];
                 return Err(err(
                     format!("services[{i}].name"),
-                    format!("{}/{} is also services[{j}]", spec.namespace, spec.name),
+                    format!(
+                        "{}/{} port {}/{} is also services[{j}]",
+                        spec.namespace, spec.name, spec.port, spec.proto
+                    ),
                 ));
+            }
+            if let Some(other) = t.ports_of(&spec.namespace, &spec.name).first() {
+                if other.vip != spec.vip {
+                    let j = index[other];
+                    return Err(err(
+                        format!("services[{i}].vip"),
+                        format!(
+                            "{}/{} is on {} (services[{j}]): one VIP for all its ports",
+                            spec.namespace, spec.name, other.vip
+                        ),
+                    ));
+                }
             }
             if let Some(other) = t.node_port_clash(&spec) {
                 let j = index[&other];
@@ -557,14 +579,14 @@ impl ServiceTable {
                 ));
             }
             index.insert(key, i);
-            let prev = previous.and_then(|p| p.maglev_size_of(&spec.namespace, &spec.name));
+            let prev = previous.and_then(|p| p.maglev_size_of(&spec));
             t.insert(Service::new(spec, maglev_max, prev));
         }
         Ok(t)
     }
 
-    /// Adds or replaces (by namespace/name; a changed key must not clash with another
-    /// service's key) one service. Returns the spec it replaced.
+    /// Adds or replaces one Service port (by namespace, name, port and protocol; all ports of
+    /// a Service share its VIP). Returns the spec it replaced.
     pub fn upsert(
         &mut self,
         spec: ServiceSpec,
@@ -572,7 +594,20 @@ impl ServiceTable {
     ) -> Result<Option<ServiceSpec>, ServiceError> {
         spec.validate(service_cidr)?;
         let key = spec.key();
-        let old_key = self.by_name.get(&spec.namespace).and_then(|m| m.get(&spec.name)).copied();
+        let old_key = self.port_of(&spec.namespace, &spec.name, spec.port, spec.proto);
+        if let Some(sibling) =
+            self.ports_of(&spec.namespace, &spec.name).iter().find(|k| Some(**k) != old_key)
+        {
+            if sibling.vip != spec.vip {
+                return Err(err(
+                    "vip",
+                    format!(
+                        "{}/{} is on {} (port {}/{}): one VIP for all its ports",
+                        spec.namespace, spec.name, sibling.vip, sibling.port, sibling.proto
+                    ),
+                ));
+            }
+        }
         if let Some(other) = self.by_key.get(&key) {
             if old_key != Some(key) {
                 return Err(err(
@@ -607,26 +642,55 @@ impl ServiceTable {
         Ok(old)
     }
 
-    /// Removes the service `namespace/name`, returning its spec.
-    pub fn remove(&mut self, namespace: &str, name: &str) -> Option<ServiceSpec> {
-        let key = *self.by_name.get(namespace)?.get(name)?;
-        self.take(key)
+    /// Removes every port of the Service `namespace/name`, returning the specs (sorted by
+    /// port; empty when there was no such Service).
+    pub fn remove(&mut self, namespace: &str, name: &str) -> Vec<ServiceSpec> {
+        let keys = self.ports_of(namespace, name).to_vec();
+        keys.into_iter().filter_map(|k| self.take(k)).collect()
     }
 
-    /// Replaces the endpoints of one service (rebuilds its Maglev table).
+    /// The key of port `port`/`proto` of `namespace/name`.
+    fn port_of(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+        proto: L4Proto,
+    ) -> Option<ServiceKey> {
+        self.ports_of(namespace, name).iter().find(|k| k.port == port && k.proto == proto).copied()
+    }
+
+    /// The keys of every port of `namespace/name`, sorted by port and protocol.
+    pub fn ports_of(&self, namespace: &str, name: &str) -> &[ServiceKey] {
+        self.by_name.get(namespace).and_then(|m| m.get(name)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Replaces the endpoints of one port of a Service (rebuilds its Maglev table). `port`
+    /// names it (port and protocol); it may be left out when the Service has one port.
     pub fn set_endpoints(
         &mut self,
         namespace: &str,
         name: &str,
+        port: Option<(u16, L4Proto)>,
         endpoints: Vec<Endpoint>,
     ) -> Result<(), ServiceError> {
         check_endpoints(&endpoints)?;
-        let key = self
-            .by_name
-            .get(namespace)
-            .and_then(|m| m.get(name))
-            .copied()
-            .ok_or_else(|| err("name", format!("no service {namespace}/{name}")))?;
+        let ports = self.ports_of(namespace, name);
+        let key = match (port, ports) {
+            (_, []) => return Err(err("name", format!("no service {namespace}/{name}"))),
+            (None, [only]) => *only,
+            (None, many) => {
+                let list: Vec<String> =
+                    many.iter().map(|k| format!("{}/{}", k.port, k.proto)).collect();
+                return Err(err(
+                    "port",
+                    format!("{namespace}/{name} has ports {}: say which", list.join(", ")),
+                ));
+            }
+            (Some((p, proto)), _) => self.port_of(namespace, name, p, proto).ok_or_else(|| {
+                err("port", format!("{namespace}/{name} has no port {p}/{proto}"))
+            })?,
+        };
         // The other indexes stay as they are: the key, name and VIP do not change.
         let Some(svc) = self.by_key.remove(&key) else {
             return Err(err("name", format!("no service {namespace}/{name}")));
@@ -660,10 +724,10 @@ impl ServiceTable {
         self.node_ports.keys().copied()
     }
 
-    /// The Maglev table size of `namespace/name`, if it exists.
-    pub fn maglev_size_of(&self, namespace: &str, name: &str) -> Option<usize> {
-        let key = self.by_name.get(namespace)?.get(name)?;
-        self.by_key.get(key).map(|s| s.maglev_size)
+    /// The Maglev table size of the Service port `spec` would replace, if there is one.
+    pub fn maglev_size_of(&self, spec: &ServiceSpec) -> Option<usize> {
+        let key = self.port_of(&spec.namespace, &spec.name, spec.port, spec.proto)?;
+        self.by_key.get(&key).map(|s| s.maglev_size)
     }
 
     /// The service at `key` (one hash probe).
@@ -713,10 +777,12 @@ impl ServiceTable {
         self.by_key.values().map(|s| &s.spec)
     }
 
-    /// Every service, sorted by namespace, then name.
+    /// Every service port, sorted by namespace, name, port and protocol.
     pub fn list(&self) -> Vec<ServiceSpec> {
         let mut v: Vec<ServiceSpec> = self.by_key.values().map(|s| s.spec.clone()).collect();
-        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        v.sort_by(|a, b| {
+            (&a.namespace, &a.name, a.port, a.proto).cmp(&(&b.namespace, &b.name, b.port, b.proto))
+        });
         v
     }
 
@@ -740,10 +806,9 @@ impl ServiceTable {
         self.counters
     }
 
-    /// DNS: the service called `name` in `namespace`.
+    /// The Service called `name` in `namespace` (its first port).
     pub fn by_name(&self, namespace: &str, name: &str) -> Option<&ServiceSpec> {
-        let key = self.by_name.get(namespace)?.get(name)?;
-        self.get(key)
+        self.get(self.ports_of(namespace, name).first()?)
     }
 
     /// Indexes a service whose key and name are free.
@@ -753,10 +818,14 @@ impl ServiceTable {
         if let Some(p) = svc.spec.node_port {
             self.node_ports.insert((p, key.proto), key);
         }
-        self.by_name
+        let ports = self
+            .by_name
             .entry(svc.spec.namespace.clone())
             .or_default()
-            .insert(svc.spec.name.clone(), key);
+            .entry(svc.spec.name.clone())
+            .or_default();
+        let at = ports.partition_point(|k| (k.port, k.proto) < (key.port, key.proto));
+        ports.insert(at, key);
         self.by_key.insert(key, svc);
     }
 
@@ -773,7 +842,12 @@ impl ServiceTable {
             }
         }
         if let Some(names) = self.by_name.get_mut(&svc.spec.namespace) {
-            names.remove(&svc.spec.name);
+            if let Some(ports) = names.get_mut(&svc.spec.name) {
+                ports.retain(|k| *k != key);
+                if ports.is_empty() {
+                    names.remove(&svc.spec.name);
+                }
+            }
             if names.is_empty() {
                 self.by_name.remove(&svc.spec.namespace);
             }
@@ -1010,7 +1084,7 @@ mod tests {
             (0..3000).map(|h| t.select(&key(20), maglev::mix64(h))).collect();
         let mut fewer = eps.clone();
         fewer[1].ready = false;
-        t.set_endpoints("default", "web", fewer).unwrap();
+        t.set_endpoints("default", "web", None, fewer).unwrap();
         let gone = Selection::Endpoint { ip: Ipv4Addr::new(10, 244, 1, 3), port: 8080 };
         let mut moved = 0;
         for (h, b) in before.iter().enumerate() {
@@ -1024,7 +1098,7 @@ mod tests {
         // Ready again: the same table as before, whatever the list order.
         let mut reordered = eps;
         reordered.reverse();
-        t.set_endpoints("default", "web", reordered).unwrap();
+        t.set_endpoints("default", "web", None, reordered).unwrap();
         let again: Vec<Selection> =
             (0..3000).map(|h| t.select(&key(20), maglev::mix64(h))).collect();
         assert_eq!(again, before);
@@ -1054,9 +1128,51 @@ mod tests {
     }
 
     #[test]
+    fn a_service_with_several_ports_is_one_name_and_one_vip() {
+        let http = spec("web", 20, vec![ep(5, 8080)], Algorithm::Maglev);
+        let https = ServiceSpec { port: 443, endpoints: vec![ep(5, 8443)], ..http.clone() };
+        let dns = ServiceSpec { port: 53, proto: L4Proto::Udp, ..http.clone() };
+        let mut t = table(vec![http.clone(), https.clone()]);
+        assert_eq!(t.ports_of("default", "web").len(), 2);
+        t.upsert(dns.clone(), cidr()).unwrap();
+        assert_eq!(
+            t.ports_of("default", "web").iter().map(|k| k.port).collect::<Vec<_>>(),
+            [53, 80, 443],
+            "sorted by port"
+        );
+        let moved = ServiceSpec { vip: Ipv4Addr::new(10, 96, 0, 21), ..https.clone() };
+        assert_eq!(t.upsert(moved, cidr()).unwrap_err().field, "vip", "one VIP per Service");
+        assert_eq!(t.set_endpoints("default", "web", None, vec![]).unwrap_err().field, "port");
+        t.set_endpoints("default", "web", Some((443, L4Proto::Tcp)), vec![ep(6, 8443)]).unwrap();
+        assert_eq!(t.get(&https.key()).unwrap().endpoints, vec![ep(6, 8443)]);
+        assert_eq!(t.get(&http.key()).unwrap().endpoints, vec![ep(5, 8080)], "untouched");
+        let e = t.set_endpoints("default", "web", Some((8443, L4Proto::Tcp)), vec![]);
+        assert_eq!(e.unwrap_err().field, "port");
+        // The same port twice in one apply, or two VIPs for one name, are refused.
+        let twice = ServiceTable::from_specs(
+            vec![http.clone(), ServiceSpec { vip: Ipv4Addr::new(10, 96, 0, 22), ..http.clone() }],
+            cidr(),
+            10,
+            65_537,
+            None,
+        );
+        assert_eq!(twice.unwrap_err().field, "services[1].name");
+        let split = ServiceTable::from_specs(
+            vec![http, ServiceSpec { vip: Ipv4Addr::new(10, 96, 0, 22), ..https }],
+            cidr(),
+            10,
+            65_537,
+            None,
+        );
+        assert_eq!(split.unwrap_err().field, "services[1].vip");
+        assert_eq!(t.remove("default", "web").len(), 3, "every port goes");
+        assert!(t.is_empty() && !t.is_vip(Ipv4Addr::new(10, 96, 0, 20)));
+    }
+
+    #[test]
     fn set_endpoints_replaces_them() {
         let mut t = table(vec![spec("web", 20, three(), Algorithm::Maglev)]);
-        t.set_endpoints("default", "web", vec![ep(9, 9090)]).unwrap();
+        t.set_endpoints("default", "web", None, vec![ep(9, 9090)]).unwrap();
         for h in 0..100 {
             assert_eq!(
                 t.select(&key(20), h),
@@ -1067,11 +1183,11 @@ mod tests {
         assert!(t.has_endpoint(&key(20), Ipv4Addr::new(10, 244, 1, 9), 9090));
         assert_eq!(t.get(&key(20)).unwrap().endpoints, vec![ep(9, 9090)]);
         assert_eq!(
-            t.set_endpoints("default", "web", vec![ep(9, 0)]).unwrap_err().field,
+            t.set_endpoints("default", "web", None, vec![ep(9, 0)]).unwrap_err().field,
             "endpoints[0].port"
         );
-        assert_eq!(t.set_endpoints("default", "nope", vec![]).unwrap_err().field, "name");
-        t.set_endpoints("default", "web", vec![]).unwrap();
+        assert_eq!(t.set_endpoints("default", "nope", None, vec![]).unwrap_err().field, "name");
+        t.set_endpoints("default", "web", None, vec![]).unwrap();
         assert_eq!(t.select(&key(20), 1), Selection::NoEndpoints);
     }
 
@@ -1111,8 +1227,8 @@ mod tests {
         assert_eq!(t.len(), 2);
         let names: Vec<String> = t.list().into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["api", "web"]);
-        assert_eq!(t.remove("default", "web").unwrap().name, "web");
-        assert!(t.remove("default", "web").is_none());
+        assert_eq!(t.remove("default", "web")[0].name, "web");
+        assert!(t.remove("default", "web").is_empty());
         assert!(t.by_name("default", "web").is_none() && t.get(&key(21)).is_none());
         t.upsert(spec("db", 23, three(), Algorithm::Maglev), cidr()).unwrap();
         assert_eq!(t.len(), 2);
