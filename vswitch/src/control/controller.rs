@@ -218,32 +218,20 @@ impl Controller {
                 .map_err(|e| err("add gateway address", e))?;
             netlink.link_set_up(link.index, true).map_err(|e| err("set up", e))?;
             host_index = Some(link.index);
-            let id = PortId(0);
             let port = Box::new(TapPort::new(tap.into_file(), PortKind::Host, true));
-            worker
-                .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
-                .map_err(|e| StartError::Worker(e.to_string()))?
-                .map_err(StartError::Worker)?;
+            let record = PortRecord {
+                id: PortId(0),
+                kind: PortKind::Host,
+                netns: None,
+                ifname: hp.name.clone(),
+                mac: config.node.gateway_mac,
+                ip: Some(Ipv4IfAddr { addr: gw, prefix_len: config.node.pod_cidr.prefix_len() }),
+                mtu: config.node.mtu,
+            };
+            let id = add_own_port(&worker, &mut ids, &mut ports, &hp.name, port, record)?;
             worker
                 .call(|reply| Command::SetHostPort { id: Some(id), reply })
                 .map_err(|e| StartError::Worker(e.to_string()))?;
-            ids[0] = true;
-            macs.insert(config.node.gateway_mac);
-            ports.insert(
-                hp.name.clone(),
-                PortRecord {
-                    id,
-                    kind: PortKind::Host,
-                    netns: None,
-                    ifname: hp.name.clone(),
-                    mac: config.node.gateway_mac,
-                    ip: Some(Ipv4IfAddr {
-                        addr: gw,
-                        prefix_len: config.node.pod_cidr.prefix_len(),
-                    }),
-                    mtu: config.node.mtu,
-                },
-            );
         }
         macs.insert(config.node.gateway_mac);
         if let Some(h) = host_index {
@@ -263,28 +251,26 @@ impl Controller {
                 udp_checksum: ov.udp_checksum,
             })
             .map_err(|e| err(&format!("bind {}:{}", ov.underlay_ip, ov.udp_port), e))?;
-            let id = PortId(ids.iter().position(|used| !used).unwrap_or(0) as u16);
-            let port = Box::new(port);
-            worker
-                .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
-                .map_err(|e| StartError::Worker(e.to_string()))?
-                .map_err(StartError::Worker)?;
+            let record = PortRecord {
+                id: PortId(0),
+                kind: PortKind::Overlay,
+                netns: None,
+                ifname: format!("udp:{}", ov.udp_port),
+                mac: config.node.gateway_mac,
+                ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
+                mtu: ov.underlay_mtu,
+            };
+            let id = add_own_port(
+                &worker,
+                &mut ids,
+                &mut ports,
+                OVERLAY_PORT_NAME,
+                Box::new(port),
+                record,
+            )?;
             worker
                 .call(|reply| Command::SetOverlayPort { id: Some(id), reply })
                 .map_err(|e| StartError::Worker(e.to_string()))?;
-            ids[id.index()] = true;
-            ports.insert(
-                OVERLAY_PORT_NAME.to_string(),
-                PortRecord {
-                    id,
-                    kind: PortKind::Overlay,
-                    netns: None,
-                    ifname: format!("udp:{}", ov.udp_port),
-                    mac: config.node.gateway_mac,
-                    ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
-                    mtu: ov.underlay_mtu,
-                },
-            );
             for p in &ov.peers {
                 if let Some(h) = host_index {
                     netlink
@@ -325,29 +311,27 @@ impl Controller {
                 |xsks| node_port_filter::program(ip, map_fd, xsks.fd()),
             )
             .map_err(|e| err(format!("AF_XDP on {}", np.interface), e))?;
-            let id = PortId(ids.iter().position(|used| !used).unwrap_or(0) as u16);
-            let port = Box::new(port);
-            worker
-                .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
-                .map_err(|e| StartError::Worker(e.to_string()))?
-                .map_err(StartError::Worker)?;
+            let record = PortRecord {
+                id: PortId(0),
+                kind: PortKind::NodePort,
+                netns: None,
+                ifname: np.interface.clone(),
+                mac,
+                ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
+                mtu: link.mtu,
+            };
+            let id = add_own_port(
+                &worker,
+                &mut ids,
+                &mut ports,
+                NODE_PORT_PORT_NAME,
+                Box::new(port),
+                record,
+            )?;
             let path = Some(NodePortPath { port: id, ip, mac });
             worker
                 .call(|reply| Command::SetNodePort { path, reply })
                 .map_err(|e| StartError::Worker(e.to_string()))?;
-            ids[id.index()] = true;
-            ports.insert(
-                NODE_PORT_PORT_NAME.to_string(),
-                PortRecord {
-                    id,
-                    kind: PortKind::NodePort,
-                    netns: None,
-                    ifname: np.interface.clone(),
-                    mac,
-                    ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
-                    mtu: link.mtu,
-                },
-            );
             node_ports = Some((map, BTreeSet::new()));
         }
         let pool = IpPool::new(config.node.pod_cidr, &[config.node.gateway]);
@@ -1176,6 +1160,31 @@ impl Controller {
         }
         st.ports.clear();
     }
+}
+
+/// Hands a port the switch owns itself (host, overlay, node-port) to the worker under the
+/// lowest free id and records it as `name` (`record`'s id is filled in). Returns the id.
+fn add_own_port(
+    worker: &WorkerHandle,
+    ids: &mut [bool],
+    ports: &mut BTreeMap<String, PortRecord>,
+    name: &str,
+    port: Box<dyn Port>,
+    mut record: PortRecord,
+) -> Result<PortId, StartError> {
+    let slot = ids
+        .iter()
+        .position(|used| !used)
+        .ok_or_else(|| StartError::Worker("no free port id for the switch's own ports".into()))?;
+    let id = PortId(slot as u16);
+    worker
+        .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
+        .map_err(|e| StartError::Worker(e.to_string()))?
+        .map_err(StartError::Worker)?;
+    ids[slot] = true;
+    record.id = id;
+    ports.insert(name.to_string(), record);
+    Ok(id)
 }
 
 fn validate_port_name(name: &str) -> Result<(), ApiError> {
