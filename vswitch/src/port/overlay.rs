@@ -1,16 +1,33 @@
 //! The overlay port: VXLAN datagrams on the node's underlay address, in bursts.
 //!
-//! Receive: a UDP socket bound to `underlay_ip:udp_port`, read with `recvmmsg`; each
-//! datagram's payload (VXLAN header + inner frame) lands in a packet buffer with the sender's
-//! address in `meta.tunnel`, and the pipeline's decap stage validates and strips it.
+//! Receive: a UDP socket bound to `underlay_ip:udp_port` with `UDP_GRO` on, read with
+//! `recvmmsg` into 64 KiB buffers: a read may hold several equal-size datagrams the kernel
+//! coalesced (a peer's UDP GSO send, carried whole through veth and bridge), with a
+//! `UDP_GRO` cmsg giving the size. Each datagram is copied into its own packet (VXLAN header
+//! + inner frame) with the sender's address in `meta.tunnel`, and the pipeline's decap stage
+//! validates and strips it. Datagrams left over when the batch is full wait for the next
+//! burst (the batch then came back full, so the worker calls again).
 //!
-//! Send: a raw IPv4 socket (`IPPROTO_RAW`, so the port writes the outer IPv4 and UDP headers
-//! itself) written with `sendmmsg`, each datagram as two pieces: the 36 bytes of outer IPv4 +
-//! UDP + VXLAN built here, then the inner frame straight from its packet buffer. Writing the
-//! UDP header is what lets the source port carry a hash of the inner flow (RFC 7348 §5:
-//! entropy for the underlay's ECMP and RSS) where a bound UDP socket would always use one
-//! port. The outer IPv4 has DF set; the kernel fills in its identification and checksum and
-//! routes it (and resolves the next hop) like any packet of the node.
+//! Send, ordinary frames: a raw IPv4 socket (`IPPROTO_RAW`, so the port writes the outer
+//! IPv4 and UDP headers itself) written with `sendmmsg`, each datagram as pieces: the 36 bytes
+//! of outer IPv4 + UDP + VXLAN built here, then the inner frame straight from its packet
+//! buffer. Writing the UDP header is what lets the source port carry a hash of the inner flow
+//! (RFC 7348 §5: entropy for the underlay's ECMP and RSS) where a bound UDP socket would
+//! always use one port. The outer IPv4 has DF set; the kernel fills in its identification and
+//! checksum and routes it (and resolves the next hop) like any packet of the node.
+//!
+//! Send, TCP super-frames (a pod's TSO, `meta.vnet` GSO): UDP GSO. The segments' VXLAN
+//! payloads (VXLAN header, inner headers rebuilt per segment with complete checksums, the
+//! segment's payload) are built back to back in one preallocated buffer and sent with one
+//! `sendmsg` carrying a `UDP_SEGMENT` cmsg (up to 64 segments / 64 KiB per send) on one of
+//! [`GSO_SOCKETS`] UDP sockets bound to `underlay_ip:0` (each its own ephemeral port, DF
+//! set), picked by the inner flow hash: a flow keeps one outer source port and flows spread
+//! over 16. The kernel splits the send late (or never, on a veth path: the GSO skb crosses
+//! veth and bridge whole and the peer's `UDP_GRO` socket reads it in one go). UDP GSO needs
+//! UDP checksums, so these datagrams always carry one (the kernel's, offloaded), whatever
+//! `udp_checksum` says; RFC 7348 allows either. If the kernel refuses `UDP_SEGMENT` (at setup
+//! or on the first send) the port segments super-frames in software for good, through the
+//! raw socket as before.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
