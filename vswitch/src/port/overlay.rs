@@ -4,7 +4,7 @@
 //! `recvmmsg` into 64 KiB buffers: a read may hold several equal-size datagrams the kernel
 //! coalesced (a peer's UDP GSO send, carried whole through veth and bridge), with a
 //! `UDP_GRO` cmsg giving the size. Each datagram is copied into its own packet (VXLAN header
-//! + inner frame) with the sender's address in `meta.tunnel`, and the pipeline's decap stage
+//! and inner frame) with the sender's address in `meta.tunnel`, and the pipeline's decap stage
 //! validates and strips it. Datagrams left over when the batch is full wait for the next
 //! burst (the batch then came back full, so the worker calls again).
 //!
