@@ -92,8 +92,12 @@ fn three_nodes(kind: PortAddKind) {
     .expect("verified cross-node transfer");
     assert_eq!(r.bytes, 100_000_000);
     let s = port_stats(&nodes[0], "overlay");
-    assert!(s.tx_packets > 60_000 && s.rx_packets > 1_000, "went through the overlay: {s:?}");
+    // (The ACKs coming back are few: the receiver's TAP gets long super-frames.)
+    assert!(s.tx_packets > 60_000 && s.rx_packets > 100, "went through the overlay: {s:?}");
     assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+    // The pod's TSO super-frames left as UDP GSO sends, several datagrams each.
+    assert!(s.tx_gso_sends > 0 && s.tx_packets > 4 * s.tx_gso_sends, "UDP GSO used: {s:?}");
+    eprintln!("overlay: {} datagrams, {} UDP GSO sends", s.tx_packets, s.tx_gso_sends);
     let s = port_stats(&nodes[2], "overlay");
     assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
     // The receiving pod's TAP got the decapsulated segments merged into super-frames (an
@@ -390,4 +394,36 @@ fn outer_source_ports_differ_between_flows_and_df_is_set() {
     assert!(ports.len() >= 8, "16 flows spread over outer source ports: {ports:?}");
     assert!(ports.iter().all(|p| *p >= 49152), "{ports:?}");
     assert_eq!(df_clear, 0, "outer DF is set");
+
+    // TCP super-frames take the UDP GSO path (one socket per outer source port, picked by
+    // the inner flow): its datagrams cross the underlay veth whole, with DF set, and 8 flows
+    // spread over several source ports.
+    let (mut gso_ports, mut big, mut df_clear) = (std::collections::BTreeSet::new(), 0, 0);
+    let before = port_stats(&n1, "overlay").tx_gso_sends;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            let to = Endpoint { ns: &n2.pods[0].ns, addr: n2.pods[0].ip };
+            traffic::tcp_throughput(to, &n1.pods[0].ns, 8, Duration::from_millis(800))
+                .expect("tcp streams");
+        });
+        capture.each_for(Duration::from_millis(1500), |f| {
+            let is_vxlan = f.len() > 1514
+                && f[12..14] == [0x08, 0x00]
+                && f[23] == 17
+                && f[26..30] == underlay_ip(1).octets()
+                && f[36..38] == 4789u16.to_be_bytes();
+            if is_vxlan {
+                big += 1;
+                gso_ports.insert(u16::from_be_bytes([f[34], f[35]]));
+                if f[20] & 0x40 == 0 {
+                    df_clear += 1;
+                }
+            }
+        });
+    });
+    let sends = port_stats(&n1, "overlay").tx_gso_sends - before;
+    assert!(sends > 0 && big > 0, "UDP GSO datagrams on the underlay: {sends} sends, {big} seen");
+    assert!(gso_ports.len() >= 3, "8 TCP flows spread over GSO source ports: {gso_ports:?}");
+    assert_eq!(df_clear, 0, "outer DF is set on the GSO path");
 }

@@ -16,6 +16,9 @@
 //! `tx_gro_frames` of those frames carried `tx_gro_merged` of the switch's frames between
 //! them. So the frames a port was handed add up as `tx_packets - tx_gro_frames +
 //! tx_gro_merged` plus its tx drops (which count the switch's frames lost).
+//!
+//! The overlay port sends a super-frame's VXLAN datagrams with UDP GSO: `tx_packets` counts
+//! the datagrams, `tx_gso_sends` the `UDP_SEGMENT` sends that carried them.
 
 use serde::{Deserialize, Serialize};
 
@@ -132,6 +135,9 @@ pub struct PortCounters {
     pub tx_gro_frames: u64,
     /// Frames carried by those `tx_gro_frames`.
     pub tx_gro_merged: u64,
+    /// Overlay port: `UDP_SEGMENT` sends, each carrying several of the `tx_packets`
+    /// datagrams (a super-frame's segments) in one syscall.
+    pub tx_gso_sends: u64,
     /// Frames from this port flooded (broadcast, multicast, unknown unicast).
     pub flooded: u64,
     /// Of `flooded`, unicast frames whose destination MAC was not in the MAC table.
@@ -174,6 +180,7 @@ impl PortCounters {
         self.tx_bytes += other.tx_bytes;
         self.tx_gro_frames += other.tx_gro_frames;
         self.tx_gro_merged += other.tx_gro_merged;
+        self.tx_gso_sends += other.tx_gso_sends;
         self.flooded += other.flooded;
         self.unknown_unicast += other.unknown_unicast;
         self.arp_replies += other.arp_replies;
@@ -197,6 +204,7 @@ impl PortCounters {
             tx_bytes: self.tx_bytes,
             tx_gro_frames: self.tx_gro_frames,
             tx_gro_merged: self.tx_gro_merged,
+            tx_gso_sends: self.tx_gso_sends,
             flooded: self.flooded,
             unknown_unicast: self.unknown_unicast,
             arp_replies: self.arp_replies,
@@ -233,6 +241,9 @@ pub struct PortStatsReport {
     /// Frames carried by those super-frames.
     #[serde(default)]
     pub tx_gro_merged: u64,
+    /// Overlay port: `UDP_SEGMENT` sends (each several of the `tx_packets` datagrams).
+    #[serde(default)]
+    pub tx_gso_sends: u64,
     /// Frames from this port that were flooded.
     pub flooded: u64,
     /// Of `flooded`, unicast frames to a MAC the table did not know.

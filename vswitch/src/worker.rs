@@ -465,6 +465,7 @@ impl Worker {
             c.tx_bytes += out.bytes;
             c.tx_gro_frames += u64::from(out.gro_frames);
             c.tx_gro_merged += u64::from(out.gro_merged);
+            c.tx_gso_sends += u64::from(out.gso_sends);
             c.drops[DropReason::TxQueueFull as usize] += u64::from(out.queue_full);
             c.drops[DropReason::TxError as usize] += u64::from(out.errors);
         }

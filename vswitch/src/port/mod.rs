@@ -87,6 +87,9 @@ pub struct TxOutcome {
     pub gro_frames: u32,
     /// Packets carried by those `gro_frames`.
     pub gro_merged: u32,
+    /// `UDP_SEGMENT` sends that carried a super-frame's datagrams (overlay port; the
+    /// datagrams count in `sent`).
+    pub gso_sends: u32,
 }
 
 /// A device the switch sends and receives frames on.

@@ -1,16 +1,33 @@
 //! The overlay port: VXLAN datagrams on the node's underlay address, in bursts.
 //!
-//! Receive: a UDP socket bound to `underlay_ip:udp_port`, read with `recvmmsg`; each
-//! datagram's payload (VXLAN header + inner frame) lands in a packet buffer with the sender's
-//! address in `meta.tunnel`, and the pipeline's decap stage validates and strips it.
+//! Receive: a UDP socket bound to `underlay_ip:udp_port` with `UDP_GRO` on, read with
+//! `recvmmsg` into 64 KiB buffers: a read may hold several equal-size datagrams the kernel
+//! coalesced (a peer's UDP GSO send, carried whole through veth and bridge), with a
+//! `UDP_GRO` cmsg giving the size. Each datagram is copied into its own packet (VXLAN header
+//! and inner frame) with the sender's address in `meta.tunnel`, and the pipeline's decap stage
+//! validates and strips it. Datagrams left over when the batch is full wait for the next
+//! burst (the batch then came back full, so the worker calls again).
 //!
-//! Send: a raw IPv4 socket (`IPPROTO_RAW`, so the port writes the outer IPv4 and UDP headers
-//! itself) written with `sendmmsg`, each datagram as two pieces: the 36 bytes of outer IPv4 +
-//! UDP + VXLAN built here, then the inner frame straight from its packet buffer. Writing the
-//! UDP header is what lets the source port carry a hash of the inner flow (RFC 7348 §5:
-//! entropy for the underlay's ECMP and RSS) where a bound UDP socket would always use one
-//! port. The outer IPv4 has DF set; the kernel fills in its identification and checksum and
-//! routes it (and resolves the next hop) like any packet of the node.
+//! Send, ordinary frames: a raw IPv4 socket (`IPPROTO_RAW`, so the port writes the outer
+//! IPv4 and UDP headers itself) written with `sendmmsg`, each datagram as pieces: the 36 bytes
+//! of outer IPv4 + UDP + VXLAN built here, then the inner frame straight from its packet
+//! buffer. Writing the UDP header is what lets the source port carry a hash of the inner flow
+//! (RFC 7348 §5: entropy for the underlay's ECMP and RSS) where a bound UDP socket would
+//! always use one port. The outer IPv4 has DF set; the kernel fills in its identification and
+//! checksum and routes it (and resolves the next hop) like any packet of the node.
+//!
+//! Send, TCP super-frames (a pod's TSO, `meta.vnet` GSO): UDP GSO. The segments' VXLAN
+//! payloads (VXLAN header, inner headers rebuilt per segment with complete checksums, the
+//! segment's payload) are built back to back in one preallocated buffer and sent with one
+//! `sendmsg` carrying a `UDP_SEGMENT` cmsg (up to 64 segments / 64 KiB per send) on one of
+//! [`GSO_SOCKETS`] UDP sockets bound to `underlay_ip:0` (each its own ephemeral port, DF
+//! set), picked by the inner flow hash: a flow keeps one outer source port and flows spread
+//! over 16. The kernel splits the send late (or never, on a veth path: the GSO skb crosses
+//! veth and bridge whole and the peer's `UDP_GRO` socket reads it in one go). UDP GSO needs
+//! UDP checksums, so these datagrams always carry one (the kernel's, offloaded), whatever
+//! `udp_checksum` says; RFC 7348 allows either. If the kernel refuses `UDP_SEGMENT` (at setup
+//! or on the first send) the port segments super-frames in software for good, through the
+//! raw socket as before.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -18,10 +35,12 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::gso::{tcp4_segment_headers, tcp4_segmentation, MAX_HDR_LEN as MAX_INNER_HDR};
+use super::gso::{
+    tcp4_segment_headers, tcp4_segmentation, Segmentation, MAX_HDR_LEN as MAX_INNER_HDR,
+};
 use super::{Port, PortId, PortKind, TxOutcome};
-use crate::packet::{Batch, BATCH_SIZE};
-use crate::sys::mmsg::MsgArrays;
+use crate::packet::{Batch, Packet};
+use crate::sys::mmsg::{self, MsgArrays};
 use crate::wire::checksum;
 
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8).
@@ -54,6 +73,107 @@ pub struct OverlayPort {
     heads: Vec<[u8; OUTER_LEN]>,
     inner: Vec<[u8; MAX_INNER_HDR]>,
     queue: Vec<Queued>,
+    /// UDP GSO senders for super-frames; `None` when the kernel refused `UDP_SEGMENT`.
+    gso: Option<GsoTx>,
+    /// Receive buffers (one coalesced `UDP_GRO` read each) and how far they are consumed:
+    /// messages `rx_next..rx_count` of the last `recvmmsg` still hold datagrams, the current
+    /// one from byte `rx_off`.
+    rx_bufs: Vec<Box<[u8]>>,
+    rx_count: usize,
+    rx_next: usize,
+    rx_off: usize,
+}
+
+/// The UDP GSO send side: one UDP socket per outer source port, and the buffer a
+/// super-frame's VXLAN payloads are built in.
+#[derive(Debug)]
+struct GsoTx {
+    socks: Vec<Socket>,
+    buf: Box<[u8]>,
+    /// A `UDP_SEGMENT` send has succeeded (later refusals are per frame, not "unsupported").
+    worked: bool,
+}
+
+/// UDP sockets (so outer source ports) the GSO path spreads flows over.
+pub const GSO_SOCKETS: usize = 16;
+
+/// Most bytes one `UDP_SEGMENT` send carries (the largest UDP payload over IPv4).
+pub const GSO_MAX_BYTES: usize = 65_507;
+
+/// Most segments one `UDP_SEGMENT` send carries (the kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels, 128 on newer ones).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Datagrams read per `recvmmsg`, each into a buffer large enough for a coalesced read.
+const RX_MSGS: usize = 16;
+
+/// Size of a receive buffer: a whole `UDP_GRO` read (at most 64 KiB).
+const RX_BUF_LEN: usize = 65_536;
+
+impl GsoTx {
+    /// Opens the send sockets on `local`, each bound to its own ephemeral port, with DF
+    /// (`IP_PMTUDISC_DO`) and `UDP_SEGMENT` accepted; an error means no UDP GSO here.
+    fn open(local: Ipv4Addr) -> io::Result<GsoTx> {
+        let mut socks = Vec::with_capacity(GSO_SOCKETS);
+        for _ in 0..GSO_SOCKETS {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            let _ = s.set_send_buffer_size(4 << 20);
+            let _ = s.set_recv_buffer_size(4096);
+            let fd = s.as_raw_fd();
+            mmsg::set_int_opt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)?;
+            mmsg::set_int_opt(fd, libc::SOL_UDP, mmsg::UDP_SEGMENT, 0)?;
+            s.bind(&SocketAddrV4::new(local, 0).into())?;
+            s.set_nonblocking(true)?;
+            socks.push(s);
+        }
+        Ok(GsoTx { socks, buf: vec![0u8; GSO_MAX_BYTES].into_boxed_slice(), worked: false })
+    }
+}
+
+/// Builds, in `out`, the VXLAN payloads (VXLAN header with `vni`, then segment `k`'s inner
+/// headers from [`tcp4_segment_headers`] and its payload) of segments `first..` of `seg`'s
+/// split of `frame`, back to back, as many as fit in `out` and [`GSO_MAX_SEGMENTS`]. All but
+/// the frame's last segment have the same size. Returns the bytes written, the segments
+/// written and the size of one full segment's payload (the `UDP_SEGMENT` size); no segments
+/// when not even one fits.
+pub fn build_gso_payloads(
+    frame: &[u8],
+    seg: &Segmentation,
+    first: usize,
+    vni: u32,
+    out: &mut [u8],
+) -> (usize, usize, usize) {
+    let unit = 8 + seg.hdr_len + seg.mss;
+    let fit = (out.len() / unit).min(GSO_MAX_SEGMENTS);
+    let last = seg.count.min(first.saturating_add(fit));
+    let v = vni.to_be_bytes();
+    let mut at = 0;
+    for k in first..last {
+        let start = seg.hdr_len + k * seg.mss;
+        let end = (start + seg.mss).min(frame.len());
+        let payload = &frame[start.min(end)..end];
+        out[at..at + 8].copy_from_slice(&[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
+        at += 8;
+        tcp4_segment_headers(frame, seg, k, payload, &mut out[at..at + seg.hdr_len]);
+        at += seg.hdr_len;
+        out[at..at + payload.len()].copy_from_slice(payload);
+        at += payload.len();
+    }
+    (at, last.saturating_sub(first), unit)
+}
+
+/// The next datagram of a received buffer of `len` bytes read at `off`, when the kernel
+/// coalesced datagrams of `gro` bytes into it (`UDP_GRO`): its byte range, and the offset
+/// after it (the buffer is used up when that reaches `len`). A missing or nonsensical size
+/// (0, or not smaller than `len`) means the buffer is one datagram.
+pub fn gro_segment(len: usize, gro: Option<usize>, off: usize) -> (std::ops::Range<usize>, usize) {
+    let step = match gro {
+        Some(g) if g > 0 && g < len => g,
+        _ => len,
+    };
+    let start = off.min(len);
+    let end = start.saturating_add(step).min(len);
+    (start..end, end)
 }
 
 impl OverlayPort {
@@ -100,20 +220,36 @@ impl OverlayPort {
     pub fn bind(opts: OverlayOptions) -> io::Result<OverlayPort> {
         let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         let _ = rx.set_recv_buffer_size(8 << 20);
+        // Coalesced reads of a sender's GSO datagrams; without it the kernel splits them.
+        let _ = mmsg::set_int_opt(rx.as_raw_fd(), libc::SOL_UDP, mmsg::UDP_GRO, 1);
         rx.bind(&SocketAddrV4::new(opts.local, opts.udp_port).into())?;
         rx.set_nonblocking(true)?;
         let tx = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
         let _ = tx.set_send_buffer_size(8 << 20);
         tx.set_nonblocking(true)?;
+        let gso = match GsoTx::open(opts.local) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!(
+                    "podswitch: overlay: no UDP GSO ({e}); segmenting super-frames in software"
+                );
+                None
+            }
+        };
         Ok(OverlayPort {
             rx: rx.into(),
             tx,
             opts,
-            rx_arrays: MsgArrays::new(BATCH_SIZE),
+            rx_arrays: MsgArrays::with_control(RX_MSGS),
             tx_arrays: MsgArrays::new(TX_MSGS),
             heads: vec![[0u8; OUTER_LEN]; TX_MSGS],
             inner: vec![[0u8; MAX_INNER_HDR]; TX_MSGS],
             queue: Vec::with_capacity(TX_MSGS),
+            gso,
+            rx_bufs: (0..RX_MSGS).map(|_| vec![0u8; RX_BUF_LEN].into_boxed_slice()).collect(),
+            rx_count: 0,
+            rx_next: 0,
+            rx_off: 0,
         })
     }
 }
@@ -202,6 +338,64 @@ struct Queued {
 /// Datagrams per `sendmmsg` call.
 const TX_MSGS: usize = 64;
 
+impl OverlayPort {
+    /// Sends super-frame `pkt`'s segments with `UDP_SEGMENT` sends, one per up to 64 KiB.
+    /// `None` when all were sent or refused for a full queue (counted in `out`); otherwise
+    /// the first segment left for the software path (after a refusal the kernel gave for
+    /// this frame, or for good when it never took one).
+    fn send_gso(
+        &mut self,
+        pkt: &Packet,
+        dst: Ipv4Addr,
+        seg: &Segmentation,
+        out: &mut TxOutcome,
+    ) -> Option<usize> {
+        let Some(g) = self.gso.as_mut() else { return Some(0) };
+        let frame = pkt.data();
+        let sock = &g.socks[flow_hash(frame) as usize % g.socks.len()];
+        let to = SocketAddrV4::new(dst, self.opts.udp_port);
+        let mut first = 0;
+        // Each send takes at least one segment or ends the loop: bounded by `seg.count`.
+        while first < seg.count {
+            let (bytes, n, unit) = build_gso_payloads(frame, seg, first, self.opts.vni, &mut g.buf);
+            if n == 0 || unit > usize::from(u16::MAX) {
+                return Some(first);
+            }
+            match mmsg::send_segmented(sock.as_raw_fd(), to, &g.buf[..bytes], unit as u16) {
+                Ok(_) => {
+                    g.worked = true;
+                    out.sent += n as u32;
+                    out.bytes += (bytes - 8 * n) as u64;
+                    out.gso_sends += 1;
+                    first += n;
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    out.queue_full += (seg.count - first) as u32;
+                    return None;
+                }
+                Err(e) => {
+                    if !g.worked
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                        )
+                    {
+                        eprintln!(
+                            "podswitch: overlay: UDP GSO send refused ({e}); segmenting super-frames in software from now on"
+                        );
+                        self.gso = None;
+                    }
+                    return Some(first);
+                }
+            }
+        }
+        None
+    }
+}
+
 impl Port for OverlayPort {
     fn kind(&self) -> PortKind {
         PortKind::Overlay
@@ -209,16 +403,37 @@ impl Port for OverlayPort {
 
     fn rx_burst(&mut self, batch: &mut Batch, in_port: PortId) -> io::Result<usize> {
         let fd = self.rx.as_raw_fd();
-        let free = batch.free_mut();
-        let n = self.rx_arrays.recv(fd, free.iter_mut().map(|p| p.rx_space()))?;
-        for (i, pkt) in free.iter_mut().enumerate().take(n) {
+        let mut added = 0;
+        // Each turn fills one packet or reads more datagrams (at most once per packet the
+        // batch can still take, and a read of nothing ends it), so this is bounded.
+        while !batch.is_full() {
+            if self.rx_next >= self.rx_count {
+                let want = batch.free_mut().len().min(RX_MSGS);
+                let n =
+                    self.rx_arrays.recv(fd, self.rx_bufs[..want].iter_mut().map(|b| &mut b[..]))?;
+                (self.rx_count, self.rx_next, self.rx_off) = (n, 0, 0);
+                if n == 0 {
+                    break;
+                }
+            }
+            let i = self.rx_next;
             let (len, truncated, from) = self.rx_arrays.received(i);
-            pkt.set_len(if truncated { 0 } else { len });
+            let len = if truncated { 0 } else { len.min(RX_BUF_LEN) };
+            let (range, next) = gro_segment(len, self.rx_arrays.gro_size(i), self.rx_off);
+            self.rx_off = next;
+            if next >= len {
+                (self.rx_next, self.rx_off) = (i + 1, 0);
+            }
+            let Some(pkt) = batch.next_free() else { break };
+            if !pkt.fill_from(&self.rx_bufs[i][range]) {
+                pkt.set_len(0);
+            }
             pkt.meta.in_port = in_port;
             pkt.meta.tunnel = from;
+            batch.commit();
+            added += 1;
         }
-        batch.commit_n(n);
-        Ok(n)
+        Ok(added)
     }
 
     fn tx_burst(&mut self, batch: &Batch, indices: &[u16]) -> TxOutcome {
@@ -245,7 +460,17 @@ impl Port for OverlayPort {
                 out.errors += 1;
                 continue;
             };
-            for k in 0..seg.count {
+            let first = if self.gso.is_some() {
+                // Keep the flow's order: what is queued for the raw socket goes first.
+                self.flush(pkts, &mut out);
+                match self.send_gso(pkt, dst, &seg, &mut out) {
+                    Some(k) => k,
+                    None => continue,
+                }
+            } else {
+                0
+            };
+            for k in first..seg.count {
                 if self.queue.len() == TX_MSGS {
                     self.flush(pkts, &mut out);
                 }
@@ -323,5 +548,126 @@ mod tests {
         for n in 0..80 {
             flow_hash(&vec![0x45; n]);
         }
+    }
+
+    fn super_frame(payload_len: usize) -> (Vec<u8>, Vec<u8>) {
+        let payload: Vec<u8> = (0..payload_len as u32).map(|i| (i * 13 + i / 251) as u8).collect();
+        let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 244, 1, 2], [10, 244, 2, 3], 64)
+            .tcp(40000, 80, 0xffff_f000, 65535)
+            .ack(9)
+            .psh();
+        let mut frame = Vec::new();
+        b.write(&mut frame, &payload).unwrap();
+        (frame, payload)
+    }
+
+    /// Checks the VXLAN payloads of one build: sizes, VXLAN header, inner headers and
+    /// checksums; returns the inner TCP payloads in order.
+    fn check_payloads(
+        buf: &[u8],
+        n: usize,
+        unit: usize,
+        first: usize,
+        seg: &Segmentation,
+    ) -> Vec<u8> {
+        let mut joined = Vec::new();
+        let chunks: Vec<&[u8]> = buf.chunks(unit).collect();
+        assert_eq!(chunks.len(), n);
+        for (j, c) in chunks.iter().enumerate() {
+            let k = first + j;
+            let last = k + 1 == seg.count;
+            if !last {
+                assert_eq!(c.len(), unit, "segment {k} is full size");
+            }
+            assert_eq!(&c[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+            let p = etherparse::SlicedPacket::from_ethernet(&c[8..]).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("segment {k}") };
+            assert_eq!(ip.header().total_len() as usize, c.len() - 8 - 14);
+            assert_eq!(
+                ip.header().to_header().calc_header_checksum(),
+                ip.header().header_checksum()
+            );
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { panic!() };
+            assert_eq!(tcp.sequence_number(), 0xffff_f000u32.wrapping_add((k * seg.mss) as u32));
+            assert_eq!(tcp.psh(), last, "segment {k}");
+            let expect = tcp
+                .to_header()
+                .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expect, "segment {k}");
+            joined.extend_from_slice(tcp.payload());
+        }
+        joined
+    }
+
+    #[test]
+    fn gso_payloads_are_equal_vxlan_datagrams_with_complete_inner_headers() {
+        // 10 segments of 1398 and a short last one of 100.
+        let (frame, payload) = super_frame(10 * 1398 + 100);
+        let seg = tcp4_segmentation(&frame, 1398).unwrap();
+        assert_eq!(seg.count, 11);
+        let mut out = vec![0u8; GSO_MAX_BYTES];
+        let (bytes, n, unit) = build_gso_payloads(&frame, &seg, 0, 0x12_3456, &mut out);
+        assert_eq!((n, unit), (11, 8 + 54 + 1398));
+        assert_eq!(bytes, 10 * unit + 8 + 54 + 100);
+        assert_eq!(check_payloads(&out[..bytes], n, unit, 0, &seg), payload);
+
+        // A buffer for three segments: the frame goes out in four sends (3, 3, 3, 2), the
+        // sequence numbers wrapping past 2^32 on the way.
+        let mut small = vec![0u8; 3 * unit + 10];
+        let (mut first, mut joined) = (0, Vec::new());
+        let mut sends = Vec::new();
+        while first < seg.count {
+            let (bytes, n, u) = build_gso_payloads(&frame, &seg, first, 0x12_3456, &mut small);
+            assert!(n > 0 && u == unit);
+            joined.extend(check_payloads(&small[..bytes], n, unit, first, &seg));
+            sends.push(n);
+            first += n;
+        }
+        assert_eq!(sends, [3, 3, 3, 2]);
+        assert_eq!(joined, payload);
+
+        // A full-size super-frame stays within one UDP datagram and 64 segments per send.
+        let (frame, payload) = super_frame(65_535 - 20 - 20);
+        let seg = tcp4_segmentation(&frame, 1398).unwrap();
+        let (mut first, mut joined) = (0, Vec::new());
+        while first < seg.count {
+            let (bytes, n, unit) = build_gso_payloads(&frame, &seg, first, 0x12_3456, &mut out);
+            assert!(n > 0 && n <= GSO_MAX_SEGMENTS && bytes <= GSO_MAX_BYTES);
+            joined.extend(check_payloads(&out[..bytes], n, unit, first, &seg));
+            first += n;
+        }
+        assert_eq!(joined, payload);
+
+        // Nothing fits: no segments, nothing written out of bounds.
+        assert_eq!(build_gso_payloads(&frame, &seg, 0, 1, &mut out[..100]).1, 0);
+        assert_eq!(build_gso_payloads(&frame, &seg, seg.count, 1, &mut out).1, 0);
+    }
+
+    #[test]
+    fn gro_reads_split_by_segment_size() {
+        let split = |len: usize, gro: Option<usize>| {
+            let (mut off, mut v) = (0, Vec::new());
+            for _ in 0..1000 {
+                let (r, next) = gro_segment(len, gro, off);
+                v.push((r.start, r.end));
+                off = next;
+                if off >= len {
+                    break;
+                }
+            }
+            v
+        };
+        assert_eq!(split(4000, Some(1472)), [(0, 1472), (1472, 2944), (2944, 4000)]);
+        assert_eq!(split(2944, Some(1472)), [(0, 1472), (1472, 2944)]);
+        assert_eq!(split(1000, None), [(0, 1000)]);
+        // Nonsense sizes: the read is one datagram.
+        assert_eq!(split(1000, Some(0)), [(0, 1000)]);
+        assert_eq!(split(1000, Some(1000)), [(0, 1000)]);
+        assert_eq!(split(1000, Some(5000)), [(0, 1000)]);
+        assert_eq!(split(0, Some(7)), [(0, 0)]);
+        assert_eq!(split(5, Some(1)).len(), 5);
+        assert_eq!(gro_segment(10, Some(4), 99), (10..10, 10));
     }
 }
