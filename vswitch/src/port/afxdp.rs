@@ -26,7 +26,7 @@
 //! "checksum trap" of `IO-NOTES.md`), and veth turns off the pod end's segmentation while an
 //! XDP program is attached in native mode.
 //!
-//! Memory: one UMEM per port (8 MiB with the defaults). The next step is one UMEM per
+//! Memory: one UMEM per port (16 MiB with the defaults). The next step is one UMEM per
 //! worker shared by its ports (`XDP_SHARED_UMEM`), which would let forwarding between two
 //! AF_XDP ports move a descriptor from one ring to another instead of copying through a
 //! batch packet.
