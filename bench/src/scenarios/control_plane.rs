@@ -145,8 +145,9 @@ fn measure_podswitch(
     let dir = vswitch::lab::topology::ScratchDir::new("pswcp").map_err(|e| e.to_string())?;
     let cidr = vswitch::cidr::Ipv4Cidr::new(std::net::Ipv4Addr::new(10, 244, 1, 0), 24)
         .expect("valid CIDR");
-    let mut config = vswitch::config::Config::for_node("bench", cidr, dir.path().join("s.sock"));
-    config.host_port = None;
+    // A node as it runs in a cluster: host port and cluster DNS on, so every Service change
+    // also republishes the DNS names.
+    let config = vswitch::config::Config::for_node("bench", cidr, dir.path().join("s.sock"));
     let exe = crate::peers::switch_exe().map_err(|e| e.to_string())?;
     let switch = vswitch::lab::topology::SwitchProcess::start(&exe, &ns, &config)
         .map_err(|e| e.to_string())?;

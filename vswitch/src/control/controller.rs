@@ -22,7 +22,9 @@ use std::time::Instant;
 use crate::cidr::Ipv4IfAddr;
 use crate::config::{Config, PeerConfig, MAX_MTU, MIN_MTU};
 use crate::control::api::*;
-use crate::dns::server::{publish, shared_names, DnsCounters, DnsServer, SharedNames};
+use crate::dns::server::{
+    edit as edit_names, publish, shared_names, DnsCounters, DnsServer, SharedNames,
+};
 use crate::dns::NameTable;
 use crate::pipeline::gateway::NodePortPath;
 use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
@@ -375,13 +377,14 @@ impl Controller {
             started: Instant::now(),
             dns,
         };
-        controller.services_changed(&mut controller.state());
+        controller.services_changed(&mut controller.state(), None);
         Ok(controller)
     }
 
     /// Brings what follows the Service table up to date with `st.services`: the NodePort
-    /// filter's port map and the DNS responder's names.
-    fn services_changed(&self, st: &mut State) {
+    /// filter's port map and the DNS responder's names (only `changed`'s name when one
+    /// Service changed, all of them after an apply).
+    fn services_changed(&self, st: &mut State, changed: Option<(&str, &str)>) {
         if let Some((map, in_map)) = &mut st.node_ports {
             let want: BTreeSet<(L4Proto, u16)> =
                 st.services.node_ports().map(|(port, proto)| (proto, port)).collect();
@@ -397,7 +400,15 @@ impl Controller {
             }
             *in_map = want;
         }
-        self.publish_names(st);
+        match changed {
+            Some((namespace, name)) => {
+                let Some((_, shared)) = &self.dns else { return };
+                let vips: Vec<Ipv4Addr> =
+                    st.services.ports_of(namespace, name).iter().map(|k| k.vip).collect();
+                edit_names(shared, |t| t.set_service(namespace, name, &vips));
+            }
+            None => self.publish_names(st),
+        }
     }
 
     /// Hands the DNS responder the names of the Services in `st` (built off the packet path;
@@ -583,7 +594,7 @@ impl Controller {
             .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
         // The worker accepted it, so the mirror does too.
         let _ = st.services.upsert(spec.clone(), cidr);
-        self.services_changed(&mut st);
+        self.services_changed(&mut st, Some((&spec.namespace, &spec.name)));
         Ok(spec)
     }
 
@@ -601,7 +612,7 @@ impl Controller {
             ));
         }
         st.services.remove(&namespace, &name);
-        self.services_changed(&mut st);
+        self.services_changed(&mut st, Some((&namespace, &name)));
         self.worker
             .call(|reply| Command::ServiceRemove { namespace, name, reply })
             .map_err(unavailable)?
@@ -667,7 +678,7 @@ impl Controller {
         })?;
         let n = table.len();
         st.services = table.clone();
-        self.services_changed(&mut st);
+        self.services_changed(&mut st, None);
         let table = Box::new(table);
         let old = self
             .worker

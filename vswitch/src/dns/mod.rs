@@ -175,6 +175,33 @@ impl NameTable {
         })
     }
 
+    /// Sets the VIPs of one Service name (none: the name goes), so a single Service change
+    /// costs one hash update instead of a rebuild. Names that are not DNS-1123 labels are
+    /// ignored, as in [`NameTable::from_services`].
+    pub fn set_service(&mut self, namespace: &str, name: &str, vips: &[Ipv4Addr]) {
+        if !is_label(name) || !is_label(namespace) {
+            return;
+        }
+        let mut sorted = vips.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.is_empty() {
+            if let Some(services) = self.namespaces.get_mut(namespace) {
+                if services.remove(name).is_some() {
+                    self.len -= 1;
+                }
+                if services.is_empty() {
+                    self.namespaces.remove(namespace);
+                }
+            }
+            return;
+        }
+        let services = self.namespaces.entry(namespace.to_string()).or_default();
+        if services.insert(name.to_string(), sorted).is_none() {
+            self.len += 1;
+        }
+    }
+
     /// The cluster domain (lowercase, no trailing dot).
     pub fn cluster_domain(&self) -> &str {
         &self.domain
@@ -716,6 +743,29 @@ mod tests {
             names.lookup("web.default.svc.cluster.local"),
             Some(&[Ipv4Addr::new(10, 96, 0, 9), Ipv4Addr::new(10, 96, 0, 20)][..])
         );
+    }
+
+    #[test]
+    fn dns_one_service_changes_in_place_like_a_rebuild() {
+        let specs = [
+            spec("web", "default", [10, 96, 0, 20], 80),
+            spec("db", "default", [10, 96, 0, 21], 5432),
+        ];
+        let mut names = NameTable::from_services(&specs[..1], DOMAIN).unwrap();
+        names.set_service("default", "db", &[Ipv4Addr::new(10, 96, 0, 21)]);
+        let rebuilt = NameTable::from_services(&specs, DOMAIN).unwrap();
+        for n in ["web.default.svc.cluster.local", "db.default.svc.cluster.local"] {
+            assert_eq!(names.lookup(n), rebuilt.lookup(n), "{n}");
+        }
+        assert_eq!(names.len(), 2);
+        names.set_service("default", "web", &[]);
+        assert_eq!(names.lookup("web.default.svc.cluster.local"), None);
+        assert_eq!(names.len(), 1);
+        names.set_service("default", "db", &[]);
+        names.set_service("default", "db", &[]);
+        assert!(names.is_empty());
+        names.set_service("default", "Bad_Name", &[Ipv4Addr::new(10, 96, 0, 22)]);
+        assert!(names.is_empty(), "not a DNS label");
     }
 
     proptest! {

@@ -42,6 +42,13 @@ pub fn publish(shared: &SharedNames, names: NameTable) {
     *shared.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(names);
 }
 
+/// Edits the table the responder answers from in place (cloning it only if a query holds
+/// it at that moment).
+pub fn edit(shared: &SharedNames, f: impl FnOnce(&mut NameTable)) {
+    let mut guard = shared.write().unwrap_or_else(PoisonError::into_inner);
+    f(Arc::make_mut(&mut guard));
+}
+
 /// Most TCP connections served at once; more are closed as soon as they are accepted.
 pub const MAX_TCP_CONNECTIONS: usize = 64;
 
