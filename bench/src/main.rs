@@ -58,6 +58,10 @@ struct Cli {
     /// Do not rewrite `docs/benchmarks.md` after a full `all` run.
     #[arg(long, global = true)]
     no_docs: bool,
+    /// Run every podswitch in busy-poll-only mode (`[worker] busy_poll = "always"`: its
+    /// worker never sleeps), as OVS's PMD threads do.
+    #[arg(long, global = true)]
+    busy_poll: bool,
     /// CPU for client-side traffic threads (senders, request loops).
     #[arg(long, global = true, default_value_t = 0)]
     client_cpu: usize,
@@ -144,6 +148,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         ));
     }
     vswitch::lab::traffic::set_placement(Some(client_cpu), Some(server_cpu));
+    peers::set_busy_poll(cli.busy_poll);
     let mut peers = cli.peers.clone();
     peers.sort();
     peers.dedup();
@@ -165,7 +170,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         placement: format!(
             "client-side traffic threads pinned to CPU {client_cpu}, server-side threads to CPU \
              {server_cpu}, for every peer; the datapath itself (switch process, OVS threads, \
-             kernel softirq) is left to the scheduler"
+             kernel softirq) is left to the scheduler{}",
+            if cli.busy_poll { "; podswitch in busy-poll-only mode" } else { "" }
         ),
         scenarios: Vec::new(),
     };

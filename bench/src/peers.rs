@@ -70,6 +70,21 @@ impl FromStr for Peer {
     }
 }
 
+/// Whether podswitch's worker busy-polls without ever sleeping in this run (`--busy-poll`).
+static BUSY_POLL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets how every podswitch this run starts polls (see `bench --busy-poll`).
+pub fn set_busy_poll(on: bool) {
+    BUSY_POLL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The run's polling mode applied to a switch's configuration.
+fn polling(config: &mut vswitch::config::Config) {
+    if BUSY_POLL.load(std::sync::atomic::Ordering::Relaxed) {
+        config.worker.busy_poll = vswitch::config::BusyPoll::Always;
+    }
+}
+
 /// MTU of same-node pods.
 pub const MTU: u32 = 1500;
 
@@ -158,7 +173,7 @@ impl SameNode {
                     pod_cidr,
                     pods,
                     kind,
-                    |_| {},
+                    polling,
                 )?;
                 let pid =
                     node.switch.pid().ok_or_else(|| io::Error::other("switch not running"))?;
@@ -248,7 +263,7 @@ impl CrossNode {
                         &[podswitch_peer(other)],
                         MTU,
                         None,
-                        |_| {},
+                        polling,
                     )
                 };
                 let (p1, p2) = (p(&mut ul, 1, 2)?, p(&mut ul, 2, 1)?);
