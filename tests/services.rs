@@ -679,7 +679,10 @@ fn node_ports_take_connections_from_a_client_on_the_underlay() {
     web.node_port = Some(30_080);
     let mut udp = spec("echo", VIP, 53, L4Proto::Udp, eps);
     udp.node_port = Some(30_053);
-    for s in [web, udp] {
+    // An endpoint where nothing listens: its kernel's port unreachable must reach the client.
+    let mut closed = spec("closed", VIP, 54, L4Proto::Udp, vec![ep(a, 9_999)]);
+    closed.node_port = Some(30_054);
+    for s in [web, udp, closed] {
         call(&n1, Request::ServiceAdd(s));
     }
     let node = |port| SocketAddrV4::new(underlay_ip(1), port);
@@ -707,6 +710,10 @@ fn node_ports_take_connections_from_a_client_on_the_underlay() {
         }
         let mut got = vec![0u8; 1000];
         c.read_exact(&mut got).unwrap();
+        // The endpoint's ICMP port unreachable comes back translated: a socket connected to
+        // the node's address takes it as "refused".
+        let e = udp_ask_from(&client, 43_999, node(30_054)).unwrap_err();
+        assert_eq!(e.kind(), IoKind::ConnectionRefused, "translated ICMP error: {e}");
         // A port no Service has is the kernel's: refused, not swallowed by the switch.
         let e = connect(&client, node(30_099)).unwrap_err();
         assert_eq!(e.kind(), IoKind::ConnectionRefused, "{e}");

@@ -20,7 +20,9 @@
 //!   (`conntrack_full`) and evicts nothing.
 //! - **ICMP errors about a translated connection** coming back from the endpoint side
 //!   (port unreachable, fragmentation needed, TTL exceeded) are translated too, quoted header
-//!   included, so the client sees them come from the Service address it used.
+//!   included, so the client sees them come from the Service address it used. For a
+//!   source-NATed connection (hairpin, NodePort) the error is also readdressed from the
+//!   stand-in address to the client; a NodePort client's leaves by the node-port port.
 //! - Anything else passes untouched.
 //!
 //! After the destination rewrite the packet is still addressed to the gateway MAC (the client
@@ -237,7 +239,13 @@ pub fn run(
             if from_node_port.is_some() {
                 drop_packet(&mut pkt.meta.action, in_port, DropReason::NodePortUnknown, counters);
             } else {
-                icmp_error_from_endpoint(pkt, nat, now);
+                match icmp_error_from_endpoint(pkt, nat, gw, now) {
+                    Some(Action::Drop(reason)) => {
+                        drop_packet(&mut pkt.meta.action, in_port, reason, counters)
+                    }
+                    Some(action) => pkt.meta.action = action,
+                    None => {}
+                }
             }
             continue;
         };
@@ -417,24 +425,29 @@ fn mac_at(d: &[u8], at: usize) -> MacAddr {
 /// endpoint saw it: client -> endpoint. The client only recognizes it if it speaks of the
 /// Service address it used, so the quoted destination and the error's source become the VIP
 /// again (checksums fixed: quoted IP header, outer IP header, ICMP).
-fn icmp_error_from_endpoint(pkt: &mut Packet, nat: &mut ServiceNat, now: Instant) {
+fn icmp_error_from_endpoint(
+    pkt: &mut Packet,
+    nat: &mut ServiceNat,
+    gw: &Gateway,
+    now: Instant,
+) -> Option<Action> {
     if nat.conntrack.is_empty()
         || pkt.meta.vlan.is_some()
         || pkt.meta.ethertype != u16::from(EtherType::Ipv4)
         || pkt.meta.ip_proto != u8::from(IpProtocol::Icmp)
     {
-        return;
+        return None;
     }
     let (l3, l4) = (usize::from(pkt.meta.l3_offset), usize::from(pkt.meta.l4_offset));
     let d = pkt.data();
     if l4 == 0 || !matches!(d.get(l4), Some(3 | 11 | 12)) {
-        return;
+        return None;
     }
     let q = l4 + 8;
-    let Some(&vihl) = d.get(q) else { return };
+    let &vihl = d.get(q)?;
     let q4 = q + usize::from(vihl & 0x0f) * 4;
     if vihl >> 4 != 4 || d.len() < q4 + 4 || !matches!(d[q + 9], 6 | 17) {
-        return;
+        return None;
     }
     let ip = |o: usize| Ipv4Addr::new(d[o], d[o + 1], d[o + 2], d[o + 3]);
     let port = |o: usize| u16::from_be_bytes([d[o], d[o + 1]]);
@@ -446,10 +459,27 @@ fn icmp_error_from_endpoint(pkt: &mut Packet, nat: &mut ServiceNat, now: Instant
         proto: d[q + 9],
     };
     // The quoted packet went client -> endpoint: the reverse of the connection's reply key.
-    let Some((id, Dir::Reply)) = nat.conntrack.lookup(&quoted.reversed(), now) else { return };
-    let Some(n) = nat.conntrack.get(id).map(|e| e.nat) else { return };
+    let Some((id, Dir::Reply)) = nat.conntrack.lookup(&quoted.reversed(), now) else {
+        return None;
+    };
+    let entry = *nat.conntrack.get(id)?;
+    let n = entry.nat;
     let outer_src = ip(l3 + 12);
     let d = pkt.data_mut();
+    if let Some((snat_ip, _)) = n.snat {
+        // Source-NATed (hairpin, NodePort): the endpoint quoted, and answered, the address
+        // the switch stood in with; the client is who must hear it.
+        let (client, cport) = (entry.original.src, entry.original.sport);
+        d[q + 12..q + 16].copy_from_slice(&client.octets());
+        d[q4..q4 + 2].copy_from_slice(&cport.to_be_bytes());
+        let c =
+            checksum::update_addr(u16::from_be_bytes([d[q + 10], d[q + 11]]), &snat_ip, &client);
+        d[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
+        d[l3 + 16..l3 + 20].copy_from_slice(&client.octets());
+        let c =
+            checksum::update_addr(u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]), &snat_ip, &client);
+        d[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
     if outer_src == n.backend {
         d[l3 + 12..l3 + 16].copy_from_slice(&n.vip.octets());
         let c =
@@ -465,6 +495,15 @@ fn icmp_error_from_endpoint(pkt: &mut Packet, nat: &mut ServiceNat, now: Instant
     d[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
     let c = checksum::checksum(&d[l4..end]);
     d[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+    // A NodePort client is reached through the node-port interface, like the replies.
+    let np = gw.node_port.filter(|np| n.vip == np.ip)?;
+    let Some(mac) = nat.node_clients.get(entry.original.src) else {
+        return Some(Action::Drop(DropReason::NodePortUnknown));
+    };
+    let d = pkt.data_mut();
+    d[..6].copy_from_slice(&mac.0);
+    d[6..12].copy_from_slice(&np.mac.0);
+    Some(Action::Forward(np.port))
 }
 
 fn proto_of(p: u8) -> L4Proto {
@@ -635,6 +674,43 @@ mod tests {
         let (_, out) = run(&mut p, NP, &q, &mut c);
         assert_eq!(udp_view(&out), (GW_IP, sport, IP_B, 8080));
         assert_eq!(p.nat.conntrack.len(), 1);
+    }
+
+    #[test]
+    fn icmp_errors_about_node_port_flows_reach_the_client_from_the_node_address() {
+        use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
+        let mut p = pipeline();
+        let mut c = vec![PortCounters::default(); 4];
+        let q = udp_frame(CLIENT_MAC, NODE_MAC, CLIENT_IP, NODE_IP, 5555, 30_080, b"query");
+        let (_, out) = run(&mut p, NP, &q, &mut c);
+        let (_, sport, _, _) = udp_view(&out);
+        // The endpoint's kernel answers "port unreachable", quoting what it got: the IPv4
+        // header and 8 bytes of UDP, gateway:sport -> endpoint:8080.
+        let quoted = &out[14..14 + 28];
+        let b = PacketBuilder::ethernet2(MAC_B.0, GW_MAC.0)
+            .ipv4(IP_B.octets(), GW_IP.octets(), 64)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
+        let mut err = Vec::new();
+        b.write(&mut err, quoted).unwrap();
+        let (action, out) = run(&mut p, PortId(2), &err, &mut c);
+        assert_eq!(action, Action::Forward(NP), "out of the node-port interface");
+        assert_eq!(&out[..6], &CLIENT_MAC.0);
+        let s = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = s.net else { panic!("not IPv4") };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!((h.source, h.destination), (NODE_IP.octets(), CLIENT_IP.octets()));
+        let Some(TransportSlice::Icmpv4(icmp)) = s.transport else { panic!("not ICMP") };
+        let want = icmp.icmp_type().calc_checksum(icmp.payload());
+        assert_eq!(icmp.checksum(), want, "ICMP checksum");
+        let inner = icmp.payload();
+        assert_eq!(&inner[12..16], &CLIENT_IP.octets(), "quoted source: the client");
+        assert_eq!(&inner[16..20], &NODE_IP.octets(), "quoted destination: the node");
+        assert_eq!(&inner[20..22], &5555u16.to_be_bytes());
+        assert_eq!(&inner[22..24], &30_080u16.to_be_bytes());
+        let qh = etherparse::Ipv4HeaderSlice::from_slice(&inner[..20]).unwrap().to_header();
+        assert_eq!(qh.header_checksum, qh.calc_header_checksum(), "quoted header checksum");
+        assert_ne!(sport, 5555);
     }
 
     #[test]
