@@ -82,6 +82,13 @@ fn udp_round_trips(kind: PortAddKind) {
     let s = port_stats(&n, "pod2");
     assert!(s.rx_packets >= 2000 && s.tx_packets >= 2000, "{s:?}");
     assert_eq!(s.drops.values().sum::<u64>(), 0, "no drops: {s:?}");
+    // An AF_XDP port also reports what its socket dropped before the switch saw it.
+    if kind == PortAddKind::Afxdp {
+        assert_eq!(s.device_drops.get("xsk_rx_ring_full"), Some(&0), "{s:?}");
+        assert_eq!(s.device_drops.values().sum::<u64>(), 0, "{s:?}");
+    } else {
+        assert!(s.device_drops.is_empty(), "{s:?}");
+    }
 }
 
 #[test]

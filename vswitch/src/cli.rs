@@ -492,7 +492,8 @@ pub fn render(reply: &Reply) -> String {
                         p.tx_bytes.to_string(),
                         p.flooded.to_string(),
                         p.arp_replies.to_string(),
-                        p.drops.values().sum::<u64>().to_string(),
+                        (p.drops.values().sum::<u64>() + p.device_drops.values().sum::<u64>())
+                            .to_string(),
                     ]
                 })
                 .collect();

@@ -217,6 +217,7 @@ impl PortCounters {
                 .filter(|r| self.drops[**r as usize] > 0)
                 .map(|r| (r.label().to_string(), self.drops[*r as usize]))
                 .collect(),
+            device_drops: Default::default(),
         }
     }
 }
@@ -263,6 +264,11 @@ pub struct PortStatsReport {
     pub service_rejects: u64,
     /// Drops by reason label; reasons with no drops are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Drops the device counted before the switch saw the frames (an AF_XDP socket's
+    /// `xsk_rx_ring_full`, `xsk_fill_ring_empty`, ...), by name; absent for devices that
+    /// report none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub device_drops: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -203,6 +203,19 @@ pub enum Command {
     },
 }
 
+/// One port in a [`StatsSnapshot`].
+#[derive(Debug, Clone)]
+pub struct PortSnapshot {
+    /// The port.
+    pub id: PortId,
+    /// Its counters.
+    pub counters: PortCounters,
+    /// The error that stopped it, if any.
+    pub failed: Option<String>,
+    /// The drops its device counted ([`Port::device_drops`]).
+    pub device_drops: Vec<(&'static str, u64)>,
+}
+
 /// The MAC table as listed.
 #[derive(Debug, Clone)]
 pub struct FdbSnapshot {
@@ -221,8 +234,8 @@ pub struct FdbSnapshot {
 /// Counters of every port and table.
 #[derive(Debug, Clone)]
 pub struct StatsSnapshot {
-    /// Per port (by id) counters, and the error that stopped the port if any.
-    pub ports: Vec<(PortId, PortCounters, Option<String>)>,
+    /// Every port's counters.
+    pub ports: Vec<PortSnapshot>,
     /// MAC table size.
     pub fdb_len: usize,
     /// MAC table event counters.
@@ -592,7 +605,12 @@ impl Worker {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, s)| {
-                        s.as_ref().map(|s| (PortId(i as u16), self.counters[i], s.failed.clone()))
+                        s.as_ref().map(|s| PortSnapshot {
+                            id: PortId(i as u16),
+                            counters: self.counters[i],
+                            failed: s.failed.clone(),
+                            device_drops: s.port.device_drops(),
+                        })
                     })
                     .collect();
                 let _ = reply.send(StatsSnapshot {
@@ -731,7 +749,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(h[0].take_sent().is_empty(), "known unicast is not flooded");
         let stats = w.call(|reply| Command::Stats { reply }).unwrap();
-        let c1 = stats.ports.iter().find(|p| p.0 == PortId(1)).unwrap().1;
+        let c1 = stats.ports.iter().find(|p| p.id == PortId(1)).unwrap().counters;
         assert_eq!(c1.rx_packets, 2);
         assert_eq!(c1.unknown_unicast, 1);
         assert_eq!(c1.tx_packets, 1);

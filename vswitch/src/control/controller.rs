@@ -1096,7 +1096,7 @@ impl Controller {
             .iter()
             .map(|(name, rec)| {
                 let failure =
-                    snap.ports.iter().find(|p| p.0 == rec.id).and_then(|p| p.2.as_deref());
+                    snap.ports.iter().find(|p| p.id == rec.id).and_then(|p| p.failed.as_deref());
                 self.info(name, rec, failure)
             })
             .collect();
@@ -1148,8 +1148,12 @@ impl Controller {
             ports: snap
                 .ports
                 .iter()
-                .map(|(id, c, _)| {
-                    c.to_report(names.get(id).map(String::as_str).unwrap_or("(detached)"))
+                .map(|p| {
+                    let name = names.get(&p.id).map(String::as_str).unwrap_or("(detached)");
+                    let mut r = p.counters.to_report(name);
+                    r.device_drops =
+                        p.device_drops.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                    r
                 })
                 .collect(),
             fdb_size: snap.fdb_len as u64,

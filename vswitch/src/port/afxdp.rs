@@ -350,6 +350,19 @@ impl Port for AfXdpPort {
         out
     }
 
+    fn device_drops(&self) -> Vec<(&'static str, u64)> {
+        match self.statistics() {
+            Ok(st) => vec![
+                ("xsk_rx_ring_full", st.rx_ring_full),
+                ("xsk_fill_ring_empty", st.rx_fill_ring_empty_descs),
+                ("xsk_rx_dropped", st.rx_dropped),
+                ("xsk_rx_invalid_descs", st.rx_invalid_descs),
+                ("xsk_tx_invalid_descs", st.tx_invalid_descs),
+            ],
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.wake.as_raw_fd())
     }

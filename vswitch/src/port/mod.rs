@@ -108,4 +108,10 @@ pub trait Port: Send + std::fmt::Debug {
     /// A file descriptor that becomes readable when `rx_burst` has frames, for ports the
     /// worker waits on; `None` for ports it must poll.
     fn poll_fd(&self) -> Option<RawFd>;
+
+    /// Drops the device itself counted, before the switch saw the frames (read on the
+    /// control path, when stats are asked for). Most devices report none.
+    fn device_drops(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
