@@ -275,30 +275,20 @@ impl Gro {
                 write(GroFrame { vnet, frame, segments: 1 });
                 continue;
             };
-            if let Some(mut r) = run.take() {
+            if let Some(r) = run.take() {
                 if let Some(ids) = r.accepts(&self.buf[..r.first.hdr_len], frame, &seg) {
-                    self.append(&mut r, frame, seg, ids);
-                    if r.closed() {
-                        write(self.finish(&r));
-                    } else {
-                        run = Some(r);
-                    }
+                    run = self.grow(r, frame, seg, ids, &mut write);
                     continue;
                 }
                 write(self.finish(&r));
             } else if let Some((f, v, first)) = held.take() {
-                let mut r = Run::new(first);
+                let r = Run::new(first);
                 if let Some(ids) = r.accepts(f, frame, &seg) {
                     if self.buf.is_empty() {
                         self.buf = vec![0u8; MAX_MERGED_LEN].into_boxed_slice();
                     }
                     self.buf[..first.end].copy_from_slice(&f[..first.end]);
-                    self.append(&mut r, frame, seg, ids);
-                    if r.closed() {
-                        write(self.finish(&r));
-                    } else {
-                        run = Some(r);
-                    }
+                    run = self.grow(r, frame, seg, ids, &mut write);
                     continue;
                 }
                 write(GroFrame { vnet: v, frame: f, segments: 1 });
@@ -314,6 +304,25 @@ impl Gro {
         }
         if let Some((f, v, _)) = held {
             write(GroFrame { vnet: v, frame: f, segments: 1 });
+        }
+    }
+
+    /// Appends `seg` to the run `r`: a run that can take no more is written out at once, an
+    /// open one is handed back.
+    fn grow<W: FnMut(GroFrame<'_>)>(
+        &mut self,
+        mut r: Run,
+        frame: &[u8],
+        seg: Seg,
+        ids: Ids,
+        write: &mut W,
+    ) -> Option<Run> {
+        self.append(&mut r, frame, seg, ids);
+        if r.closed() {
+            write(self.finish(&r));
+            None
+        } else {
+            Some(r)
         }
     }
 
