@@ -205,10 +205,11 @@ fn a_tap_pod_and_an_afxdp_pod_exchange_tcp_both_ways() {
 
 #[test]
 fn a_busy_polling_pinned_worker_forwards_like_the_default_one() {
-    use vswitch::config::{BusyPoll, WorkerConfig};
+    use vswitch::config::{BusyPoll, Pinning, WorkerConfig};
     require_root!();
     let n = node_with(EXE, 2, |c| {
-        c.worker = WorkerConfig { busy_poll: BusyPoll::Always, cpu: Some(0) }
+        c.worker =
+            WorkerConfig { count: 1, busy_poll: BusyPoll::Always, pin: Pinning::Cpus(vec![0]) }
     });
     let (a, b) = (&n.pods[0], &n.pods[1]);
     ping_ok(&a.ns, b.ip);

@@ -1,7 +1,8 @@
 //! MAC learning: unknown unicast floods until the destination is learned, entries age out,
 //! a full table stops learning (and floods) without forgetting what it knows, and a station
 //! that moves is followed. Every scenario runs with TAP pods and with AF_XDP pods (the
-//! `_afxdp` tests).
+//! `_afxdp` tests), each with two workers (whose MAC tables must agree through their
+//! announcements) and with one (`_one_worker`).
 
 use std::time::Duration;
 
@@ -53,8 +54,8 @@ fn fdb_port_of(n: &PodswitchNode, mac: MacAddr) -> Option<String> {
     fdb(n).entries.into_iter().find(|e| e.mac == mac).map(|e| e.port)
 }
 
-fn flood_until_learned(kind: PortAddKind) {
-    let n = node_kind(EXE, 3, kind);
+fn flood_until_learned(kind: PortAddKind, workers: usize) {
+    let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
     let (x, y) = (test_mac(1), test_mac(2));
     let before = port_stats(&n, "pod1").unknown_unicast;
     assert_eq!(send_and_watch(&n, 0, &[frame(y, x)], &[1, 2]), vec![1, 1], "flooded to both");
@@ -68,8 +69,11 @@ fn flood_until_learned(kind: PortAddKind) {
     assert_eq!(port_stats(&n, "pod1").unknown_unicast, before + 1, "no new unknown unicast");
 }
 
-fn age_out(kind: PortAddKind) {
-    let n = node_with_kind(EXE, 2, kind, |c| c.fdb.aging = Duration::from_secs(2));
+fn age_out(kind: PortAddKind, workers: usize) {
+    let n = node_with_kind(EXE, 2, kind, |c| {
+        c.fdb.aging = Duration::from_secs(2);
+        c.worker.count = workers;
+    });
     let x = test_mac(10);
     send_and_watch(&n, 0, &[frame(test_mac(11), x)], &[1]);
     assert_eq!(fdb_port_of(&n, x).as_deref(), Some("pod1"));
@@ -88,8 +92,11 @@ fn age_out(kind: PortAddKind) {
     assert_eq!(send_and_watch(&n, 1, &[frame(x, test_mac(12))], &[0]), vec![1]);
 }
 
-fn full_table(kind: PortAddKind) {
-    let n = node_with_kind(EXE, 3, kind, |c| c.fdb.max_entries = 8);
+fn full_table(kind: PortAddKind, workers: usize) {
+    let n = node_with_kind(EXE, 3, kind, |c| {
+        c.fdb.max_entries = 8;
+        c.worker.count = workers;
+    });
     // Let the pods' own MACs be learned first.
     ping_ok(&n.pods[1].ns, n.pods[2].ip);
     let frames: Vec<Vec<u8>> = (100..130).map(|i| frame(test_mac(999), test_mac(i))).collect();
@@ -110,8 +117,8 @@ fn full_table(kind: PortAddKind) {
     assert_eq!(fdb_port_of(&n, n.pods[1].mac).as_deref(), Some("pod2"));
 }
 
-fn station_moves(kind: PortAddKind) {
-    let n = node_kind(EXE, 3, kind);
+fn station_moves(kind: PortAddKind, workers: usize) {
+    let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
     let x = test_mac(42);
     send_and_watch(&n, 0, &[frame(test_mac(43), x)], &[]);
     assert_eq!(fdb_port_of(&n, x).as_deref(), Some("pod1"));
@@ -123,50 +130,55 @@ fn station_moves(kind: PortAddKind) {
     assert_eq!(send_and_watch(&n, 2, &[frame(x, test_mac(44))], &[0, 1]), vec![0, 1]);
 }
 
-#[test]
-fn unknown_unicast_is_flooded_until_learned() {
-    require_root!();
-    flood_until_learned(PortAddKind::Tap);
+/// Each scenario for both port kinds and for two workers and one.
+macro_rules! matrix {
+    ($scenario:ident: $tap:ident, $afxdp:ident, $tap1:ident, $afxdp1:ident) => {
+        #[test]
+        fn $tap() {
+            require_root!();
+            $scenario(PortAddKind::Tap, 2);
+        }
+
+        #[test]
+        fn $afxdp() {
+            require_root!();
+            $scenario(PortAddKind::Afxdp, 2);
+        }
+
+        #[test]
+        fn $tap1() {
+            require_root!();
+            $scenario(PortAddKind::Tap, 1);
+        }
+
+        #[test]
+        fn $afxdp1() {
+            require_root!();
+            $scenario(PortAddKind::Afxdp, 1);
+        }
+    };
 }
 
-#[test]
-fn unknown_unicast_is_flooded_until_learned_afxdp() {
-    require_root!();
-    flood_until_learned(PortAddKind::Afxdp);
-}
+matrix!(flood_until_learned:
+    unknown_unicast_is_flooded_until_learned,
+    unknown_unicast_is_flooded_until_learned_afxdp,
+    unknown_unicast_is_flooded_until_learned_one_worker,
+    unknown_unicast_is_flooded_until_learned_afxdp_one_worker);
 
-#[test]
-fn entries_age_out_after_the_configured_time() {
-    require_root!();
-    age_out(PortAddKind::Tap);
-}
+matrix!(age_out:
+    entries_age_out_after_the_configured_time,
+    entries_age_out_after_the_configured_time_afxdp,
+    entries_age_out_after_the_configured_time_one_worker,
+    entries_age_out_after_the_configured_time_afxdp_one_worker);
 
-#[test]
-fn entries_age_out_after_the_configured_time_afxdp() {
-    require_root!();
-    age_out(PortAddKind::Afxdp);
-}
+matrix!(full_table:
+    a_full_table_stops_learning_floods_and_keeps_known_stations,
+    a_full_table_stops_learning_floods_and_keeps_known_stations_afxdp,
+    a_full_table_stops_learning_floods_and_keeps_known_stations_one_worker,
+    a_full_table_stops_learning_floods_and_keeps_known_stations_afxdp_one_worker);
 
-#[test]
-fn a_full_table_stops_learning_floods_and_keeps_known_stations() {
-    require_root!();
-    full_table(PortAddKind::Tap);
-}
-
-#[test]
-fn a_full_table_stops_learning_floods_and_keeps_known_stations_afxdp() {
-    require_root!();
-    full_table(PortAddKind::Afxdp);
-}
-
-#[test]
-fn a_station_that_moves_is_followed() {
-    require_root!();
-    station_moves(PortAddKind::Tap);
-}
-
-#[test]
-fn a_station_that_moves_is_followed_afxdp() {
-    require_root!();
-    station_moves(PortAddKind::Afxdp);
-}
+matrix!(station_moves:
+    a_station_that_moves_is_followed,
+    a_station_that_moves_is_followed_afxdp,
+    a_station_that_moves_is_followed_one_worker,
+    a_station_that_moves_is_followed_afxdp_one_worker);

@@ -153,7 +153,7 @@ fn podswitch_and_a_kernel_vxlan_node_exchange_traffic_both_ways() {
         assert_eq!(r.bytes, 20_000_000);
     }
     let s = port_stats(&ps, "overlay");
-    assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+    assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}\n{}", ps.switch.log_text());
 }
 
 fn call(node: &PodswitchNode, req: Request) -> Result<Reply, ClientError> {
@@ -215,7 +215,7 @@ fn peers_added_and_removed_at_runtime_while_other_traffic_flows() {
         assert_eq!(r.bytes, 60_000_000);
     });
     let s = port_stats(&n2, "overlay");
-    assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+    assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}\n{}", n2.switch.log_text());
 }
 
 fn ip_mtu(sock: &UdpSocket) -> i32 {

@@ -164,6 +164,8 @@ fn through_a_vip_reach_every_endpoint(kind: PortAddKind) {
             tcp_seen[usize::from(id)] += 1;
         }
         let mut udp_seen = [0u32; 3];
+        // Kept open to the end, so no two flows share a source port (and a tracked entry).
+        let mut sockets = Vec::new();
         for _ in 0..30 {
             let u = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
             u.connect(SocketAddrV4::new(VIP, 53)).unwrap();
@@ -174,6 +176,7 @@ fn through_a_vip_reach_every_endpoint(kind: PortAddKind) {
             let got = u.recv(&mut b).expect("UDP answer from the VIP");
             assert_eq!(got, 1);
             udp_seen[usize::from(b[0])] += 1;
+            sockets.push(u);
         }
         stop.store(true, Ordering::Relaxed);
         assert!(

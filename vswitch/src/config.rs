@@ -111,9 +111,15 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct WorkerSection {
     #[serde(default)]
+    count: Option<usize>,
+    #[serde(default)]
     busy_poll: Option<String>,
     #[serde(default)]
     cpu: Option<usize>,
+    #[serde(default)]
+    cpus: Option<Vec<usize>>,
+    #[serde(default)]
+    pin: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,14 +401,52 @@ pub enum BusyPoll {
     Always,
 }
 
-/// The packet worker's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The packet workers' settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// How it waits for frames.
+    /// How many worker threads run (default: one per CPU).
+    pub count: usize,
+    /// How they wait for frames.
     pub busy_poll: BusyPoll,
-    /// The CPU its thread is pinned to, if any.
-    pub cpu: Option<usize>,
+    /// Where they run.
+    pub pin: Pinning,
 }
+
+/// Where worker threads are pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinning {
+    /// Worker `i` on CPU `i` (modulo the CPUs there are): the default.
+    Auto,
+    /// Not pinned: the kernel's scheduler places them.
+    Off,
+    /// Worker `i` on `cpus[i]`.
+    Cpus(Vec<usize>),
+}
+
+impl WorkerConfig {
+    /// One worker, unpinned, with the default busy-poll window (tests, benchmarks of the
+    /// pipeline alone).
+    pub fn single() -> WorkerConfig {
+        WorkerConfig { count: 1, busy_poll: BusyPoll::After(DEFAULT_BUSY_POLL), pin: Pinning::Off }
+    }
+
+    /// The CPU worker `i` is pinned to, if any.
+    pub fn cpu_of(&self, i: usize) -> Option<usize> {
+        match &self.pin {
+            Pinning::Auto => Some(i % cpus()),
+            Pinning::Off => None,
+            Pinning::Cpus(c) => c.get(i).copied(),
+        }
+    }
+}
+
+/// CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Most worker threads a switch runs.
+pub const MAX_WORKERS: usize = 64;
 
 /// Default busy-poll window after the last frame.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
@@ -699,8 +743,11 @@ impl Config {
             BusyPoll::Always => "\n[worker]\nbusy_poll = \"always\"\n".to_string(),
             BusyPoll::After(d) => format!("\n[worker]\nbusy_poll = \"{}us\"\n", d.as_micros()),
         };
-        if let Some(cpu) = self.worker.cpu {
-            s += &format!("cpu = {cpu}\n");
+        s += &format!("count = {}\n", self.worker.count);
+        match &self.worker.pin {
+            Pinning::Auto => {}
+            Pinning::Off => s += "pin = false\n",
+            Pinning::Cpus(c) => s += &format!("cpus = {c:?}\n"),
         }
         if let Some(np) = &self.node_port {
             s += &format!(
@@ -888,16 +935,49 @@ impl WorkerSection {
                 }
             }
         };
-        if let Some(cpu) = self.cpu {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if cpu >= n {
-                return Err(invalid(
-                    "worker.cpu",
-                    format!("CPU {cpu} does not exist here (CPUs 0 to {})", n - 1),
-                ));
+        let (field, list) = match (self.cpu, self.cpus) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("worker.cpu", "give either cpu (one worker) or cpus, not both"))
             }
-        }
-        Ok(WorkerConfig { busy_poll, cpu: self.cpu })
+            (Some(cpu), None) => ("worker.cpu", Some(vec![cpu])),
+            (None, Some(list)) => ("worker.cpus", Some(list)),
+            (None, None) => ("", None),
+        };
+        let n = cpus();
+        // Without a count, one worker per CPU listed, or per CPU there is.
+        let count = match self.count {
+            None => list.as_ref().map_or(n, |l| l.len().max(1)),
+            Some(c) if (1..=MAX_WORKERS).contains(&c) => c,
+            Some(c) => {
+                return Err(invalid(
+                    "worker.count",
+                    format!("{c} workers: from 1 to {MAX_WORKERS}"),
+                ))
+            }
+        };
+        let pin = match (list, self.pin) {
+            (Some(_), Some(false)) => {
+                return Err(invalid(field, "CPUs given while pin = false"));
+            }
+            (Some(list), _) => {
+                if let Some(cpu) = list.iter().find(|&&c| c >= n) {
+                    return Err(invalid(
+                        field,
+                        format!("CPU {cpu} does not exist here (CPUs 0 to {})", n - 1),
+                    ));
+                }
+                if list.len() != count {
+                    return Err(invalid(
+                        field,
+                        format!("{} CPUs for {count} workers: give one per worker", list.len()),
+                    ));
+                }
+                Pinning::Cpus(list)
+            }
+            (None, Some(false)) => Pinning::Off,
+            (None, _) => Pinning::Auto,
+        };
+        Ok(WorkerConfig { count, busy_poll, pin })
     }
 }
 
@@ -1146,7 +1226,10 @@ mod tests {
              [dns]\ncluster_domain = \"corp.example\"\nlisten_port = 5353\n"
         ))
         .unwrap();
-        assert_eq!(c.worker, WorkerConfig { busy_poll: BusyPoll::Always, cpu: Some(0) });
+        assert_eq!(
+            c.worker,
+            WorkerConfig { count: 1, busy_poll: BusyPoll::Always, pin: Pinning::Cpus(vec![0]) }
+        );
         assert_eq!(c.node_port.as_ref().unwrap().address, Ipv4Addr::new(192, 168, 5, 1));
         let d = c.dns.as_ref().unwrap();
         assert_eq!((d.vip, d.port, d.listen_port), (Ipv4Addr::new(10, 96, 0, 10), 53, 5353));
@@ -1159,6 +1242,17 @@ mod tests {
         };
         bad("[worker]\nbusy_poll = \"sometimes\"\n", "worker.busy_poll");
         bad("[worker]\ncpu = 4096\n", "worker.cpu");
+        bad("[worker]\ncount = 0\n", "worker.count");
+        bad("[worker]\ncount = 65\n", "worker.count");
+        bad("[worker]\ncount = 2\ncpus = [0]\n", "worker.cpus");
+        bad("[worker]\ncount = 1\ncpus = [0]\npin = false\n", "worker.cpus");
+        bad("[worker]\ncpu = 0\ncpus = [0]\n", "worker.cpu");
+        let d = Config::parse(MINIMAL).unwrap().worker;
+        assert_eq!((d.count, d.pin.clone()), (cpus(), Pinning::Auto), "one pinned worker per CPU");
+        let two = Config::parse(&format!("{MINIMAL}[worker]\ncount = 2\npin = false\n")).unwrap();
+        assert_eq!((two.worker.count, two.worker.cpu_of(1)), (2, None));
+        let round = Config::parse(&two.to_toml()).unwrap();
+        assert_eq!(round.worker, two.worker, "written back as read");
         bad("[node_port]\ninterface = \"eth1\"\n", "node_port.address");
         bad("[dns]\nvip = \"10.0.0.10\"\n", "dns.vip");
         bad("[dns]\ncluster_domain = \"Bad_Domain\"\n", "dns.cluster_domain");

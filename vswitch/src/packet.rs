@@ -43,6 +43,9 @@ pub enum Action {
     /// The frame was rewritten into an answer (ARP reply, ICMP echo reply) for its sender:
     /// send it back out of the port it came in on.
     Reply,
+    /// Moved to another worker, which finishes it (the flow's connection-tracking state
+    /// lives there); this batch's slot holds an empty buffer.
+    Handed,
     /// Dropped; the reason is counted against the ingress port.
     Drop(DropReason),
 }
@@ -380,6 +383,30 @@ impl Batch {
     }
 
     /// The packets of the current burst.
+    /// Takes packet `i` out of the batch (to hand it to another worker), leaving
+    /// `replacement` (an empty buffer) in its slot marked [`Action::Handed`], so later stages
+    /// and the output plan skip it. `Err` (nothing changed, `replacement` given back) when
+    /// `i` is not a packet of the batch.
+    pub fn take(&mut self, i: usize, mut replacement: Packet) -> Result<Packet, Packet> {
+        if i >= self.len {
+            return Err(replacement);
+        }
+        replacement.len = 0;
+        replacement.meta = Meta { action: Action::Handed, ..Meta::default() };
+        Ok(std::mem::replace(&mut self.pkts[i], replacement))
+    }
+
+    /// Appends a whole packet (one handed over by another worker) and returns the empty
+    /// buffer its slot held; gives `pkt` back when the batch is full.
+    pub fn push_packet(&mut self, pkt: Packet) -> Result<Packet, Packet> {
+        if self.len >= self.pkts.len() {
+            return Err(pkt);
+        }
+        let old = std::mem::replace(&mut self.pkts[self.len], pkt);
+        self.len += 1;
+        Ok(old)
+    }
+
     #[inline]
     pub fn packets(&self) -> &[Packet] {
         &self.pkts[..self.len]

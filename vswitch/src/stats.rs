@@ -118,6 +118,10 @@ drop_reasons! {
     TxError => "tx_error",
     /// The port's receive failed with an error other than "no more frames".
     RxError => "rx_error",
+    /// Bound for another worker (the one tracking the flow's connection, or the one owning
+    /// the output port's only queue) while the ring to it was full or no spare buffer was
+    /// free.
+    HandoffFull => "handoff_full",
 }
 
 /// Counters of one port. See the module doc for which ones add up.
@@ -156,6 +160,12 @@ pub struct PortCounters {
     /// endpoint removed under an open connection, an unknown port on a Service address),
     /// answered with a TCP reset or ICMP port unreachable.
     pub service_rejects: u64,
+    /// Frames from this port handed to the worker that tracks their flow's connection (flow
+    /// steering; only with several workers).
+    pub steered: u64,
+    /// Frames for this port passed to the worker that owns its only queue (only with several
+    /// workers, for single-queue ports).
+    pub tx_handoffs: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -188,6 +198,8 @@ impl PortCounters {
         self.routed += other.routed;
         self.frag_needed += other.frag_needed;
         self.service_rejects += other.service_rejects;
+        self.steered += other.steered;
+        self.tx_handoffs += other.tx_handoffs;
         for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
             *d += o;
         }
@@ -212,6 +224,8 @@ impl PortCounters {
             routed: self.routed,
             frag_needed: self.frag_needed,
             service_rejects: self.service_rejects,
+            steered: self.steered,
+            tx_handoffs: self.tx_handoffs,
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.drops[**r as usize] > 0)
@@ -262,6 +276,12 @@ pub struct PortStatsReport {
     /// Packets from this port to a Service answered with a reset / port unreachable.
     #[serde(default)]
     pub service_rejects: u64,
+    /// Frames from this port handed to the worker tracking their flow (flow steering).
+    #[serde(default)]
+    pub steered: u64,
+    /// Frames for this port passed to the worker owning its only queue.
+    #[serde(default)]
+    pub tx_handoffs: u64,
     /// Drops by reason label; reasons with no drops are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Drops the device counted before the switch saw the frames (an AF_XDP socket's

@@ -196,16 +196,20 @@ impl Controller {
     pub fn start(config: Config) -> Result<Controller, StartError> {
         let mut netlink = Netlink::open()
             .map_err(|source| StartError::Setup { step: "netlink socket", source })?;
-        let pipeline = crate::pipeline::Pipeline::new(&config);
-        let worker = WorkerHandle::spawn_with(pipeline, config.ports.max_ports, config.worker)
-            .map_err(|source| StartError::Setup { step: "worker thread", source })?;
+        let worker = WorkerHandle::spawn_with(
+            |steering| crate::pipeline::Pipeline::for_worker(&config, steering),
+            config.ports.max_ports,
+            config.worker.clone(),
+        )
+        .map_err(|source| StartError::Setup { step: "worker thread", source })?;
+        let queues = worker.count();
         let mut ports = BTreeMap::new();
         let mut ids = vec![false; config.ports.max_ports];
         let mut macs = HashSet::new();
         let mut host_index = None;
         if let Some(hp) = &config.host_port {
             let err = |step, source| StartError::HostPort { name: hp.name.clone(), step, source };
-            let tap = create_tap(&hp.name).map_err(|e| err("create", e))?;
+            let taps = create_tap(&hp.name, queues).map_err(|e| err("create", e))?;
             let link = netlink
                 .link_get(&hp.name)
                 .map_err(|e| err("look up", e))?
@@ -220,7 +224,7 @@ impl Controller {
                 .map_err(|e| err("add gateway address", e))?;
             netlink.link_set_up(link.index, true).map_err(|e| err("set up", e))?;
             host_index = Some(link.index);
-            let port = Box::new(TapPort::new(tap.into_file(), PortKind::Host, true));
+            let port = tap_ports(taps, PortKind::Host);
             let record = PortRecord {
                 id: PortId(0),
                 kind: PortKind::Host,
@@ -230,10 +234,9 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: gw, prefix_len: config.node.pod_cidr.prefix_len() }),
                 mtu: config.node.mtu,
             };
-            let id = add_own_port(&worker, &mut ids, &mut ports, &hp.name, port, record)?;
-            worker
-                .call(|reply| Command::SetHostPort { id: Some(id), reply })
-                .map_err(|e| StartError::Worker(e.to_string()))?;
+            add_own_port(&worker, &mut ids, &mut ports, &hp.name, port, record, |id| {
+                worker.call(|reply| Command::SetHostPort { id: Some(id), reply })
+            })?;
         }
         macs.insert(config.node.gateway_mac);
         if let Some(h) = host_index {
@@ -262,17 +265,15 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
                 mtu: ov.underlay_mtu,
             };
-            let id = add_own_port(
+            add_own_port(
                 &worker,
                 &mut ids,
                 &mut ports,
                 OVERLAY_PORT_NAME,
-                Box::new(port),
+                vec![Box::new(port)],
                 record,
+                |id| worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply }),
             )?;
-            worker
-                .call(|reply| Command::SetOverlayPort { id: Some(id), reply })
-                .map_err(|e| StartError::Worker(e.to_string()))?;
             for p in &ov.peers {
                 if let Some(h) = host_index {
                     netlink
@@ -322,18 +323,18 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
                 mtu: link.mtu,
             };
-            let id = add_own_port(
+            add_own_port(
                 &worker,
                 &mut ids,
                 &mut ports,
                 NODE_PORT_PORT_NAME,
-                Box::new(port),
+                vec![Box::new(port)],
                 record,
+                |id| {
+                    let path = Some(NodePortPath { port: id, ip, mac });
+                    worker.call(|reply| Command::SetNodePort { path, reply })
+                },
             )?;
-            let path = Some(NodePortPath { port: id, ip, mac });
-            worker
-                .call(|reply| Command::SetNodePort { path, reply })
-                .map_err(|e| StartError::Worker(e.to_string()))?;
             node_ports = Some((map, BTreeSet::new()));
         }
         let pool = IpPool::new(config.node.pod_cidr, &[config.node.gateway]);
@@ -349,10 +350,9 @@ impl Controller {
             let server = DnsServer::spawn(at, names.clone())
                 .map_err(|e| err(&format!("listen on {at}"), e))?;
             for spec in dns_services(&config) {
-                let s = spec.clone();
                 let cidr = config.services.cidr;
                 worker
-                    .call(|reply| Command::ServiceUpsert { spec: s, cidr, reply })
+                    .call(|reply| Command::ServiceUpsert { spec: spec.clone(), cidr, reply })
                     .map_err(|e| StartError::Worker(e.to_string()))?
                     .map_err(StartError::Worker)?;
                 services.upsert(spec, cidr).map_err(|e| StartError::Worker(e.to_string()))?;
@@ -457,7 +457,7 @@ impl Controller {
             Request::ServiceDel(args) => self.service_del(&args).map(Reply::Service),
             Request::ServiceList => self
                 .worker
-                .call(|reply| Command::ServiceList { reply })
+                .ask(|reply| Command::ServiceList { reply })
                 .map(|services| Reply::Services { services })
                 .map_err(unavailable),
             Request::EndpointSet(args) => self.endpoint_set(args),
@@ -465,12 +465,12 @@ impl Controller {
             Request::ConntrackList(args) => self.conntrack_list(args.limit.unwrap_or(1000)),
             Request::ConntrackFlush => self
                 .worker
-                .call(|reply| Command::ConntrackFlush { reply })
+                .conntrack_flush()
                 .map(|n| Reply::Flushed { removed: n as u64 })
                 .map_err(unavailable),
             Request::ConntrackStats => self
                 .worker
-                .call(|reply| Command::ConntrackStats { reply })
+                .conntrack_stats()
                 .map(|(len, max, counters)| {
                     Reply::ConntrackStats(ConntrackStatsReply {
                         entries: len as u64,
@@ -540,7 +540,7 @@ impl Controller {
         }
         let p = peer.clone();
         self.worker
-            .call(|reply| Command::PeerUpsert { peer: p, reply })
+            .call(|reply| Command::PeerUpsert { peer: p.clone(), reply })
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::ResourceExhausted, e))?;
         if let Some(h) = st.host_index {
@@ -555,11 +555,11 @@ impl Controller {
                     let _ = match undo {
                         Some(o) => self
                             .worker
-                            .call(|reply| Command::PeerUpsert { peer: o, reply })
+                            .call(|reply| Command::PeerUpsert { peer: o.clone(), reply })
                             .map(|_| ()),
                         None => self
                             .worker
-                            .call(|reply| Command::PeerRemove { name, reply })
+                            .call(|reply| Command::PeerRemove { name: name.clone(), reply })
                             .map(|_| ()),
                     };
                     return Err(failed(&format!("route {} to the host port", peer.pod_cidr), e));
@@ -589,7 +589,7 @@ impl Controller {
         let mut st = self.state();
         let s = spec.clone();
         self.worker
-            .call(|reply| Command::ServiceUpsert { spec: s, cidr, reply })
+            .call(|reply| Command::ServiceUpsert { spec: s.clone(), cidr, reply })
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e))?;
         // The worker accepted it, so the mirror does too.
@@ -614,7 +614,11 @@ impl Controller {
         st.services.remove(&namespace, &name);
         self.services_changed(&mut st, Some((&namespace, &name)));
         self.worker
-            .call(|reply| Command::ServiceRemove { namespace, name, reply })
+            .call(|reply| Command::ServiceRemove {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                reply,
+            })
             .map_err(unavailable)?
             .into_iter()
             .next()
@@ -640,11 +644,17 @@ impl Controller {
             ApiError::field(kind, &format!("args.{}", e.field), e.reason)
         })?;
         self.worker
-            .call(|reply| Command::EndpointsSet { namespace, name, port, endpoints, reply })
+            .call(|reply| Command::EndpointsSet {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                port,
+                endpoints: endpoints.clone(),
+                reply,
+            })
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::Failed, e))?;
         let services =
-            self.worker.call(|reply| Command::ServiceList { reply }).map_err(unavailable)?;
+            self.worker.ask(|reply| Command::ServiceList { reply }).map_err(unavailable)?;
         Ok(Reply::Applied {
             services: services.len() as u64,
             elapsed_us: started.elapsed().as_micros() as u64,
@@ -679,21 +689,14 @@ impl Controller {
         let n = table.len();
         st.services = table.clone();
         self.services_changed(&mut st, None);
-        let table = Box::new(table);
-        let old = self
-            .worker
-            .call(|reply| Command::ServicesReplace { table, reply })
-            .map_err(unavailable)?;
+        let old = self.worker.services_replace(table).map_err(unavailable)?;
         let elapsed_us = started.elapsed().as_micros() as u64;
         drop(old);
         Ok(Reply::Applied { services: n as u64, elapsed_us })
     }
 
     fn conntrack_list(&self, limit: usize) -> Result<Reply, ApiError> {
-        let entries = self
-            .worker
-            .call(|reply| Command::ConntrackList { limit, reply })
-            .map_err(unavailable)?;
+        let entries = self.worker.conntrack_list(limit).map_err(unavailable)?;
         let now = Instant::now();
         Ok(Reply::Conntrack { entries: entries.iter().map(|e| conntrack_info(e, now)).collect() })
     }
@@ -710,7 +713,9 @@ impl Controller {
             ));
         };
         let n = name.to_string();
-        self.worker.call(|reply| Command::PeerRemove { name: n, reply }).map_err(unavailable)?;
+        self.worker
+            .call(|reply| Command::PeerRemove { name: n.clone(), reply })
+            .map_err(unavailable)?;
         if let Some(h) = st.host_index {
             let _ = st.netlink.route_del(
                 peer.pod_cidr.network(),
@@ -908,14 +913,14 @@ impl Controller {
         rec: &PortRecord,
         ip: Ipv4IfAddr,
     ) -> Result<(), ApiError> {
-        let tap = create_tap(tmp_name).map_err(|e| failed("create TAP", e))?;
+        let taps =
+            create_tap(tmp_name, self.worker.count()).map_err(|e| failed("create TAP", e))?;
         let link = netlink
             .link_get(tmp_name)
             .map_err(|e| failed("look up TAP", e))?
             .ok_or_else(|| ApiError::new(ErrorKind::Failed, format!("TAP {tmp_name} vanished")))?;
         self.configure_pod_side(netlink, ns, link.index, rec, ip)?;
-        let port = Box::new(TapPort::new(tap.into_file(), PortKind::Tap, true));
-        self.hand_to_worker(rec, ip, port)
+        self.hand_to_worker(rec, ip, tap_ports(taps, PortKind::Tap))
     }
 
     /// Creates a pod's veth pair, configures the pod end as [`Controller::attach`] does a
@@ -974,7 +979,7 @@ impl Controller {
         if let Some(why) = port.native_refused() {
             eprintln!("podswitch: {host}: native XDP refused, attached in skb mode: {why}");
         }
-        self.hand_to_worker(rec, ip, Box::new(port))
+        self.hand_to_worker(rec, ip, vec![Box::new(port)])
     }
 
     /// Configures a pod's interface, which exists as link `index` in the switch's
@@ -1031,11 +1036,10 @@ impl Controller {
         &self,
         rec: &PortRecord,
         ip: Ipv4IfAddr,
-        port: Box<dyn Port>,
+        queues: Vec<Box<dyn Port>>,
     ) -> Result<(), ApiError> {
-        let id = rec.id;
         self.worker
-            .call(|reply| Command::AddPort { id, port, neighbor: Some((ip.addr, rec.mac)), reply })
+            .add_port(rec.id, queues, Some((ip.addr, rec.mac)))
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::Failed, format!("attach: {e}")))
     }
@@ -1053,8 +1057,7 @@ impl Controller {
             ));
         }
         let id = rec.id;
-        let removed =
-            self.worker.call(|reply| Command::RemovePort { id, reply }).map_err(unavailable)?;
+        let removed = self.worker.remove_port(id).map_err(unavailable)?;
         // Dropping the port closes the TAP: the pod's interface, its address and routes go.
         // An AF_XDP port's drop detaches its program and closes its socket; its veth goes
         // with the host end.
@@ -1089,7 +1092,7 @@ impl Controller {
     }
 
     fn port_list(&self) -> Result<Vec<PortInfo>, ApiError> {
-        let snap = self.worker.call(|reply| Command::Stats { reply }).map_err(unavailable)?;
+        let snap = self.worker.stats().map_err(unavailable)?;
         let st = self.state();
         let mut v: Vec<PortInfo> = st
             .ports
@@ -1109,7 +1112,7 @@ impl Controller {
     }
 
     fn fdb_list(&self) -> Result<FdbReply, ApiError> {
-        let snap = self.worker.call(|reply| Command::FdbList { reply }).map_err(unavailable)?;
+        let snap = self.worker.fdb_list().map_err(unavailable)?;
         let names = self.names_by_id();
         Ok(FdbReply {
             entries: snap
@@ -1136,13 +1139,12 @@ impl Controller {
                 ApiError::field(ErrorKind::NotFound, "args.port", format!("no port named {name:?}"))
             })?),
         };
-        let n =
-            self.worker.call(|reply| Command::FdbFlush { port: id, reply }).map_err(unavailable)?;
+        let n = self.worker.fdb_flush(id).map_err(unavailable)?;
         Ok(Reply::Flushed { removed: n as u64 })
     }
 
     fn stats(&self) -> Result<StatsReply, ApiError> {
-        let snap = self.worker.call(|reply| Command::Stats { reply }).map_err(unavailable)?;
+        let snap = self.worker.stats().map_err(unavailable)?;
         let names = self.names_by_id();
         Ok(StatsReply {
             ports: snap
@@ -1177,23 +1179,28 @@ impl Controller {
     }
 }
 
-/// Hands a port the switch owns itself (host, overlay, node-port) to the worker under the
+/// Hands a port the switch owns itself (host, overlay, node-port) to the workers under the
 /// lowest free id and records it as `name` (`record`'s id is filled in). Returns the id.
+/// `role` tells the workers what the port is *before* it is attached, so no frame is ever
+/// treated as from (or flooded to) an ordinary port in between.
+#[allow(clippy::too_many_arguments)]
 fn add_own_port(
     worker: &WorkerHandle,
     ids: &mut [bool],
     ports: &mut BTreeMap<String, PortRecord>,
     name: &str,
-    port: Box<dyn Port>,
+    queues: Vec<Box<dyn Port>>,
     mut record: PortRecord,
+    role: impl FnOnce(PortId) -> Result<(), WorkerGone>,
 ) -> Result<PortId, StartError> {
     let slot = ids
         .iter()
         .position(|used| !used)
         .ok_or_else(|| StartError::Worker("no free port id for the switch's own ports".into()))?;
     let id = PortId(slot as u16);
+    role(id).map_err(|e| StartError::Worker(e.to_string()))?;
     worker
-        .call(|reply| Command::AddPort { id, port, neighbor: None, reply })
+        .add_port(id, queues, None)
         .map_err(|e| StartError::Worker(e.to_string()))?
         .map_err(StartError::Worker)?;
     ids[slot] = true;
@@ -1245,10 +1252,23 @@ pub const TAP_OFFLOADS: u32 =
 
 /// A TAP device with virtio-net headers and [`TAP_OFFLOADS`]: the kernel hands the switch
 /// 64 KiB TCP super-frames with one `read`, and takes them back with one `write`.
-fn create_tap(name: &str) -> io::Result<TapDevice> {
-    let tap = TapDevice::create(name, TapOptions { vnet_hdr: true, multi_queue: false })?;
-    tap.set_offload(TAP_OFFLOADS)?;
-    Ok(tap)
+/// With several workers the device has one queue per worker.
+fn create_tap(name: &str, queues: usize) -> io::Result<Vec<TapDevice>> {
+    let opts = TapOptions { vnet_hdr: true, multi_queue: queues > 1 };
+    let first = TapDevice::create(name, opts)?;
+    first.set_offload(TAP_OFFLOADS)?;
+    let mut taps = vec![first];
+    for _ in 1..queues {
+        taps.push(TapDevice::open_queue(name, opts)?);
+    }
+    Ok(taps)
+}
+
+/// The ports over a TAP device's queues, in worker order.
+fn tap_ports(taps: Vec<TapDevice>, kind: PortKind) -> Vec<Box<dyn Port>> {
+    taps.into_iter()
+        .map(|t| Box::new(TapPort::new(t.into_file(), kind, true)) as Box<dyn Port>)
+        .collect()
 }
 
 fn conntrack_info(e: &CtEntry, now: Instant) -> ConntrackEntryInfo {

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use crate::packet::{Action, Batch};
+use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::fdb::{Fdb, FdbKey};
 use crate::wire::MacAddr;
@@ -22,13 +23,15 @@ fn mac_at(frame: &[u8], offset: usize) -> MacAddr {
 
 /// Learns the source MAC of every undecided packet on its ingress port. The gateway MAC is
 /// only accepted from the host port (it is the host port's address); from anywhere else the
-/// frame is a spoof and is dropped.
+/// frame is a spoof and is dropped. With `announced`, what the other workers should hear of
+/// (new stations, moves, refreshes due) is appended there (it never grows past the batch).
 pub fn learn(
     batch: &mut Batch,
     fdb: &mut Fdb,
     gateway: &Gateway,
     counters: &mut [PortCounters],
     now: Instant,
+    mut announced: Option<&mut Vec<(FdbKey, PortId)>>,
 ) {
     for pkt in batch.packets_mut() {
         if pkt.meta.action != Action::Continue {
@@ -45,7 +48,13 @@ pub fn learn(
             drop_packet(&mut pkt.meta.action, in_port, DropReason::SrcMacGateway, counters);
             continue;
         }
-        fdb.learn(FdbKey::new(pkt.meta.vlan, src), in_port, now);
+        let key = FdbKey::new(pkt.meta.vlan, src);
+        let learned = fdb.learn(key, in_port, now);
+        if let Some(out) = announced.as_deref_mut() {
+            if learned.announce() && out.len() < out.capacity() {
+                out.push((key, in_port));
+            }
+        }
     }
 }
 
@@ -115,7 +124,7 @@ mod tests {
         let mut b = Batch::new();
         b.push_frame(PortId(port), frame);
         classify::run(&mut b, c);
-        learn(&mut b, fdb, gw, c, now);
+        learn(&mut b, fdb, gw, c, now, None);
         forward(&mut b, fdb, c, now);
         b.packets()[0].meta.action
     }

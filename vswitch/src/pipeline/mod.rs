@@ -24,6 +24,7 @@ pub mod nat;
 pub mod output;
 pub mod overlay;
 pub mod reply;
+pub mod steer;
 
 use std::time::Instant;
 
@@ -54,13 +55,32 @@ pub struct Pipeline {
     pub overlay: Option<Overlay>,
     /// Services and the connections through them.
     pub nat: ServiceNat,
+    /// With several workers: MAC table changes the other workers should hear of, filled by
+    /// the learn stage, emptied by the worker after each batch. Without: never filled.
+    pub announced: Vec<(crate::tables::fdb::FdbKey, PortId)>,
 }
 
 impl Pipeline {
     /// A pipeline with empty tables for `config`'s node. The host port, if any, is set once it
     /// has been attached ([`Gateway::host_port`]).
     pub fn new(config: &Config) -> Pipeline {
+        Pipeline::for_worker(config, steer::Steering::default())
+    }
+
+    /// The pipeline of one of several workers: its connection-tracking table counts against
+    /// the node's `conntrack.max_entries` and marks reply destinations for flow steering, and
+    /// its MAC table changes are collected for the others.
+    pub fn for_worker(config: &Config, steering: steer::Steering) -> Pipeline {
+        let workers = steering.workers.max(1);
+        let ct = conntrack_config(&config.conntrack);
+        // Each table reserves its share up front; the limit is the node's, shared.
+        let mut conntrack = Conntrack::with_reserve(ct, ct.max_entries.div_ceil(workers));
+        if workers > 1 {
+            conntrack.set_marks(steering.marks.clone(), config.node.gateway);
+            conntrack.share_limit(steering.conntrack_len.clone());
+        }
         Pipeline {
+            announced: Vec::with_capacity(if workers > 1 { crate::packet::BATCH_SIZE } else { 0 }),
             fdb: Fdb::new(config.fdb),
             neigh: NeighTable::new(config.ports.max_ports),
             gateway: Gateway {
@@ -77,9 +97,10 @@ impl Pipeline {
                     config.services.max_services,
                     config.services.maglev_table_size,
                 ),
-                conntrack: Conntrack::new(conntrack_config(&config.conntrack)),
-                affinity: nat::Affinity::new(config.conntrack.max_entries),
+                conntrack,
+                affinity: nat::Affinity::new(config.conntrack.max_entries.div_ceil(workers)),
                 node_clients: nat::NodeClients::new(nat::MAX_NODE_CLIENTS),
+                steer: steering,
             },
             overlay: config.overlay.as_ref().map(|o| {
                 let mut peers = PeerTable::new(o.max_peers);
@@ -101,11 +122,23 @@ impl Pipeline {
     /// Runs every stage over `batch`. `counters` is indexed by port id and must cover every
     /// `in_port` in the batch.
     pub fn run(&mut self, batch: &mut Batch, counters: &mut [PortCounters], now: Instant) {
+        self.run_front(batch, counters);
+        self.run_back(batch, counters, now);
+    }
+
+    /// The stages that need no table: decapsulation and classification. With several
+    /// workers, flow steering runs between these and [`Pipeline::run_back`].
+    pub fn run_front(&mut self, batch: &mut Batch, counters: &mut [PortCounters]) {
         if let Some(ov) = &self.overlay {
             overlay::decap(batch, ov, self.gateway.mac, counters);
         }
         classify::run(batch, counters);
-        l2::learn(batch, &mut self.fdb, &self.gateway, counters, now);
+    }
+
+    /// The stages over the tables, for packets [`Pipeline::run_front`] has classified.
+    pub fn run_back(&mut self, batch: &mut Batch, counters: &mut [PortCounters], now: Instant) {
+        let announced = (self.nat.steer.workers > 1).then_some(&mut self.announced);
+        l2::learn(batch, &mut self.fdb, &self.gateway, counters, now, announced);
         nat::run(batch, &mut self.nat, &self.gateway, counters, now);
         arp::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
         gateway::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);

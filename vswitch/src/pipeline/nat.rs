@@ -37,7 +37,7 @@ use rustc_hash::FxHashMap;
 
 use crate::packet::{Action, Batch, Packet};
 use crate::stats::{DropReason, PortCounters};
-use crate::tables::conntrack::{Conntrack, CreateError, Dir, FlowKey, Nat};
+use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
 use crate::wire::{checksum, EtherType, IpProtocol, MacAddr};
 
@@ -66,6 +66,9 @@ pub struct ServiceNat {
     pub affinity: Affinity,
     /// NodePort clients' next-hop MACs, learned from their packets: where replies go.
     pub node_clients: NodeClients,
+    /// This worker's place among the workers: source NAT picks ports whose replies are
+    /// steered back here.
+    pub steer: super::steer::Steering,
 }
 
 /// The MAC each NodePort client's packets came from (the client's, or its router's), learned
@@ -361,32 +364,14 @@ fn handle(
                 // answer the node, which translates back: source NAT to the gateway address,
                 // on a port of the NodePort range that no other connection uses with this
                 // endpoint.
-                let start = (key.hash64() % u64::from(NODE_PORT_SNAT_PORTS)) as u16;
-                let mut created = Err(DropReason::NatNoFlow);
-                for i in 0..SNAT_TRIES {
-                    let p = NODE_PORT_SNAT_FIRST
-                        + (start.wrapping_add(i.wrapping_mul(7_919)) % NODE_PORT_SNAT_PORTS);
-                    let n = Nat { snat: Some((gw.ip, p)), ..n };
-                    match nat.conntrack.create(key, n, tcp_flags, now) {
-                        Ok(id) => {
-                            created = Ok(id);
-                            break;
-                        }
-                        Err(CreateError::Clash(_)) => continue,
-                        Err(e) => {
-                            created = Err(create_error(e));
-                            break;
-                        }
-                    }
-                }
-                created?
-            } else {
+                create_snat(nat, key, n, gw.ip, None, tcp_flags, now)?
+            } else if ip == key.src {
                 // Hairpin: a pod reaching itself through its Service would see its own
-                // address as the source and answer itself directly; the gateway stands in.
-                let snat = (ip == key.src).then_some((gw.ip, key.sport));
-                nat.conntrack
-                    .create(key, Nat { snat, ..n }, tcp_flags, now)
-                    .map_err(create_error)?
+                // address as the source and answer itself directly; the gateway stands in,
+                // keeping the client's port when its replies are steered to this worker.
+                create_snat(nat, key, n, gw.ip, Some(key.sport), tcp_flags, now)?
+            } else {
+                nat.conntrack.create(key, n, tcp_flags, now).map_err(create_error)?
             };
             nat.conntrack.update(id, Dir::Original, tcp_flags, len, now);
             let snat = nat.conntrack.get(id).and_then(|e| e.nat.snat);
@@ -402,6 +387,41 @@ fn handle(
         Selection::NoEndpoints => Ok(Verdict::Reject(reject(pkt, lay, reply_mac))),
         Selection::NotAService => Ok(Verdict::Continue),
     }
+}
+
+/// Creates a connection source-NATed to `gw_ip`: on `preferred` if given and free, else on
+/// a port of the NodePort range. Only ports whose replies are steered to this worker are
+/// used; up to [`SNAT_TRIES`] of those are tried.
+fn create_snat(
+    nat: &mut ServiceNat,
+    key: FlowKey,
+    n: Nat,
+    gw_ip: Ipv4Addr,
+    preferred: Option<u16>,
+    tcp_flags: Option<u8>,
+    now: Instant,
+) -> Result<EntryId, DropReason> {
+    let start = (key.hash64() % u64::from(NODE_PORT_SNAT_PORTS)) as u16;
+    let range = (0..SNAT_TRIES * 16).map(|i| {
+        NODE_PORT_SNAT_FIRST + (start.wrapping_add(i.wrapping_mul(7_919)) % NODE_PORT_SNAT_PORTS)
+    });
+    let mut tries = 0;
+    for p in preferred.into_iter().chain(range) {
+        if !nat.steer.owns_snat(gw_ip, p) {
+            continue;
+        }
+        match nat.conntrack.create(key, Nat { snat: Some((gw_ip, p)), ..n }, tcp_flags, now) {
+            Ok(id) => return Ok(id),
+            Err(CreateError::Clash(_)) => {
+                tries += 1;
+                if tries >= SNAT_TRIES {
+                    break;
+                }
+            }
+            Err(e) => return Err(create_error(e)),
+        }
+    }
+    Err(DropReason::NatNoFlow)
 }
 
 fn create_error(e: CreateError) -> DropReason {

@@ -82,6 +82,8 @@ pub struct OverlayPort {
     rx_count: usize,
     rx_next: usize,
     rx_off: usize,
+    /// The first send error was logged (later ones are only counted).
+    logged_error: bool,
 }
 
 /// The UDP GSO send side: one UDP socket per outer source port, and the buffer a
@@ -210,7 +212,13 @@ impl OverlayPort {
             {
                 out.queue_full += n as u32
             }
-            Err(_) => out.errors += n as u32,
+            Err(e) => {
+                if !self.logged_error {
+                    self.logged_error = true;
+                    eprintln!("podswitch: overlay: send failed (counted as tx_error): {e}");
+                }
+                out.errors += n as u32
+            }
         }
         self.queue.clear();
     }
@@ -250,6 +258,7 @@ impl OverlayPort {
             rx_count: 0,
             rx_next: 0,
             rx_off: 0,
+            logged_error: false,
         })
     }
 }

@@ -83,6 +83,25 @@ impl TapDevice {
     /// `AlreadyExists`; it never attaches to an existing device. The fd is non-blocking and
     /// close-on-exec. The device is not persistent: it disappears when the last fd closes.
     pub fn create(name: &str, opts: TapOptions) -> io::Result<TapDevice> {
+        TapDevice::open(name, opts, true)
+    }
+
+    /// Opens one more queue of the multi-queue TAP device `name`, which exists in the calling
+    /// thread's network namespace and was created with [`TapOptions::multi_queue`] and the
+    /// same `opts`: the kernel spreads the device's outgoing frames over its queues by flow
+    /// (a flow goes to the queue its last incoming frame came from), and any queue may send.
+    pub fn open_queue(name: &str, opts: TapOptions) -> io::Result<TapDevice> {
+        if !opts.multi_queue {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TAP device {name}: another queue needs multi_queue"),
+            ));
+        }
+        TapDevice::open(name, opts, false)
+    }
+
+    /// Creates the device (`exclusive`) or attaches to the existing one.
+    fn open(name: &str, opts: TapOptions, exclusive: bool) -> io::Result<TapDevice> {
         validate_ifname(name)?;
         let file = OpenOptions::new()
             .read(true)
@@ -93,7 +112,10 @@ impl TapDevice {
 
         // IFF_TUN_EXCL makes TUNSETIFF fail with EBUSY when the name is taken by any device,
         // instead of attaching to an existing TAP device of that name.
-        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if exclusive {
+            flags |= libc::IFF_TUN_EXCL;
+        }
         if opts.vnet_hdr {
             flags |= libc::IFF_VNET_HDR;
         }

@@ -400,6 +400,20 @@ pub struct ConntrackCounters {
     pub flushed: u64,
 }
 
+impl ConntrackCounters {
+    /// Adds another table's counters (the workers' tables add up to the node's).
+    pub fn add(&mut self, o: &ConntrackCounters) {
+        self.created += o.created;
+        self.found += o.found;
+        self.full += o.full;
+        self.clash += o.clash;
+        self.invalid += o.invalid;
+        self.expired += o.expired;
+        self.removed += o.removed;
+        self.flushed += o.flushed;
+    }
+}
+
 /// The connection-tracking table. See the module doc for its behaviour.
 #[derive(Debug)]
 pub struct Conntrack {
@@ -414,13 +428,26 @@ pub struct Conntrack {
     len: usize,
     cfg: ConntrackConfig,
     counters: ConntrackCounters,
+    /// With several workers: the shared marks of reply destinations (flow steering), and the
+    /// gateway address their keys are computed with.
+    marks: Option<(std::sync::Arc<crate::pipeline::steer::ReplyMarks>, Ipv4Addr)>,
+    /// With several workers: the entries of all their tables, which `max_entries` limits.
+    shared_len: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Conntrack {
     /// An empty table with the configured limit and timeouts.
     pub fn new(cfg: ConntrackConfig) -> Conntrack {
+        let max = cfg.max_entries;
+        Conntrack::with_reserve(cfg, max)
+    }
+
+    /// [`Conntrack::new`] that allocates room for `reserve` entries up front (at most
+    /// [`PREALLOCATE_MAX`]), for a table that holds a share of a limit shared with others
+    /// ([`Conntrack::share_limit`]); past it, the table grows.
+    pub fn with_reserve(cfg: ConntrackConfig, reserve: usize) -> Conntrack {
         let cfg = ConntrackConfig { max_entries: cfg.max_entries.min(MAX_ENTRIES_LIMIT), ..cfg };
-        let reserve = cfg.max_entries.min(PREALLOCATE_MAX);
+        let reserve = reserve.min(cfg.max_entries).min(PREALLOCATE_MAX);
         let mut index = FxHashMap::default();
         index.reserve(2 * reserve);
         Conntrack {
@@ -431,6 +458,59 @@ impl Conntrack {
             len: 0,
             cfg,
             counters: ConntrackCounters::default(),
+            marks: None,
+            shared_len: None,
+        }
+    }
+
+    /// Makes `max_entries` a limit on this table and every other table given the same
+    /// counter (the workers' tables: the node's limit). Call on an empty table.
+    pub fn share_limit(&mut self, total: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        total.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
+        self.shared_len = Some(total);
+    }
+
+    /// Takes room for one entry: true if there was room (and, with a shared limit, counts
+    /// it there).
+    #[inline]
+    fn reserve(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let max = self.cfg.max_entries;
+        match &self.shared_len {
+            None => self.len < max,
+            Some(total) => total
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok(),
+        }
+    }
+
+    /// Gives back the room of `n` removed entries.
+    #[inline]
+    fn release(&self, n: usize) {
+        if let Some(total) = &self.shared_len {
+            total.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// Keeps `marks` up to date with this table's reply destinations (keys computed with
+    /// `gateway`), so other workers steer replies here. Entries already present are marked.
+    pub fn set_marks(
+        &mut self,
+        marks: std::sync::Arc<crate::pipeline::steer::ReplyMarks>,
+        gateway: Ipv4Addr,
+    ) {
+        for e in self.slab.iter().flatten() {
+            let r = e.reply();
+            marks.raise(crate::pipeline::steer::key(gateway, r.dst, r.dport));
+        }
+        self.marks = Some((marks, gateway));
+    }
+
+    #[inline]
+    fn unmark(&self, e: &Entry) {
+        if let Some((m, gw)) = &self.marks {
+            let r = e.reply();
+            m.lower(crate::pipeline::steer::key(*gw, r.dst, r.dport));
         }
     }
 
@@ -492,9 +572,9 @@ impl Conntrack {
                 self.counters.expired += 1;
             }
         }
-        if self.len >= self.cfg.max_entries {
+        if !self.reserve() {
             self.sweep(now, RECLAIM_BUDGET);
-            if self.len >= self.cfg.max_entries {
+            if !self.reserve() {
                 self.counters.full += 1;
                 return Err(CreateError::Full(self.cfg.max_entries));
             }
@@ -521,6 +601,9 @@ impl Conntrack {
         };
         self.index.insert(original, id << 1);
         self.index.insert(reply, id << 1 | 1);
+        if let Some((m, gw)) = &self.marks {
+            m.raise(crate::pipeline::steer::key(*gw, reply.dst, reply.dport));
+        }
         self.len += 1;
         self.counters.created += 1;
         Ok(id)
@@ -595,6 +678,10 @@ impl Conntrack {
     /// Removes every entry; returns how many.
     pub fn flush(&mut self) -> usize {
         let n = self.len;
+        for e in self.slab.iter().flatten() {
+            self.unmark(e);
+        }
+        self.release(n);
         self.slab.clear();
         self.free.clear();
         self.index.clear();
@@ -683,6 +770,8 @@ impl Conntrack {
     /// caller's.
     fn remove_slot(&mut self, id: EntryId) {
         let e = self.slab[id as usize].take().expect("conntrack removes a free slot");
+        self.unmark(&e);
+        self.release(1);
         self.index.remove(&e.original);
         self.index.remove(&e.reply());
         self.free.push(id);
@@ -807,6 +896,25 @@ mod tests {
 
     fn state(ct: &Conntrack, id: EntryId) -> CtState {
         ct.get(id).unwrap().state
+    }
+
+    #[test]
+    fn tables_sharing_a_limit_hold_max_entries_between_them() {
+        let t0 = Instant::now();
+        let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (mut a, mut b) = (table(3), table(3));
+        a.share_limit(total.clone());
+        b.share_limit(total.clone());
+        let ida = a.create(client(1, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
+        b.create(client(2, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
+        b.create(client(3, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
+        let full = a.create(client(4, 1, PROTO_TCP), to_backend(1), Some(SYN), t0);
+        assert!(matches!(full, Err(CreateError::Full(3))), "{full:?}");
+        // Room given back by one table is usable by the other.
+        assert!(a.remove(ida));
+        b.create(client(5, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
+        assert_eq!(b.flush(), 3);
+        assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]

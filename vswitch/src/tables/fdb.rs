@@ -15,6 +15,12 @@
 //! - **Flush**: all entries, or those of one port (used when a port is removed, so a reused
 //!   port id never inherits stale stations).
 //!
+//! - **Several workers**: each worker keeps its own copy of the table (lookups take no
+//!   lock). What one worker learns, moves, or keeps refreshing is announced to the others
+//!   ([`Learned::announce`]; a refresh at most every `aging / 8`), which apply it with
+//!   [`Fdb::apply_announced`]: a station that only ever talks through one worker's queues
+//!   stays known to all of them. Counters count each worker's own learning.
+//!
 //! The key packs the VLAN id (0 for untagged) and the MAC into one `u64`, so a lookup hashes
 //! and compares a single word.
 
@@ -58,13 +64,19 @@ impl FdbKey {
 struct Entry {
     port: PortId,
     last_seen: Instant,
+    /// When this entry was last announced to the other workers.
+    announced: Instant,
 }
 
 /// What [`Fdb::learn`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Learned {
-    /// Already known on this port; its age was reset.
-    Refreshed,
+    /// Already known on this port; its age was reset. `announce`: the other workers last
+    /// heard of it `aging / 8` ago or more.
+    Refreshed {
+        /// Tell the other workers.
+        announce: bool,
+    },
     /// A new entry.
     New,
     /// Known on another port; it now points here.
@@ -74,6 +86,18 @@ pub enum Learned {
     },
     /// Not learned: the table is full.
     LimitReached,
+}
+
+impl Learned {
+    /// Whether the other workers should hear of it.
+    #[inline]
+    pub fn announce(self) -> bool {
+        match self {
+            Learned::New | Learned::Moved { .. } => true,
+            Learned::Refreshed { announce } => announce,
+            Learned::LimitReached => false,
+        }
+    }
 }
 
 /// Event counters of the table, as the API reports them.
@@ -130,8 +154,13 @@ impl Fdb {
         if let Some(e) = self.map.get_mut(&key) {
             e.last_seen = now;
             if e.port == port {
-                return Learned::Refreshed;
+                let announce = now.saturating_duration_since(e.announced) >= self.aging / 8;
+                if announce {
+                    e.announced = now;
+                }
+                return Learned::Refreshed { announce };
             }
+            e.announced = now;
             let from = e.port;
             e.port = port;
             self.counters.moves += 1;
@@ -141,9 +170,21 @@ impl Fdb {
             self.counters.learn_limit_hits += 1;
             return Learned::LimitReached;
         }
-        self.map.insert(key, Entry { port, last_seen: now });
+        self.map.insert(key, Entry { port, last_seen: now, announced: now });
         self.counters.learned += 1;
         Learned::New
+    }
+
+    /// Applies what another worker announced: `key` was seen on `port` at `now`. Not
+    /// counted; refused silently (frames to it are flooded) when the table is full.
+    pub fn apply_announced(&mut self, key: FdbKey, port: PortId, now: Instant) {
+        if let Some(e) = self.map.get_mut(&key) {
+            e.last_seen = e.last_seen.max(now);
+            e.port = port;
+            e.announced = now;
+        } else if self.map.len() < self.max_entries {
+            self.map.insert(key, Entry { port, last_seen: now, announced: now });
+        }
     }
 
     /// The port `key` was learned on, unless unknown or aged out.
@@ -250,7 +291,7 @@ mod tests {
         let k = FdbKey::new(None, mac(1));
         assert_eq!(f.lookup(k, t), None);
         assert_eq!(f.learn(k, PortId(1), t), Learned::New);
-        assert_eq!(f.learn(k, PortId(1), t), Learned::Refreshed);
+        assert_eq!(f.learn(k, PortId(1), t), Learned::Refreshed { announce: false });
         assert_eq!(f.lookup(k, t), Some(PortId(1)));
         assert_eq!(f.learn(k, PortId(2), t), Learned::Moved { from: PortId(1) });
         assert_eq!(f.lookup(k, t), Some(PortId(2)));

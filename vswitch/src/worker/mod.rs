@@ -1,0 +1,1312 @@
+//! The worker: the thread that owns the ports, the tables and the counters, and runs
+//! receive → pipeline → transmit on bursts.
+//!
+//! Threading model: one worker thread does all packet work; the control plane never touches
+//! its state. The control plane sends [`Command`]s over a channel and wakes the worker
+//! through a `mio::Waker`; the worker applies them *between* bursts, so a port being added or
+//! removed never pauses or reorders traffic on the others, and a reply means the change is in
+//! effect. Reads of counters and tables are answered the same way, with copies.
+//!
+//! Waiting: ports' fds are registered edge-triggered with epoll (via mio). A woken port is
+//! drained burst by burst, at most [`MAX_BURSTS_PER_TURN`] bursts per turn so one busy port
+//! cannot starve the others; a port that still has frames stays on the ready list and the
+//! next wait does not block. After the last frame the worker keeps polling without sleeping
+//! for [`BUSY_POLL`] (200 µs), so a reply that comes back within a round trip costs no
+//! wakeup (halving request/response latency); an idle worker sleeps in `epoll_wait` and
+//! costs nothing (0 CPU ticks in 10 s measured).
+
+pub mod fabric;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::cidr::Ipv4Cidr;
+use crate::config::PeerConfig;
+use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
+use crate::pipeline::output::TxPlan;
+use crate::pipeline::steer::{ReplyMarks, Steering};
+use crate::pipeline::Pipeline;
+use crate::port::{Port, PortId};
+use crate::stats::{DropReason, PortCounters};
+use crate::tables::conntrack::{ConntrackCounters, Entry as CtEntry};
+use crate::tables::fdb::{FdbCounters, FdbEntry};
+use crate::tables::neigh::Neighbor;
+use crate::tables::services::{Endpoint as ServiceEndpoint, ServiceSpec, ServiceTable};
+use crate::wire::MacAddr;
+
+use fabric::Fabric;
+
+/// Bursts taken from one port before the others get a turn.
+pub const MAX_BURSTS_PER_TURN: usize = 8;
+
+/// How often the MAC table is swept for aged entries.
+pub const AGING_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the control plane waits for the worker to answer before calling it stuck.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the worker keeps polling without sleeping after the last frame it saw: a reply
+/// that comes back within this window costs no wakeup. Idle beyond it, the worker sleeps in
+/// `epoll_wait` and costs nothing.
+pub const BUSY_POLL: Duration = Duration::from_micros(200);
+
+/// Conntrack entries examined for expiry per worker turn.
+pub const CONNTRACK_SWEEP_BUDGET: usize = 256;
+
+/// How often ports without an fd (in-memory ports) are polled when nothing else happens.
+const POLLED_PORT_INTERVAL: Duration = Duration::from_millis(1);
+
+const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// A change or question from the control plane, applied between bursts.
+#[derive(Debug)]
+pub enum Command {
+    /// Starts polling `port` (this worker's queue of it) as `id`; with `neighbor`, the pod's
+    /// address is added to the neighbor table in the same step. Refused (nothing changed)
+    /// when the id is in use or the address is taken.
+    AddPort {
+        /// Id to use (chosen by the control plane, below `max_ports`).
+        id: PortId,
+        /// This worker's queue of the port; `None`: worker `owner` has its only queue.
+        port: Option<Box<dyn Port>>,
+        /// The worker polling the port's only queue, when `port` is `None`.
+        owner: usize,
+        /// The pod's address and MAC.
+        neighbor: Option<(Ipv4Addr, MacAddr)>,
+        /// Answer.
+        reply: Sender<Result<(), String>>,
+    },
+    /// Stops polling a port and hands it back (dropping it closes the device), with its final
+    /// counters. Its MAC table entries and neighbor entries are removed in the same step.
+    RemovePort {
+        /// The port.
+        id: PortId,
+        /// Answer: this worker's queue of the port and its counters here, or `None` if there
+        /// was no such port.
+        reply: Sender<Option<RemovedQueue>>,
+    },
+    /// Sets which port is the host port (the gateway hands traffic to it).
+    SetHostPort {
+        /// The host port.
+        id: Option<PortId>,
+        /// Answer.
+        reply: Sender<()>,
+    },
+    /// Sets which port is the overlay port (VXLAN to peers; never flooded to).
+    SetOverlayPort {
+        /// The overlay port.
+        id: Option<PortId>,
+        /// Answer.
+        reply: Sender<()>,
+    },
+    /// Sets the NodePort path (an L3 port on the node's address; never flooded to).
+    SetNodePort {
+        /// The path.
+        path: Option<crate::pipeline::gateway::NodePortPath>,
+        /// Answer.
+        reply: Sender<()>,
+    },
+    /// Adds an overlay peer, or replaces the one with its name. The control plane has checked
+    /// that it fits beside the others; refused when the peer table is full.
+    PeerUpsert {
+        /// The peer.
+        peer: PeerConfig,
+        /// Answer.
+        reply: Sender<Result<(), String>>,
+    },
+    /// Removes an overlay peer: packets to its pod CIDR stop being sent to it from the next
+    /// burst on.
+    PeerRemove {
+        /// Its name.
+        name: String,
+        /// Answer: whether it existed.
+        reply: Sender<bool>,
+    },
+    /// Replaces the whole Service table (built and validated by the control plane) in one
+    /// step; tracked connections are kept. Answer: the old table, to be dropped off the
+    /// packet path.
+    ServicesReplace {
+        /// The new table.
+        table: Box<ServiceTable>,
+        /// Answer.
+        reply: Sender<Box<ServiceTable>>,
+    },
+    /// Adds or replaces one Service (validated by the control plane).
+    ServiceUpsert {
+        /// The Service.
+        spec: ServiceSpec,
+        /// The Service CIDR it was validated against.
+        cidr: Ipv4Cidr,
+        /// Answer: the Service it replaced, or why it was refused.
+        reply: Sender<Result<Option<ServiceSpec>, String>>,
+    },
+    /// Removes a Service; its connections' next packets are reset.
+    ServiceRemove {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Answer: the removed Service's ports (none: no such Service).
+        reply: Sender<Vec<ServiceSpec>>,
+    },
+    /// Replaces a Service's endpoints.
+    EndpointsSet {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Which port (and protocol), when the Service has several.
+        port: Option<(u16, crate::tables::services::L4Proto)>,
+        /// The endpoints.
+        endpoints: Vec<ServiceEndpoint>,
+        /// Answer.
+        reply: Sender<Result<(), String>>,
+    },
+    /// Lists the Services.
+    ServiceList {
+        /// Answer.
+        reply: Sender<Vec<ServiceSpec>>,
+    },
+    /// Lists up to `limit` tracked connections.
+    ConntrackList {
+        /// Most entries returned.
+        limit: usize,
+        /// Answer.
+        reply: Sender<Vec<CtEntry>>,
+    },
+    /// Forgets every tracked connection.
+    ConntrackFlush {
+        /// Answer: entries removed.
+        reply: Sender<usize>,
+    },
+    /// The conntrack table's size, limit and counters.
+    ConntrackStats {
+        /// Answer.
+        reply: Sender<(usize, usize, ConntrackCounters)>,
+    },
+    /// Lists the MAC table.
+    FdbList {
+        /// Answer.
+        reply: Sender<FdbSnapshot>,
+    },
+    /// Flushes the MAC table, or one port's entries.
+    FdbFlush {
+        /// Only this port's entries.
+        port: Option<PortId>,
+        /// Answer: entries removed.
+        reply: Sender<usize>,
+    },
+    /// Copies the counters.
+    Stats {
+        /// Answer.
+        reply: Sender<StatsSnapshot>,
+    },
+}
+
+/// A worker's part of a removed port: its queue (if it had one) and its counters there.
+pub type RemovedQueue = (Option<Box<dyn Port>>, PortCounters);
+
+/// One port in a [`StatsSnapshot`].
+#[derive(Debug, Clone)]
+pub struct PortSnapshot {
+    /// The port.
+    pub id: PortId,
+    /// Its counters.
+    pub counters: PortCounters,
+    /// The error that stopped it, if any.
+    pub failed: Option<String>,
+    /// The drops its device counted ([`Port::device_drops`]).
+    pub device_drops: Vec<(&'static str, u64)>,
+}
+
+/// The MAC table as listed.
+#[derive(Debug, Clone)]
+pub struct FdbSnapshot {
+    /// Live entries, sorted.
+    pub entries: Vec<FdbEntry>,
+    /// Entries present (including expired ones not yet swept).
+    pub len: usize,
+    /// The limit.
+    pub max_entries: usize,
+    /// The aging time.
+    pub aging: Duration,
+    /// Event counters.
+    pub counters: FdbCounters,
+}
+
+/// Counters of every port and table.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// Every port's counters.
+    pub ports: Vec<PortSnapshot>,
+    /// MAC table size.
+    pub fdb_len: usize,
+    /// MAC table event counters.
+    pub fdb: FdbCounters,
+    /// Neighbor table size.
+    pub neighbors: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// This worker's queue of the port; `None` when another worker owns its only queue.
+    port: Option<Box<dyn Port>>,
+    /// The worker that owns the port's only queue (when `port` is `None`).
+    owner: usize,
+    /// Set when the device failed; the port stays listed until removed.
+    failed: Option<String>,
+    /// On the ready list.
+    queued: bool,
+    has_fd: bool,
+}
+
+/// One worker's state. Built by [`WorkerHandle::spawn_with`] and moved onto its thread.
+#[derive(Debug)]
+struct Worker {
+    me: usize,
+    fabric: Arc<Fabric>,
+    poll: Poll,
+    slots: Vec<Option<Slot>>,
+    live: Vec<PortId>,
+    counters: Vec<PortCounters>,
+    pipeline: Pipeline,
+    batch: Batch,
+    plan: TxPlan,
+    ready: VecDeque<PortId>,
+    fdless: Vec<PortId>,
+    commands: Receiver<Command>,
+    last_sweep: Instant,
+    busy_poll: crate::config::BusyPoll,
+    /// Workers this batch sent packets to (a bit each): woken once the batch is done.
+    to_wake: u64,
+}
+
+#[derive(Debug)]
+struct Thread {
+    tx: Mutex<Option<Sender<Command>>>,
+    waker: Arc<Waker>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The control plane's handle on the worker threads.
+///
+/// Every worker holds a full copy of the control-plane state (ports, neighbors, Services,
+/// peers), so a change is sent to all of them and is in effect once all have answered.
+/// Reads that differ per worker (counters, tracked connections, MAC tables) are merged here.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    threads: Vec<Thread>,
+}
+
+/// The worker threads have exited or stopped answering.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the packet worker is not answering")]
+pub struct WorkerGone;
+
+impl WorkerHandle {
+    /// Starts one worker thread with `pipeline` and room for `max_ports` ports.
+    pub fn spawn(pipeline: Pipeline, max_ports: usize) -> io::Result<WorkerHandle> {
+        let mut pipeline = Some(pipeline);
+        WorkerHandle::spawn_with(
+            move |_| pipeline.take().expect("one worker"),
+            max_ports,
+            crate::config::WorkerConfig::single(),
+        )
+    }
+
+    /// Starts `settings.count` workers; `pipeline` builds each one's tables from its place
+    /// among them. Each is pinned as `settings.pin` says (a failure to pin is logged, not
+    /// fatal).
+    pub fn spawn_with(
+        mut pipeline: impl FnMut(Steering) -> Pipeline,
+        max_ports: usize,
+        settings: crate::config::WorkerConfig,
+    ) -> io::Result<WorkerHandle> {
+        let n = settings.count.clamp(1, fabric::MAX_WORKERS);
+        let mut polls = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = Poll::new()?;
+            wakers.push(Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?));
+            polls.push(poll);
+        }
+        let fabric = Fabric::new(wakers.clone());
+        let marks = Arc::new(ReplyMarks::new());
+        let conntrack_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut threads = Vec::with_capacity(n);
+        for (me, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let steering = Steering {
+                workers: n,
+                me,
+                marks: marks.clone(),
+                conntrack_len: conntrack_len.clone(),
+            };
+            let worker = Worker {
+                me,
+                fabric: fabric.clone(),
+                poll,
+                slots: (0..max_ports).map(|_| None).collect(),
+                live: Vec::with_capacity(max_ports),
+                counters: vec![PortCounters::default(); max_ports],
+                pipeline: pipeline(steering),
+                batch: Batch::new(),
+                plan: TxPlan::new(max_ports),
+                ready: VecDeque::with_capacity(max_ports),
+                fdless: Vec::new(),
+                commands: rx,
+                last_sweep: Instant::now(),
+                busy_poll: settings.busy_poll,
+                to_wake: 0,
+            };
+            let cpu = settings.cpu_of(me);
+            let thread =
+                std::thread::Builder::new().name(format!("psw-worker-{me}")).spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                            eprintln!(
+                                "podswitch: worker {me}: could not pin to CPU {cpu}; running \
+                                 unpinned"
+                            );
+                        }
+                    }
+                    worker.run()
+                });
+            let thread = match thread {
+                Ok(t) => t,
+                Err(e) => {
+                    WorkerHandle { threads }.shutdown();
+                    return Err(e);
+                }
+            };
+            threads.push(Thread {
+                tx: Mutex::new(Some(tx)),
+                waker,
+                thread: Mutex::new(Some(thread)),
+            });
+        }
+        Ok(WorkerHandle { threads })
+    }
+
+    /// How many workers run.
+    pub fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Sends every worker the command `make(worker, reply)` builds and waits for all the
+    /// answers, in worker order. The commands are all sent before any answer is awaited, so
+    /// the workers apply them at the same time.
+    pub fn call_each<R>(
+        &self,
+        mut make: impl FnMut(usize, Sender<R>) -> Command,
+    ) -> Result<Vec<R>, WorkerGone> {
+        let mut pending = Vec::with_capacity(self.threads.len());
+        for (i, t) in self.threads.iter().enumerate() {
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+            let tx = t.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(WorkerGone)?;
+            tx.send(make(i, reply_tx)).map_err(|_| WorkerGone)?;
+            t.waker.wake().map_err(|_| WorkerGone)?;
+            pending.push(reply_rx);
+        }
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        pending.into_iter().map(|rx| rx.recv_deadline(deadline).map_err(|_| WorkerGone)).collect()
+    }
+
+    /// Sends the command `make` builds to every worker (a change to the state they all
+    /// hold) and returns the first worker's answer; the others answer alike.
+    pub fn call<R>(&self, mut make: impl FnMut(Sender<R>) -> Command) -> Result<R, WorkerGone> {
+        let mut answers = self.call_each(|_, reply| make(reply))?;
+        if answers.is_empty() {
+            return Err(WorkerGone);
+        }
+        Ok(answers.swap_remove(0))
+    }
+
+    /// Asks the first worker only (a read of state every worker holds alike).
+    pub fn ask<R>(&self, make: impl FnOnce(Sender<R>) -> Command) -> Result<R, WorkerGone> {
+        let t = self.threads.first().ok_or(WorkerGone)?;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let tx = t.tx.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(WorkerGone)?;
+        tx.send(make(reply_tx)).map_err(|_| WorkerGone)?;
+        t.waker.wake().map_err(|_| WorkerGone)?;
+        reply_rx.recv_timeout(COMMAND_TIMEOUT).map_err(|_| WorkerGone)
+    }
+
+    /// Attaches a port with its queues: one per worker (worker `i` polls `queues[i]`), or a
+    /// single one, owned by worker `id % workers`; the others hand that port's packets to
+    /// it. With `neighbor`, the pod's address is added to every worker's neighbor table in
+    /// the same step. Refused (nothing changed anywhere) when the id is in use, the address
+    /// is taken, or the queue count fits neither shape.
+    pub fn add_port(
+        &self,
+        id: PortId,
+        queues: Vec<Box<dyn Port>>,
+        neighbor: Option<(Ipv4Addr, MacAddr)>,
+    ) -> Result<Result<(), String>, WorkerGone> {
+        let n = self.count();
+        let single = queues.len() == 1;
+        if !single && queues.len() != n {
+            return Ok(Err(format!("{} queues for {n} workers", queues.len())));
+        }
+        let owner = if single { id.index() % n } else { 0 };
+        let mut queues: Vec<Option<Box<dyn Port>>> = queues.into_iter().map(Some).collect();
+        let answers = self.call_each(|i, reply| {
+            let port = if single {
+                if i == owner {
+                    queues[0].take()
+                } else {
+                    None
+                }
+            } else {
+                queues[i].take()
+            };
+            Command::AddPort { id, port, owner, neighbor, reply }
+        })?;
+        if let Some(e) = answers.iter().find_map(|a| a.as_ref().err()) {
+            let e = e.clone();
+            // Undo where it was taken; the ports come back and are dropped.
+            for (i, a) in answers.iter().enumerate() {
+                if a.is_ok() {
+                    let t = &self.threads[i];
+                    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+                    if let Some(tx) = t.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                        let _ = tx.send(Command::RemovePort { id, reply: reply_tx });
+                        let _ = t.waker.wake();
+                        let _ = reply_rx.recv_timeout(COMMAND_TIMEOUT);
+                    }
+                }
+            }
+            return Ok(Err(e));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Detaches a port from every worker: its queues (dropping them closes the device) and
+    /// its counters summed over the workers; `None` if there was no such port.
+    #[allow(clippy::type_complexity)]
+    pub fn remove_port(
+        &self,
+        id: PortId,
+    ) -> Result<Option<(Vec<Box<dyn Port>>, PortCounters)>, WorkerGone> {
+        let answers = self.call_each(|_, reply| Command::RemovePort { id, reply })?;
+        let mut found = false;
+        let mut queues = Vec::new();
+        let mut total = PortCounters::default();
+        for (port, counters) in answers.into_iter().flatten() {
+            found = true;
+            queues.extend(port);
+            total.add(&counters);
+        }
+        Ok(found.then_some((queues, total)))
+    }
+
+    /// Replaces the Service table on every worker (each gets its own copy) and returns the
+    /// first worker's old table.
+    pub fn services_replace(&self, table: ServiceTable) -> Result<Box<ServiceTable>, WorkerGone> {
+        let mut table = Some(table);
+        let n = self.count();
+        let mut olds = self.call_each(|i, reply| {
+            let t = if i + 1 == n { table.take() } else { table.clone() };
+            Command::ServicesReplace { table: Box::new(t.expect("one table per worker")), reply }
+        })?;
+        if olds.is_empty() {
+            return Err(WorkerGone);
+        }
+        Ok(olds.swap_remove(0))
+    }
+
+    /// Every port's counters summed over the workers, and the tables' sizes.
+    pub fn stats(&self) -> Result<StatsSnapshot, WorkerGone> {
+        let snaps = self.call_each(|_, reply| Command::Stats { reply })?;
+        let mut merged: std::collections::BTreeMap<PortId, PortSnapshot> = Default::default();
+        let mut out = StatsSnapshot {
+            ports: Vec::new(),
+            fdb_len: 0,
+            fdb: FdbCounters::default(),
+            neighbors: 0,
+        };
+        for (i, s) in snaps.into_iter().enumerate() {
+            for p in s.ports {
+                match merged.get_mut(&p.id) {
+                    None => {
+                        merged.insert(p.id, p);
+                    }
+                    Some(m) => {
+                        m.counters.add(&p.counters);
+                        if m.failed.is_none() {
+                            m.failed = p.failed;
+                        }
+                        for (name, v) in p.device_drops {
+                            match m.device_drops.iter_mut().find(|(k, _)| *k == name) {
+                                Some((_, total)) => *total += v,
+                                None => m.device_drops.push((name, v)),
+                            }
+                        }
+                    }
+                }
+            }
+            out.fdb_len = out.fdb_len.max(s.fdb_len);
+            out.fdb.learned += s.fdb.learned;
+            out.fdb.moves += s.fdb.moves;
+            out.fdb.learn_limit_hits += s.fdb.learn_limit_hits;
+            out.fdb.aged += s.fdb.aged;
+            out.fdb.flushed += s.fdb.flushed;
+            if i == 0 {
+                out.neighbors = s.neighbors;
+            }
+        }
+        out.ports = merged.into_values().collect();
+        Ok(out)
+    }
+
+    /// The MAC table: every worker's copy merged (a station any worker knows, with the
+    /// youngest age any worker has for it).
+    pub fn fdb_list(&self) -> Result<FdbSnapshot, WorkerGone> {
+        let snaps = self.call_each(|_, reply| Command::FdbList { reply })?;
+        let mut it = snaps.into_iter();
+        let mut out = it.next().ok_or(WorkerGone)?;
+        for s in it {
+            for e in s.entries {
+                match out.entries.iter_mut().find(|x| x.key == e.key) {
+                    Some(x) if e.age < x.age => *x = e,
+                    Some(_) => {}
+                    None => out.entries.push(e),
+                }
+            }
+            out.len = out.len.max(s.len);
+            out.counters.learned += s.counters.learned;
+            out.counters.moves += s.counters.moves;
+            out.counters.learn_limit_hits += s.counters.learn_limit_hits;
+            out.counters.aged += s.counters.aged;
+            out.counters.flushed += s.counters.flushed;
+        }
+        out.entries.sort_by_key(|e| e.key);
+        out.len = out.len.max(out.entries.len());
+        Ok(out)
+    }
+
+    /// Flushes the MAC table (or one port's entries) on every worker; the most any one
+    /// worker removed.
+    pub fn fdb_flush(&self, port: Option<PortId>) -> Result<usize, WorkerGone> {
+        let n = self.call_each(|_, reply| Command::FdbFlush { port, reply })?;
+        Ok(n.into_iter().max().unwrap_or(0))
+    }
+
+    /// Up to `limit` tracked connections, from all workers.
+    pub fn conntrack_list(&self, limit: usize) -> Result<Vec<CtEntry>, WorkerGone> {
+        let lists = self.call_each(|_, reply| Command::ConntrackList { limit, reply })?;
+        Ok(lists.into_iter().flatten().take(limit).collect())
+    }
+
+    /// Forgets every tracked connection; how many there were.
+    pub fn conntrack_flush(&self) -> Result<usize, WorkerGone> {
+        Ok(self.call_each(|_, reply| Command::ConntrackFlush { reply })?.into_iter().sum())
+    }
+
+    /// Tracked connections (summed over the workers), their limit (the node's, which the
+    /// workers share) and the counters, summed.
+    pub fn conntrack_stats(&self) -> Result<(usize, usize, ConntrackCounters), WorkerGone> {
+        let all = self.call_each(|_, reply| Command::ConntrackStats { reply })?;
+        let mut out = (0, 0, ConntrackCounters::default());
+        for (len, max, c) in all {
+            out.0 += len;
+            out.1 = out.1.max(max);
+            out.2.add(&c);
+        }
+        Ok(out)
+    }
+
+    /// Stops the workers and waits for them; every port they still hold is dropped
+    /// (closing its device).
+    pub fn shutdown(&self) {
+        for t in &self.threads {
+            t.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let _ = t.waker.wake();
+        }
+        for t in &self.threads {
+            let thread = t.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Adds one `tx_burst`'s outcome to the output port's counters.
+fn count_tx(c: &mut PortCounters, out: &crate::port::TxOutcome) {
+    c.tx_packets += u64::from(out.sent);
+    c.tx_bytes += out.bytes;
+    c.tx_gro_frames += u64::from(out.gro_frames);
+    c.tx_gro_merged += u64::from(out.gro_merged);
+    c.tx_gso_sends += u64::from(out.gso_sends);
+    c.drops[DropReason::TxQueueFull as usize] += u64::from(out.queue_full);
+    c.drops[DropReason::TxError as usize] += u64::from(out.errors);
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut busy_until = Instant::now();
+        let multi = self.fabric.workers() > 1;
+        loop {
+            let always = self.busy_poll == crate::config::BusyPoll::Always;
+            let mut timeout = if always || !self.ready.is_empty() || Instant::now() < busy_until {
+                Duration::ZERO
+            } else if !self.fdless.is_empty() {
+                POLLED_PORT_INTERVAL
+            } else {
+                AGING_SWEEP_INTERVAL
+            };
+            if multi && !timeout.is_zero() && !self.fabric.prepare_sleep(self.me) {
+                timeout = Duration::ZERO;
+            }
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            if multi {
+                self.fabric.awake(self.me);
+            }
+            if let Err(e) = polled {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("podswitch: worker {}: epoll failed: {e}", self.me);
+                    return;
+                }
+            }
+            let mut woken = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER_TOKEN {
+                    woken = true;
+                } else {
+                    self.mark_ready(PortId(ev.token().0 as u16));
+                }
+            }
+            if (woken || !self.commands.is_empty()) && !self.apply_commands() {
+                return;
+            }
+            let handed = multi && self.drain_inbox();
+            if !self.ready.is_empty() || handed {
+                if let crate::config::BusyPoll::After(window) = self.busy_poll {
+                    busy_until = Instant::now() + window;
+                }
+            }
+            self.service_ready();
+            for i in 0..self.fdless.len() {
+                let id = self.fdless[i];
+                self.service(id, 1);
+            }
+            let now = Instant::now();
+            if now.duration_since(self.last_sweep) >= AGING_SWEEP_INTERVAL {
+                self.pipeline.fdb.age(now);
+                self.last_sweep = now;
+            }
+            // A slice of the conntrack table per turn: expiry never stalls forwarding.
+            if !self.pipeline.nat.conntrack.is_empty() {
+                self.pipeline.nat.conntrack.sweep(now, CONNTRACK_SWEEP_BUDGET);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, id: PortId) {
+        if let Some(Some(slot)) = self.slots.get_mut(id.index()) {
+            if !slot.queued && slot.failed.is_none() && slot.port.is_some() {
+                slot.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// One turn over the ready ports.
+    fn service_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else { break };
+            let drained = self.service(id, MAX_BURSTS_PER_TURN);
+            if let Some(Some(slot)) = self.slots.get_mut(id.index()) {
+                if drained || slot.failed.is_some() {
+                    slot.queued = false;
+                } else {
+                    self.ready.push_back(id);
+                }
+            }
+        }
+    }
+
+    /// Receives up to `max_bursts` bursts from `id`; true when the port ran dry.
+    fn service(&mut self, id: PortId, max_bursts: usize) -> bool {
+        let multi = self.fabric.workers() > 1;
+        for _ in 0..max_bursts {
+            if multi && !self.fabric.can_receive() {
+                // Another worker is behind: leave the frames in the device (see fabric.rs).
+                return false;
+            }
+            self.batch.clear();
+            let Some(Some(slot)) = self.slots.get_mut(id.index()) else { return true };
+            if slot.failed.is_some() {
+                return true;
+            }
+            let Some(port) = slot.port.as_mut() else { return true };
+            let n = match port.rx_burst(&mut self.batch, id) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.fail_port(id, e);
+                    return true;
+                }
+            };
+            if n == 0 {
+                return true;
+            }
+            let c = &mut self.counters[id.index()];
+            c.rx_packets += n as u64;
+            c.rx_bytes += self.batch.packets().iter().map(|p| p.len() as u64).sum::<u64>();
+            self.process_batch(true);
+            if n < BATCH_SIZE {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes what other workers sent: MAC table announcements, packets steered here (run
+    /// through the table stages) and packets to write out of ports whose queue is here.
+    /// True when there was anything.
+    fn drain_inbox(&mut self) -> bool {
+        let mut any = false;
+        let now = Instant::now();
+        for _ in 0..fabric::LEARN_RING {
+            let Some((key, port)) = self.fabric.next_announced(self.me) else { break };
+            if self.live.binary_search(&port).is_ok() {
+                self.pipeline.fdb.apply_announced(key, port, now);
+            }
+            any = true;
+        }
+        for _ in 0..MAX_BURSTS_PER_TURN {
+            if !self.fill_from_inbox(Fabric::next_steered) {
+                break;
+            }
+            any = true;
+            self.process_batch(false);
+        }
+        for _ in 0..MAX_BURSTS_PER_TURN {
+            if !self.fill_from_inbox(Fabric::next_transmit) {
+                break;
+            }
+            any = true;
+            self.transmit_handed();
+        }
+        any
+    }
+
+    /// Fills the batch from one of the inbox's packet rings; false when it was empty.
+    fn fill_from_inbox(&mut self, next: fn(&Fabric, usize) -> Option<Packet>) -> bool {
+        self.batch.clear();
+        while !self.batch.is_full() {
+            let Some(pkt) = next(&self.fabric, self.me) else { break };
+            match self.batch.push_packet(pkt) {
+                Ok(empty) => self.fabric.recycle(empty),
+                Err(pkt) => {
+                    self.fabric.recycle(pkt);
+                    break;
+                }
+            }
+        }
+        !self.batch.is_empty()
+    }
+
+    /// Runs the pipeline over the current batch and transmits the result. `received`: the
+    /// batch came from a port (not yet classified, may be steered to other workers).
+    fn process_batch(&mut self, received: bool) {
+        let now = Instant::now();
+        if received {
+            self.pipeline.run_front(&mut self.batch, &mut self.counters);
+            if self.fabric.workers() > 1 {
+                self.steer_out();
+            }
+        }
+        self.pipeline.run_back(&mut self.batch, &mut self.counters, now);
+        for (key, port) in self.pipeline.announced.drain(..) {
+            self.fabric.announce(self.me, key, port);
+        }
+        self.plan.build(&self.batch, &self.live);
+        let Worker { plan, slots, batch, counters, fabric, to_wake, .. } = self;
+        for (port, list) in plan.iter() {
+            let Some(Some(slot)) = slots.get_mut(port.index()) else { continue };
+            match slot.port.as_mut() {
+                Some(p) => {
+                    let out = p.tx_burst(batch, list);
+                    count_tx(&mut counters[port.index()], &out);
+                }
+                None => {
+                    for &i in list {
+                        let i = usize::from(i);
+                        let Some(pkt) = batch.packets().get(i) else { continue };
+                        let (in_port, flood) = (pkt.meta.in_port, pkt.meta.action == Action::Flood);
+                        // A flooded packet goes to several ports: copy it. Anything else
+                        // goes to this port only: move it.
+                        let handed = if flood {
+                            fabric.spare().map(|mut copy| {
+                                let pkt = &batch.packets()[i];
+                                copy.fill_from(pkt.data());
+                                copy.meta = pkt.meta;
+                                copy
+                            })
+                        } else {
+                            fabric.spare().and_then(|spare| match batch.take(i, spare) {
+                                Ok(pkt) => Some(pkt),
+                                Err(spare) => {
+                                    fabric.recycle(spare);
+                                    None
+                                }
+                            })
+                        };
+                        let sent = match handed {
+                            Some(mut pkt) => {
+                                pkt.meta.action = Action::Forward(port);
+                                fabric.transmit(slot.owner, pkt).map_err(|p| fabric.recycle(p))
+                            }
+                            None => Err(()),
+                        };
+                        match sent {
+                            Ok(()) => {
+                                counters[in_port.index()].tx_handoffs += 1;
+                                *to_wake |= 1 << slot.owner;
+                            }
+                            Err(()) => counters[in_port.index()].drop(DropReason::HandoffFull),
+                        }
+                    }
+                }
+            }
+        }
+        if self.to_wake != 0 {
+            self.fabric.wake(std::mem::take(&mut self.to_wake));
+        }
+    }
+
+    /// Moves every classified packet whose connection another worker tracks to that worker.
+    fn steer_out(&mut self) {
+        let Worker { pipeline, batch, fabric, counters, to_wake, .. } = self;
+        for i in 0..batch.len() {
+            let pkt = &batch.packets()[i];
+            if pkt.meta.action != Action::Continue {
+                continue;
+            }
+            let Some(to) = pipeline.nat.steer.owner(pkt, &pipeline.gateway) else { continue };
+            let in_port = pkt.meta.in_port;
+            let sent = match fabric.spare() {
+                Some(spare) => match batch.take(i, spare) {
+                    Ok(pkt) => fabric.steer(to, pkt).map_err(|p| fabric.recycle(p)),
+                    Err(spare) => {
+                        fabric.recycle(spare);
+                        Err(())
+                    }
+                },
+                None => Err(()),
+            };
+            match sent {
+                Ok(()) => {
+                    counters[in_port.index()].steered += 1;
+                    *to_wake |= 1 << to;
+                }
+                Err(()) => {
+                    let a = &mut batch.packets_mut()[i].meta.action;
+                    crate::pipeline::drop_packet(a, in_port, DropReason::HandoffFull, counters);
+                }
+            }
+        }
+    }
+
+    /// Writes the packets other workers handed over for ports whose queue is here.
+    fn transmit_handed(&mut self) {
+        self.plan.build(&self.batch, &self.live);
+        for (port, list) in self.plan.iter() {
+            let Some(Some(slot)) = self.slots.get_mut(port.index()) else { continue };
+            // Only ever handed to the owner of the port's queue.
+            let Some(p) = slot.port.as_mut() else { continue };
+            let out = p.tx_burst(&self.batch, list);
+            count_tx(&mut self.counters[port.index()], &out);
+        }
+    }
+
+    fn fail_port(&mut self, id: PortId, e: io::Error) {
+        self.counters[id.index()].drop(DropReason::RxError);
+        if let Some(Some(slot)) = self.slots.get_mut(id.index()) {
+            if let Some(fd) = slot.port.as_ref().and_then(|p| p.poll_fd()) {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            slot.failed = Some(e.to_string());
+            slot.queued = false;
+        }
+        self.live.retain(|p| *p != id);
+        self.fdless.retain(|p| *p != id);
+        self.pipeline.fdb.flush_port(id);
+    }
+
+    /// Applies every queued command; false when the control plane has gone (shut down).
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.apply(cmd),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPort { id, port, owner, neighbor, reply } => {
+                let _ = reply.send(self.add_port(id, port, owner, neighbor));
+            }
+            Command::RemovePort { id, reply } => {
+                let _ = reply.send(self.remove_port(id));
+            }
+            Command::SetHostPort { id, reply } => {
+                self.pipeline.gateway.host_port = id;
+                let _ = reply.send(());
+            }
+            Command::SetOverlayPort { id, reply } => {
+                self.pipeline.gateway.overlay_port = id;
+                if let Some(ov) = &mut self.pipeline.overlay {
+                    ov.port = id;
+                }
+                self.plan.set_no_flood(id, self.pipeline.gateway.node_port.map(|np| np.port));
+                let _ = reply.send(());
+            }
+            Command::SetNodePort { path, reply } => {
+                self.pipeline.gateway.node_port = path;
+                self.plan.set_no_flood(self.pipeline.gateway.overlay_port, path.map(|np| np.port));
+                let _ = reply.send(());
+            }
+            Command::PeerUpsert { peer, reply } => {
+                let r = match &mut self.pipeline.overlay {
+                    Some(ov) => ov.peers.upsert(peer).map(|_| ()).map_err(|e| e.to_string()),
+                    None => Err("no overlay is configured".to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::ServicesReplace { table, reply } => {
+                let old = std::mem::replace(&mut self.pipeline.nat.services, *table);
+                let _ = reply.send(Box::new(old));
+            }
+            Command::ServiceUpsert { spec, cidr, reply } => {
+                let r = self.pipeline.nat.services.upsert(spec, cidr).map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::ServiceRemove { namespace, name, reply } => {
+                let _ = reply.send(self.pipeline.nat.services.remove(&namespace, &name));
+            }
+            Command::EndpointsSet { namespace, name, port, endpoints, reply } => {
+                let r = self
+                    .pipeline
+                    .nat
+                    .services
+                    .set_endpoints(&namespace, &name, port, endpoints)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::ServiceList { reply } => {
+                let _ = reply.send(self.pipeline.nat.services.list());
+            }
+            Command::ConntrackList { limit, reply } => {
+                let _ = reply.send(self.pipeline.nat.conntrack.entries(Instant::now(), limit));
+            }
+            Command::ConntrackFlush { reply } => {
+                let _ = reply.send(self.pipeline.nat.conntrack.flush());
+            }
+            Command::ConntrackStats { reply } => {
+                let ct = &self.pipeline.nat.conntrack;
+                let _ = reply.send((ct.len(), ct.max_entries(), ct.counters()));
+            }
+            Command::PeerRemove { name, reply } => {
+                let removed = self
+                    .pipeline
+                    .overlay
+                    .as_mut()
+                    .is_some_and(|ov| ov.peers.remove(&name).is_some());
+                let _ = reply.send(removed);
+            }
+            Command::FdbList { reply } => {
+                let fdb = &self.pipeline.fdb;
+                let _ = reply.send(FdbSnapshot {
+                    entries: fdb.entries(Instant::now()),
+                    len: fdb.len(),
+                    max_entries: fdb.max_entries(),
+                    aging: fdb.aging(),
+                    counters: fdb.counters(),
+                });
+            }
+            Command::FdbFlush { port, reply } => {
+                let n = match port {
+                    Some(p) => self.pipeline.fdb.flush_port(p),
+                    None => self.pipeline.fdb.flush(),
+                };
+                let _ = reply.send(n);
+            }
+            Command::Stats { reply } => {
+                let ports = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        s.as_ref().map(|s| PortSnapshot {
+                            id: PortId(i as u16),
+                            counters: self.counters[i],
+                            failed: s.failed.clone(),
+                            device_drops: s
+                                .port
+                                .as_ref()
+                                .map(|p| p.device_drops())
+                                .unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(StatsSnapshot {
+                    ports,
+                    fdb_len: self.pipeline.fdb.len(),
+                    fdb: self.pipeline.fdb.counters(),
+                    neighbors: self.pipeline.neigh.len(),
+                });
+            }
+        }
+    }
+
+    fn add_port(
+        &mut self,
+        id: PortId,
+        port: Option<Box<dyn Port>>,
+        owner: usize,
+        neighbor: Option<(Ipv4Addr, MacAddr)>,
+    ) -> Result<(), String> {
+        match self.slots.get(id.index()) {
+            None => return Err(format!("port id {id} is beyond the port limit")),
+            Some(Some(_)) => return Err(format!("port id {id} is in use")),
+            Some(None) => {}
+        }
+        if let Some((ip, mac)) = neighbor {
+            self.pipeline
+                .neigh
+                .insert(ip, Neighbor { mac, port: id })
+                .map_err(|e| e.to_string())?;
+        }
+        let fd = port.as_ref().and_then(|p| p.poll_fd());
+        if let Some(fd) = fd {
+            if let Err(e) = self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(id.index()),
+                Interest::READABLE,
+            ) {
+                if let Some((ip, _)) = neighbor {
+                    self.pipeline.neigh.remove(ip);
+                }
+                return Err(format!("cannot poll the port: {e}"));
+            }
+        } else if port.is_some() {
+            self.fdless.push(id);
+        }
+        self.slots[id.index()] =
+            Some(Slot { port, owner, failed: None, queued: false, has_fd: fd.is_some() });
+        self.counters[id.index()] = PortCounters::default();
+        self.live.push(id);
+        self.live.sort_unstable();
+        // Frames may already be waiting; epoll reports them on registration, but an explicit
+        // turn costs nothing.
+        self.mark_ready(id);
+        Ok(())
+    }
+
+    fn remove_port(&mut self, id: PortId) -> Option<RemovedQueue> {
+        let slot = self.slots.get_mut(id.index())?.take()?;
+        if slot.has_fd && slot.failed.is_none() {
+            if let Some(fd) = slot.port.as_ref().and_then(|p| p.poll_fd()) {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+        self.live.retain(|p| *p != id);
+        self.fdless.retain(|p| *p != id);
+        self.ready.retain(|p| *p != id);
+        self.pipeline.fdb.flush_port(id);
+        self.pipeline.neigh.remove_port(id);
+        if self.pipeline.gateway.host_port == Some(id) {
+            self.pipeline.gateway.host_port = None;
+        }
+        if self.pipeline.gateway.overlay_port == Some(id) {
+            self.pipeline.gateway.overlay_port = None;
+            if let Some(ov) = &mut self.pipeline.overlay {
+                ov.port = None;
+            }
+        }
+        if self.pipeline.gateway.node_port.is_some_and(|np| np.port == id) {
+            self.pipeline.gateway.node_port = None;
+        }
+        self.plan.set_no_flood(
+            self.pipeline.gateway.overlay_port,
+            self.pipeline.gateway.node_port.map(|np| np.port),
+        );
+        let counters = std::mem::take(&mut self.counters[id.index()]);
+        Some((slot.port, counters))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Pinning, WorkerConfig};
+    use crate::pipeline::testutil::*;
+    use crate::port::memory::{MemoryPort, MemoryPortHandle};
+
+    /// A switch with `workers` workers and three memory ports (single-queue: with two
+    /// workers, port 1 is polled by worker 1 and ports 0 and 2 by worker 0, so frames
+    /// between them cross the fabric).
+    fn start(workers: usize) -> (WorkerHandle, Vec<MemoryPortHandle>) {
+        let cfg = Config::for_node("n1", "10.244.1.0/24".parse().unwrap(), "/tmp/unused".into());
+        let settings = WorkerConfig { count: workers, pin: Pinning::Off, ..WorkerConfig::single() };
+        let w = WorkerHandle::spawn_with(|s| Pipeline::for_worker(&cfg, s), 8, settings).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..3u16 {
+            let (p, h) = MemoryPort::new();
+            let neighbor = match i {
+                1 => Some((IP_A, MAC_A)),
+                2 => Some((IP_B, MAC_B)),
+                _ => None,
+            };
+            w.add_port(PortId(i), vec![Box::new(p)], neighbor).unwrap().unwrap();
+            handles.push(h);
+        }
+        (w, handles)
+    }
+
+    fn wait_for(h: &MemoryPortHandle, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(h.take_sent());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    }
+
+    fn switches_between_memory_ports_and_counts(workers: usize) {
+        let (w, h) = start(workers);
+        // A floods (unknown B), B answers (A learned), then A -> B is unicast.
+        h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"1"));
+        assert_eq!(wait_for(&h[2], 1).len(), 1);
+        assert_eq!(wait_for(&h[0], 1).len(), 1, "flood reaches the third port");
+        h[2].inject(&udp_frame(MAC_B, MAC_A, IP_B, IP_A, 2, 1, b"2"));
+        assert_eq!(wait_for(&h[1], 1).len(), 1);
+        // Give the announcement of B time to reach the worker that polls A.
+        std::thread::sleep(Duration::from_millis(20));
+        h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"3"));
+        assert_eq!(wait_for(&h[2], 1).len(), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(h[0].take_sent().is_empty(), "known unicast is not flooded");
+        let stats = w.stats().unwrap();
+        let c1 = stats.ports.iter().find(|p| p.id == PortId(1)).unwrap().counters;
+        assert_eq!(c1.rx_packets, 2);
+        assert_eq!(c1.unknown_unicast, 1);
+        assert_eq!(c1.tx_packets, 1);
+        if workers == 2 {
+            assert_eq!(c1.tx_handoffs, 3, "port 1's frames to ports 0 and 2 crossed over");
+        }
+        assert_eq!(stats.neighbors, 2);
+        let fdb = w.fdb_list().unwrap();
+        assert_eq!(fdb.entries.len(), 2);
+    }
+
+    #[test]
+    fn switches_between_memory_ports_and_counts_one_worker() {
+        switches_between_memory_ports_and_counts(1);
+    }
+
+    #[test]
+    fn switches_between_memory_ports_and_counts_two_workers() {
+        switches_between_memory_ports_and_counts(2);
+    }
+
+    #[test]
+    fn stations_learned_by_one_worker_are_known_to_the_other() {
+        let (w, h) = start(2);
+        // B talks first (learned by worker 0, which polls port 2), then A -> B must be
+        // unicast on worker 1 without a flood.
+        h[2].inject(&udp_frame(MAC_B, MAC_C, IP_B, IP_C, 2, 1, b"hello"));
+        assert_eq!(wait_for(&h[1], 1).len(), 1);
+        wait_for(&h[0], 1);
+        std::thread::sleep(Duration::from_millis(20));
+        h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"to B"));
+        assert_eq!(wait_for(&h[2], 1).len(), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(h[0].take_sent().is_empty(), "not flooded: worker 1 knew B");
+        let c1 = w.stats().unwrap().ports.iter().find(|p| p.id == PortId(1)).unwrap().counters;
+        assert_eq!(c1.unknown_unicast, 0);
+    }
+
+    #[test]
+    fn arp_for_a_known_pod_is_answered_not_flooded() {
+        for workers in [1, 2] {
+            let (_w, h) = start(workers);
+            h[1].inject(&arp_request(MAC_A, IP_A, IP_B));
+            let replies = wait_for(&h[1], 1);
+            assert_eq!(replies.len(), 1);
+            assert_eq!(&replies[0][6..12], &MAC_B.0);
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(h[0].take_sent().is_empty() && h[2].take_sent().is_empty());
+        }
+    }
+
+    #[test]
+    fn removing_a_port_flushes_its_state_and_keeps_the_rest() {
+        for workers in [1, 2] {
+            let (w, h) = start(workers);
+            h[2].inject(&udp_frame(MAC_B, MAC_A, IP_B, IP_A, 2, 1, b"learn B"));
+            wait_for(&h[1], 1);
+            let (ports, counters) = w.remove_port(PortId(2)).unwrap().unwrap();
+            assert_eq!(ports.len(), 1, "its one queue came back");
+            drop(ports);
+            assert_eq!(counters.rx_packets, 1);
+            assert!(w.remove_port(PortId(2)).unwrap().is_none());
+            let fdb = w.fdb_list().unwrap();
+            assert!(fdb.entries.iter().all(|e| e.port != PortId(2)));
+            // ARP for B is no longer answered: it is flooded to the remaining port.
+            h[1].inject(&arp_request(MAC_A, IP_A, IP_B));
+            assert_eq!(wait_for(&h[0], 1).len(), 1);
+            let stats = w.stats().unwrap();
+            assert_eq!(stats.neighbors, 1);
+            // The id can be reused.
+            let (p, _h) = MemoryPort::new();
+            w.add_port(PortId(2), vec![Box::new(p)], None).unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn add_port_refuses_used_ids_and_addresses_on_every_worker() {
+        for workers in [1, 2] {
+            let (w, _h) = start(workers);
+            let (p, _) = MemoryPort::new();
+            let e = w.add_port(PortId(1), vec![Box::new(p)], None).unwrap().unwrap_err();
+            assert!(e.contains("in use"), "{e}");
+            let (p, _) = MemoryPort::new();
+            let e =
+                w.add_port(PortId(5), vec![Box::new(p)], Some((IP_A, MAC_C))).unwrap().unwrap_err();
+            assert!(e.contains("already in use"), "{e}");
+            let (p, _) = MemoryPort::new();
+            let e = w.add_port(PortId(99), vec![Box::new(p)], None).unwrap().unwrap_err();
+            assert!(e.contains("limit"), "{e}");
+            // Refused everywhere: the id is still free on every worker.
+            let (p, _) = MemoryPort::new();
+            w.add_port(PortId(5), vec![Box::new(p)], None).unwrap().unwrap();
+            let queues: Vec<Box<dyn Port>> =
+                (0..3).map(|_| Box::new(MemoryPort::new().0) as Box<dyn Port>).collect();
+            let e = w.add_port(PortId(6), queues, None).unwrap().unwrap_err();
+            assert!(e.contains("queues"), "{e}");
+        }
+    }
+}
