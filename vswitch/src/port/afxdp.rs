@@ -8,9 +8,28 @@
 //!  eth0 ◄── veth ◄──────────── psx… ◄── sendto kick ◄── XSK tx ring ◄── tx_burst
 //! ```
 //!
-//! The port owns everything on the host end: the [`XdpLink`] (dropping it detaches the
-//! program), the program, its XSKMAP and the socket with its UMEM. Deleting the veth is the
-//! control plane's job (it created it).
+//! A port owns one queue of the host end: its socket with its UMEM and the fds that wake
+//! its worker. The attachment is shared by the ports of all queues of a device
+//! ([`AfXdpPort::open_queues`]), each holding an `Arc` of it: the [`XdpLink`] (dropping it
+//! detaches the program), the program and its XSKMAP, whose slot `k` holds the socket of
+//! queue `k`. Drop order keeps the program from redirecting to a socket that is closing: a
+//! dropped port first empties its XSKMAP slot (frames on that queue then go on into the
+//! kernel), then lets go of its `Arc` (the last one detaches the program), and only then
+//! closes its socket. Deleting the veth is the control plane's job (it created it).
+//!
+//! Several queues: one worker per queue, each with its own port. veth hands a frame the pod
+//! sends on its tx queue `k` to rx queue `k` of the host end, where native XDP sees it with
+//! `rx_queue_index = k`, and the pod end picks the tx queue by the flow's hash (veth has no
+//! XPS map and no `ndo_select_queue`), so flows spread over the queues and each flow stays
+//! on one: the tests see it for UDP sockets, and raw packet sockets spread the same way
+//! whatever CPU sends. Nothing needs configuring beyond giving both ends the same number of
+//! queues in use
+//! ([`Netlink::veth_add_queues`](crate::sys::netlink::Netlink::veth_add_queues)): by
+//! default a veth allocates a queue per possible CPU but uses one, and an AF_XDP socket
+//! cannot bind to a queue not in use. The caveat is skb mode, the fallback when native XDP
+//! is refused: veth then delivers without its per-queue NAPI, frames reach XDP with rx
+//! queue 0 (on a 2-queue pair, as a test shows) and the first port gets every flow. Nothing
+//! is lost.
 //!
 //! Receive copies each frame from the UMEM into a batch packet and gives the frame straight
 //! back to the fill ring, so the fill ring stays full and the kernel never waits for the
@@ -26,10 +45,10 @@
 //! "checksum trap" of `IO-NOTES.md`), and veth turns off the pod end's segmentation while an
 //! XDP program is attached in native mode.
 //!
-//! Memory: one UMEM per port (16 MiB with the defaults). The next step is one UMEM per
-//! worker shared by its ports (`XDP_SHARED_UMEM`), which would let forwarding between two
-//! AF_XDP ports move a descriptor from one ring to another instead of copying through a
-//! batch packet.
+//! Memory: one UMEM per port, so per queue (16 MiB with the defaults). The next step is
+//! one UMEM per worker shared by its ports (`XDP_SHARED_UMEM`), which would let forwarding
+//! between two AF_XDP ports move a descriptor from one ring to another instead of copying
+//! through a batch packet.
 //!
 //! Nothing on the receive or transmit path allocates: the frame lists are sized when the
 //! socket is created.
@@ -44,6 +63,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
@@ -83,22 +103,40 @@ impl AfXdpOptions {
     }
 }
 
-/// The host end of a pod's veth pair, driven through AF_XDP.
+/// What the ports on the queues of one device share: the attachment, the program and its
+/// XSKMAP. Held through an `Arc` by each of them; the last one to go detaches the program.
 #[derive(Debug)]
-pub struct AfXdpPort {
-    // Field order is drop order: detach the program first, so nothing is redirected to a
-    // socket that is going away.
+struct Attachment {
+    // Field order is drop order: detach, then let the program and the map go.
     link: XdpLink,
     prog: XdpProgram,
     xsks: BpfMap,
+    native_refused: Option<String>,
+}
+
+/// One queue of the host end of a pod's veth pair, driven through AF_XDP.
+#[derive(Debug)]
+pub struct AfXdpPort {
+    // Field order is drop order, after `Drop::drop` has emptied this queue's XSKMAP slot:
+    // the attachment goes first, so the last port of a device detaches the program before
+    // its socket closes and nothing is redirected to a socket that is going away.
+    attach: Arc<Attachment>,
     xsk: XskSocket,
     wake: Poll,
     watch: PacketSocket,
     ifname: String,
     kind: PortKind,
-    native_refused: Option<String>,
+    queue: u32,
     max_frame: usize,
     max_kicks: u32,
+}
+
+/// The part of a port that belongs to its queue alone, made before anything is attached.
+struct QueueParts {
+    queue: u32,
+    xsk: XskSocket,
+    wake: Poll,
+    watch: PacketSocket,
 }
 
 impl AfXdpPort {
@@ -106,8 +144,30 @@ impl AfXdpPort {
     /// calling thread's namespace), registers it in a new XSKMAP, loads the redirect program
     /// and attaches it in `opts.mode`, falling back to skb mode when native XDP is refused
     /// (see [`AfXdpPort::native_refused`]). On error nothing stays attached.
+    ///
+    /// The same as [`AfXdpPort::open_queues`] with one queue.
     pub fn open(ifname: &str, ifindex: u32, opts: AfXdpOptions) -> io::Result<AfXdpPort> {
-        AfXdpPort::open_with_program(ifname, ifindex, opts, PortKind::Afxdp, |xsks| {
+        let mut ports = AfXdpPort::open_queues(ifname, ifindex, opts, 1)?;
+        ports.pop().ok_or_else(|| io::Error::other("no port for queue"))
+    }
+
+    /// One port per queue `opts.queue .. opts.queue + queues` of the device `ifindex`, for
+    /// one worker each: every port has its own AF_XDP socket (and UMEM) bound to its queue
+    /// and registered at that index of one XSKMAP, which one redirect program, attached once
+    /// as in [`AfXdpPort::open`], reads by the frame's rx queue. The ports share the
+    /// attachment: it stays until the last of them is dropped. A port dropped earlier
+    /// empties its XSKMAP slot, so frames on its queue go on into the kernel (`XDP_PASS`).
+    ///
+    /// The device must use that many queues (a veth made with
+    /// [`Netlink::veth_add_queues`](crate::sys::netlink::Netlink::veth_add_queues)). Fails
+    /// with `InvalidInput` when `queues` is 0; on any error nothing stays attached.
+    pub fn open_queues(
+        ifname: &str,
+        ifindex: u32,
+        opts: AfXdpOptions,
+        queues: u32,
+    ) -> io::Result<Vec<AfXdpPort>> {
+        AfXdpPort::open_queues_with(ifname, ifindex, opts, queues, PortKind::Afxdp, |xsks| {
             bpf::xsk_redirect_program(xsks)
         })
     }
@@ -122,14 +182,50 @@ impl AfXdpPort {
         kind: PortKind,
         program: impl FnOnce(&BpfMap) -> Vec<Insn>,
     ) -> io::Result<AfXdpPort> {
-        let xsk = XskSocket::bind(ifname, ifindex, opts.queue, opts.xsk)?;
+        let mut ports = AfXdpPort::open_queues_with(ifname, ifindex, opts, 1, kind, program)?;
+        ports.pop().ok_or_else(|| io::Error::other("no port for queue"))
+    }
+
+    /// Everything per queue first (sockets, wake-up fds), then the map, the program and the
+    /// attachment, then the ports, which cannot fail: an error leaves nothing attached.
+    fn open_queues_with(
+        ifname: &str,
+        ifindex: u32,
+        opts: AfXdpOptions,
+        queues: u32,
+        kind: PortKind,
+        program: impl FnOnce(&BpfMap) -> Vec<Insn>,
+    ) -> io::Result<Vec<AfXdpPort>> {
         let ctx = |what: &'static str| {
             move |e: io::Error| io::Error::new(e.kind(), format!("{what} for {ifname}: {e}"))
         };
-        let xsks = BpfMap::create(MapKind::XskMap, "psw_xsks", 4, 4, opts.queue + 1)
-            .map_err(ctx("XSKMAP"))?;
-        xsks.update(&opts.queue.to_ne_bytes(), &(xsk.fd() as u32).to_ne_bytes())
-            .map_err(ctx("XSKMAP entry"))?;
+        let end = opts.queue.checked_add(queues).filter(|_| queues > 0).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "AF_XDP port on {ifname}: invalid queues {queues} from queue {}: \
+                     must be at least 1 and end below 2^32",
+                    opts.queue
+                ),
+            )
+        })?;
+        let mut parts = Vec::with_capacity(queues as usize);
+        for queue in opts.queue..end {
+            let xsk = XskSocket::bind(ifname, ifindex, queue, opts.xsk)?;
+            let watch = PacketSocket::watch(ifindex).map_err(ctx("device watch socket"))?;
+            let wake = Poll::new().map_err(ctx("epoll"))?;
+            for (fd, token) in [(xsk.fd(), 0), (watch.as_raw_fd(), 1)] {
+                wake.registry()
+                    .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+                    .map_err(ctx("epoll registration"))?;
+            }
+            parts.push(QueueParts { queue, xsk, wake, watch });
+        }
+        let xsks = BpfMap::create(MapKind::XskMap, "psw_xsks", 4, 4, end).map_err(ctx("XSKMAP"))?;
+        for p in &parts {
+            xsks.update(&p.queue.to_ne_bytes(), &(p.xsk.fd() as u32).to_ne_bytes())
+                .map_err(ctx("XSKMAP entry"))?;
+        }
         let prog = XdpProgram::load("psw_xsk", &program(&xsks)).map_err(ctx("XDP program"))?;
         let (link, native_refused) = match XdpLink::attach(&prog, ifindex, opts.mode) {
             Ok(l) => (l, None),
@@ -141,27 +237,22 @@ impl AfXdpPort {
             }
             Err(e) => return Err(ctx("XDP attach")(e)),
         };
-        let watch = PacketSocket::watch(ifindex).map_err(ctx("device watch socket"))?;
-        let wake = Poll::new().map_err(ctx("epoll"))?;
-        for (fd, token) in [(xsk.fd(), 0), (watch.as_raw_fd(), 1)] {
-            wake.registry()
-                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
-                .map_err(ctx("epoll registration"))?;
-        }
+        let attach = Arc::new(Attachment { link, prog, xsks, native_refused });
         let max_frame = (opts.mtu as usize + L2_OVERHEAD).min(opts.xsk.max_tx_frame());
-        Ok(AfXdpPort {
-            link,
-            prog,
-            xsks,
-            xsk,
-            wake,
-            watch,
-            ifname: ifname.to_string(),
-            kind,
-            native_refused,
-            max_frame,
-            max_kicks: opts.xsk.tx_size / COPY_MODE_TX_BUDGET + 8,
-        })
+        Ok(parts
+            .into_iter()
+            .map(|p| AfXdpPort {
+                attach: Arc::clone(&attach),
+                xsk: p.xsk,
+                wake: p.wake,
+                watch: p.watch,
+                ifname: ifname.to_string(),
+                kind,
+                queue: p.queue,
+                max_frame,
+                max_kicks: opts.xsk.tx_size / COPY_MODE_TX_BUDGET + 8,
+            })
+            .collect())
     }
 
     /// The host-end interface name.
@@ -169,14 +260,19 @@ impl AfXdpPort {
         &self.ifname
     }
 
+    /// The device queue this port's socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
     /// Where the program runs.
     pub fn xdp_mode(&self) -> XdpMode {
-        self.link.mode()
+        self.attach.link.mode()
     }
 
     /// Why native mode was refused, when the port fell back to skb mode.
     pub fn native_refused(&self) -> Option<&str> {
-        self.native_refused.as_deref()
+        self.attach.native_refused.as_deref()
     }
 
     /// How the socket is bound (copy mode on veth).
@@ -186,7 +282,7 @@ impl AfXdpPort {
 
     /// The id of the XDP program (as `ip link` shows it).
     pub fn prog_id(&self) -> io::Result<u32> {
-        self.prog.id()
+        self.attach.prog.id()
     }
 
     /// The kernel's drop counters for the socket.
@@ -194,9 +290,9 @@ impl AfXdpPort {
         self.xsk.statistics()
     }
 
-    /// The XSKMAP the program redirects through.
+    /// The XSKMAP the program redirects through (shared by the ports of all queues).
     pub fn xsk_map(&self) -> &BpfMap {
-        &self.xsks
+        &self.attach.xsks
     }
 
     /// Kicks the kernel while the tx ring holds frames it has not taken, at most
@@ -296,6 +392,15 @@ impl AfXdpPort {
     }
 }
 
+impl Drop for AfXdpPort {
+    fn drop(&mut self) {
+        // The kernel also empties the slot when the socket closes; doing it first keeps
+        // "redirected only to a live socket" independent of that. Nothing to do on error:
+        // the socket's closing empties the slot anyway.
+        let _ = self.attach.xsks.delete(&self.queue.to_ne_bytes());
+    }
+}
+
 impl Port for AfXdpPort {
     fn kind(&self) -> PortKind {
         self.kind
@@ -374,6 +479,7 @@ mod tests {
     use crate::sys::netlink::Netlink;
     use crate::sys::netns::NamedNetNs;
     use crate::sys::packet::PacketSocket;
+    use std::collections::HashSet;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
@@ -387,12 +493,17 @@ mod tests {
 
     /// A namespace with veth `ha` (the port's end) / `pb` (a packet socket's), IPv6 off.
     fn veth_ns(mtu: u32) -> (NamedNetNs, u32) {
+        veth_ns_queues(mtu, 1)
+    }
+
+    /// [`veth_ns`] with `queues` queues on both ends.
+    fn veth_ns_queues(mtu: u32, queues: u32) -> (NamedNetNs, u32) {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!("pswafx-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let ns = NamedNetNs::create(&name).unwrap();
         let _ = ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"));
         let mut nl = Netlink::open_in(&ns).unwrap();
-        nl.veth_add("ha", "pb", None).unwrap();
+        nl.veth_add_queues("ha", "pb", None, queues).unwrap();
         let ha = nl.link_get("ha").unwrap().unwrap().index;
         let pb = nl.link_get("pb").unwrap().unwrap().index;
         for i in [ha, pb] {
@@ -541,5 +652,185 @@ mod tests {
         }
         assert_eq!(total, 40);
         assert_eq!(port.statistics().unwrap().rx_dropped, 0);
+    }
+
+    /// Polls every port until `want` UDP frames to `dst_port` have arrived in all, or five
+    /// seconds pass; returns the source ports of the frames each port received.
+    fn receive_on_all(ports: &mut [AfXdpPort], want: usize, dst_port: u16) -> Vec<Vec<u16>> {
+        let mut got = vec![Vec::new(); ports.len()];
+        let mut batch = Batch::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.iter().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
+            let mut idle = true;
+            for (port, srcs) in ports.iter_mut().zip(got.iter_mut()) {
+                batch.clear();
+                if port.rx_burst(&mut batch, PortId(1)).unwrap() > 0 {
+                    idle = false;
+                }
+                srcs.extend(
+                    batch
+                        .packets()
+                        .iter()
+                        .filter_map(|p| udp_ports(p.data()))
+                        .filter_map(|(src, dst)| (dst == dst_port).then_some(src)),
+                );
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        got
+    }
+
+    fn udp_ports(frame: &[u8]) -> Option<(u16, u16)> {
+        let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+        match p.transport? {
+            etherparse::TransportSlice::Udp(u) => Some((u.source_port(), u.destination_port())),
+            _ => None,
+        }
+    }
+
+    /// Sends `per_flow` datagrams from each of `flows` UDP sockets (one source port each)
+    /// out of `pb` to the subnet's broadcast address, which needs no neighbour entry.
+    fn send_flows(ns: &NamedNetNs, flows: usize, per_flow: usize, dst_port: u16) {
+        ns.run(move || {
+            let mut nl = Netlink::open().unwrap();
+            let pb = nl.link_get("pb").unwrap().unwrap().index;
+            nl.addr_add(pb, "10.99.0.1".parse().unwrap(), 24).unwrap();
+            let socks: Vec<_> = (0..flows)
+                .map(|_| {
+                    let s = std::net::UdpSocket::bind("10.99.0.1:0").unwrap();
+                    s.set_broadcast(true).unwrap();
+                    s
+                })
+                .collect();
+            for _ in 0..per_flow {
+                for s in &socks {
+                    s.send_to(b"one flow of many", ("10.99.0.255", dst_port)).unwrap();
+                }
+            }
+        })
+        .unwrap();
+    }
+
+    fn needs_root() -> bool {
+        let root = crate::sys::process::is_root();
+        if !root {
+            eprintln!("skipped: needs root");
+        }
+        root
+    }
+
+    const FLOWS: usize = 64;
+    const PER_FLOW: usize = 4;
+    const DPORT: u16 = 9999;
+
+    /// Two queue ports on a 2-queue veth in `mode`; sends [`FLOWS`] flows from the pod end
+    /// and returns the ports, their namespace and the source ports each port received, after
+    /// checking that every frame arrived exactly once and each flow stayed on one queue.
+    fn two_queue_ports(mode: XdpMode) -> (NamedNetNs, Vec<AfXdpPort>, Vec<HashSet<u16>>) {
+        let (ns, ha) = veth_ns_queues(1500, 2);
+        let opts = AfXdpOptions { mode, ..AfXdpOptions::for_mtu(1500).unwrap() };
+        let mut ports = ns.run(|| AfXdpPort::open_queues("ha", ha, opts, 2)).unwrap().unwrap();
+        assert_eq!(ports.iter().map(AfXdpPort::queue).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(ports[0].xdp_mode(), mode, "{:?}", ports[0].native_refused());
+        assert_eq!(ports[0].prog_id().unwrap(), ports[1].prog_id().unwrap());
+        send_flows(&ns, FLOWS, PER_FLOW, DPORT);
+        let got = receive_on_all(&mut ports, FLOWS * PER_FLOW, DPORT);
+        let counts: Vec<usize> = got.iter().map(Vec::len).collect();
+        eprintln!("{mode} mode, frames per queue: {counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), FLOWS * PER_FLOW, "{counts:?}");
+        for p in &ports {
+            assert_eq!(p.statistics().unwrap().rx_dropped, 0);
+        }
+        // A flow stays on one queue, so one worker sees all of it, in order.
+        let flows: Vec<HashSet<u16>> = got.iter().map(|g| g.iter().copied().collect()).collect();
+        assert!(flows[0].is_disjoint(&flows[1]));
+        assert_eq!(flows[0].len() + flows[1].len(), FLOWS);
+        (ns, ports, flows)
+    }
+
+    #[test]
+    fn flows_from_the_pod_spread_over_the_queue_ports_and_either_port_sends() {
+        if !needs_root() {
+            return;
+        }
+        let (ns, mut ports, flows) = two_queue_ports(XdpMode::Native);
+        assert!(flows.iter().all(|f| !f.is_empty()), "every queue gets some flows: {flows:?}");
+
+        let sniff = ns.run(|| packet_socket("pb")).unwrap();
+        let mut sent = Vec::new();
+        for (q, port) in ports.iter_mut().enumerate() {
+            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 99, 0, 2], [10, 99, 0, 1], 64)
+                .udp(7000 + q as u16, 7);
+            let mut f = Vec::new();
+            b.write(&mut f, b"from a queue port").unwrap();
+            let mut batch = Batch::new();
+            assert!(batch.push_frame(PortId(1), &f));
+            assert_eq!(port.tx_burst(&batch, &[0]).sent, 1);
+            sent.push(f);
+        }
+        let mut frames = recv_frames(&sniff, 2, Duration::from_secs(5));
+        frames.sort();
+        assert_eq!(frames, sent);
+    }
+
+    /// In skb mode veth gives XDP no rx queue of its own (the frame's queue is what the
+    /// pod end's tx queue left recorded, 0 on a 2-queue pair): nothing is lost, but queue 0
+    /// gets every flow.
+    #[test]
+    fn in_skb_mode_every_frame_still_arrives_once() {
+        if !needs_root() {
+            return;
+        }
+        let (_ns, _ports, flows) = two_queue_ports(XdpMode::Skb);
+        assert_eq!(flows[0].len(), FLOWS, "{flows:?}");
+    }
+
+    #[test]
+    fn the_program_stays_attached_until_the_last_queue_port_goes() {
+        if !needs_root() {
+            return;
+        }
+        let (ns, ha) = veth_ns_queues(1500, 2);
+        let opts = AfXdpOptions::for_mtu(1500).unwrap();
+        let mut nl = Netlink::open_in(&ns).unwrap();
+        let mut prog_on_ha = || nl.link_by_index(ha).unwrap().unwrap().xdp_prog_id;
+        let mut ports = ns.run(|| AfXdpPort::open_queues("ha", ha, opts, 2)).unwrap().unwrap();
+        let id = ports[0].prog_id().unwrap();
+        assert_eq!(prog_on_ha(), Some(id));
+        let mut second = ports.split_off(1);
+        drop(ports);
+        assert_eq!(prog_on_ha(), Some(id));
+        // The remaining port still receives its flows through the shared program.
+        send_flows(&ns, FLOWS, PER_FLOW, DPORT);
+        assert!(!receive_on_all(&mut second, 1, DPORT)[0].is_empty());
+        drop(second);
+        assert_eq!(prog_on_ha(), None);
+        assert!(!bpf::prog_loaded(id).unwrap());
+    }
+
+    #[test]
+    fn bad_queue_counts_are_refused_and_leave_nothing_attached() {
+        if !needs_root() {
+            return;
+        }
+        let (ns, ha) = veth_ns_queues(1500, 2);
+        let opts = AfXdpOptions::for_mtu(1500).unwrap();
+        let e = ns.run(|| AfXdpPort::open_queues("ha", ha, opts, 0)).unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("queues 0"), "{e}");
+        let from_max = AfXdpOptions { queue: u32::MAX, ..opts };
+        let e = ns.run(|| AfXdpPort::open_queues("ha", ha, from_max, 2)).unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // The device uses two queues: binding the third fails in the kernel.
+        let e = ns.run(|| AfXdpPort::open_queues("ha", ha, opts, 3)).unwrap().unwrap_err();
+        assert!(e.to_string().contains("ha queue 2"), "{e}");
+        let mut nl = Netlink::open_in(&ns).unwrap();
+        assert_eq!(nl.link_by_index(ha).unwrap().unwrap().xdp_prog_id, None);
+        // And the device is free for a working set of ports.
+        let ports = ns.run(|| AfXdpPort::open_queues("ha", ha, opts, 2)).unwrap().unwrap();
+        assert_eq!(ports.len(), 2);
     }
 }

@@ -8,6 +8,12 @@
 //! validates and strips it. Datagrams left over when the batch is full wait for the next
 //! burst (the batch then came back full, so the worker calls again).
 //!
+//! Several queues ([`OverlayPort::bind_queues`], one port per worker): the ports' receive
+//! sockets form one `SO_REUSEPORT` group on the address, so the kernel hands each datagram
+//! to one of them by a hash of its addresses and ports (a peer's flow, whose outer source
+//! port follows its inner flow, always reaches the same worker); each port has its own send
+//! sockets.
+//!
 //! Send, ordinary frames: a raw IPv4 socket (`IPPROTO_RAW`, so the port writes the outer
 //! IPv4 and UDP headers itself) written with `sendmmsg`, each datagram as pieces: the 36 bytes
 //! of outer IPv4 + UDP + VXLAN built here, then the inner frame straight from its packet
@@ -224,14 +230,62 @@ impl OverlayPort {
     }
 
     /// Binds the receive socket and opens the raw send socket, both non-blocking, in the
-    /// calling thread's network namespace.
+    /// calling thread's network namespace. Fails with `AddrInUse` when anything holds
+    /// `local:udp_port`.
     pub fn bind(opts: OverlayOptions) -> io::Result<OverlayPort> {
-        let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        let _ = rx.set_recv_buffer_size(8 << 20);
-        // Coalesced reads of a sender's GSO datagrams; without it the kernel splits them.
-        let _ = mmsg::set_int_opt(rx.as_raw_fd(), libc::SOL_UDP, mmsg::UDP_GRO, 1);
-        rx.bind(&SocketAddrV4::new(opts.local, opts.udp_port).into())?;
-        rx.set_nonblocking(true)?;
+        let mut ports = OverlayPort::bind_queues(opts, 1)?;
+        ports.pop().ok_or_else(|| io::Error::other("no overlay port"))
+    }
+
+    /// `queues` ports on `local:udp_port`, for one worker each: their receive sockets share
+    /// the address through `SO_REUSEPORT` (the kernel gives each datagram to one of them by
+    /// a hash of its addresses and ports, so a peer's flow always reaches the same port), and
+    /// each has its own send side. One queue is [`OverlayPort::bind`]: no `SO_REUSEPORT`.
+    ///
+    /// Fails with `InvalidInput` when `queues` is 0, and with `AddrInUse` when anything
+    /// already holds the address, including another switch's reuse-port group.
+    pub fn bind_queues(opts: OverlayOptions, queues: u32) -> io::Result<Vec<OverlayPort>> {
+        if queues == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "overlay: invalid queues 0: must be at least 1",
+            ));
+        }
+        let addr = SocketAddrV4::new(opts.local, opts.udp_port);
+        let mut rxs = Vec::with_capacity(queues as usize);
+        for q in 0..queues {
+            let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            let _ = rx.set_recv_buffer_size(8 << 20);
+            // Coalesced reads of a sender's GSO datagrams; without it the kernel splits them.
+            let _ = mmsg::set_int_opt(rx.as_raw_fd(), libc::SOL_UDP, mmsg::UDP_GRO, 1);
+            // The first socket binds without SO_REUSEPORT, so the bind fails if anything
+            // holds the address, a reuse-port group included; it joins the group only once
+            // bound, and the others join it. Another switch doing the same fails at its
+            // first bind. What cannot be stopped is a process of the same user that sets
+            // SO_REUSEPORT before binding: the kernel lets it join.
+            if q > 0 {
+                rx.set_reuse_port(true)?;
+            }
+            rx.bind(&addr.into()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("overlay: cannot bind UDP {addr} (queue {q} of {queues}): {e}"),
+                )
+            })?;
+            if q == 0 && queues > 1 {
+                rx.set_reuse_port(true)?;
+            }
+            rx.set_nonblocking(true)?;
+            rxs.push(rx);
+        }
+        rxs.into_iter().map(|rx| OverlayPort::with_rx(rx, opts)).collect()
+    }
+
+    /// A port receiving on `rx`, with a send side of its own: the raw socket and, when the
+    /// kernel has UDP GSO, [`GSO_SOCKETS`] send sockets. Each queue gets the full set rather
+    /// than a share of one: the flows of a worker then spread over as many outer source
+    /// ports as with a single queue, and a flow (which one worker carries) keeps its port.
+    fn with_rx(rx: Socket, opts: OverlayOptions) -> io::Result<OverlayPort> {
         let tx = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
         let _ = tx.set_send_buffer_size(8 << 20);
         tx.set_nonblocking(true)?;
@@ -678,5 +732,109 @@ mod tests {
         assert_eq!(split(0, Some(7)), [(0, 0)]);
         assert_eq!(split(5, Some(1)).len(), 5);
         assert_eq!(gro_segment(10, Some(4), 99), (10..10, 10));
+    }
+
+    fn needs_root() -> bool {
+        let root = crate::sys::process::is_root();
+        if !root {
+            eprintln!("skipped: needs root");
+        }
+        root
+    }
+
+    /// A fresh namespace with `lo` up; deleted on drop.
+    fn lo_ns() -> crate::sys::netns::NamedNetNs {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("pswov-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let ns = crate::sys::netns::NamedNetNs::create(&name).unwrap();
+        let mut nl = crate::sys::netlink::Netlink::open_in(&ns).unwrap();
+        let lo = nl.link_get("lo").unwrap().unwrap().index;
+        nl.link_set_up(lo, true).unwrap();
+        ns
+    }
+
+    #[test]
+    fn queue_ports_share_the_address_and_each_flow_reaches_one_of_them() {
+        if !needs_root() {
+            return;
+        }
+        const FLOWS: usize = 64;
+        const PER_FLOW: usize = 3;
+        let ns = lo_ns();
+        let opts = OverlayOptions {
+            local: Ipv4Addr::LOCALHOST,
+            udp_port: 4789,
+            vni: 1,
+            udp_checksum: false,
+        };
+        let e = ns.run(|| OverlayPort::bind_queues(opts, 0)).unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("queues 0"), "{e}");
+        let mut ports = ns.run(|| OverlayPort::bind_queues(opts, 2)).unwrap().unwrap();
+        assert_eq!(ports.len(), 2);
+
+        // Another overlay on the same address fails, whether it wants queues or not.
+        for queues in [1, 2] {
+            let e = ns.run(|| OverlayPort::bind_queues(opts, queues)).unwrap().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+            assert!(e.to_string().contains("cannot bind UDP 127.0.0.1:4789"), "{e}");
+        }
+
+        // Each datagram carries its sender's port, so the test can tell flows apart.
+        ns.run(|| {
+            let socks: Vec<_> =
+                (0..FLOWS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+            for _ in 0..PER_FLOW {
+                for s in &socks {
+                    let port = s.local_addr().unwrap().port();
+                    s.send_to(&port.to_be_bytes(), "127.0.0.1:4789").unwrap();
+                }
+            }
+        })
+        .unwrap();
+        let mut got = [Vec::new(), Vec::new()];
+        let mut batch = Batch::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.iter().map(Vec::len).sum::<usize>() < FLOWS * PER_FLOW
+            && std::time::Instant::now() < deadline
+        {
+            let mut idle = true;
+            for (port, srcs) in ports.iter_mut().zip(got.iter_mut()) {
+                batch.clear();
+                if port.rx_burst(&mut batch, PortId(2)).unwrap() > 0 {
+                    idle = false;
+                }
+                for p in batch.packets() {
+                    assert_eq!(p.meta.tunnel, Some(Ipv4Addr::LOCALHOST));
+                    srcs.push(u16::from_be_bytes([p.data()[0], p.data()[1]]));
+                }
+            }
+            if idle {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let counts: Vec<usize> = got.iter().map(Vec::len).collect();
+        eprintln!("datagrams per queue: {counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), FLOWS * PER_FLOW, "{counts:?}");
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+        let flows: Vec<std::collections::HashSet<u16>> =
+            got.iter().map(|g| g.iter().copied().collect()).collect();
+        assert!(flows[0].is_disjoint(&flows[1]));
+        assert_eq!(flows[0].len() + flows[1].len(), FLOWS);
+
+        // The limitation: a socket of the same user that sets SO_REUSEPORT itself can join.
+        let intruder = ns
+            .run(|| {
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+                s.set_reuse_port(true)?;
+                s.bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4789).into())
+            })
+            .unwrap();
+        assert!(intruder.is_ok());
+
+        // Once the ports are gone the address is free again.
+        drop(ports);
+        ns.run(|| OverlayPort::bind(opts)).unwrap().unwrap();
     }
 }

@@ -59,6 +59,10 @@ const RTA_HDRLEN: usize = 4;
 /// `VETH_INFO_PEER` from `<linux/veth.h>` (not in libc): the peer's `ifinfomsg` and
 /// attributes, nested in `IFLA_INFO_DATA` of a veth.
 const VETH_INFO_PEER: u16 = 1;
+/// `IFLA_NUM_TX_QUEUES` and `IFLA_NUM_RX_QUEUES` (`<linux/if_link.h>`; in libc for Android
+/// only): a new link's queue counts.
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 /// `IFLA_XDP` and, nested in it, `IFLA_XDP_PROG_ID` (`<linux/if_link.h>`).
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_PROG_ID: u16 = 4;
@@ -90,6 +94,8 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times a dump is run when the kernel keeps flagging it as interrupted.
 const DUMP_ATTEMPTS: usize = 5;
+/// The most queues a link can have (the kernel's limit in `rtnl_create_link`).
+pub const MAX_QUEUES: u32 = 4096;
 /// The smallest MTU accepted: the IPv4 minimum (RFC 791).
 const MIN_MTU: u32 = 68;
 
@@ -312,32 +318,45 @@ impl Netlink {
     /// Creates a veth pair; the peer end may be created directly inside another namespace
     /// (`VETH_INFO_PEER` with `IFLA_NET_NS_FD`). Both ends start down. Fails with
     /// `AlreadyExists` if either name is taken in the namespace it would live in.
+    ///
+    /// Each end gets the kernel's default queues: room for one per possible CPU, one in use.
     pub fn veth_add(
         &mut self,
         name: &str,
         peer_name: &str,
         peer_ns: Option<&NetNs>,
     ) -> io::Result<()> {
+        self.veth_add_queues(name, peer_name, peer_ns, 1)
+    }
+
+    /// [`Netlink::veth_add`] with `queues` rx and tx queues in use on both ends
+    /// (`IFLA_NUM_TX_QUEUES` and `IFLA_NUM_RX_QUEUES` on the link and, inside
+    /// `VETH_INFO_PEER`, on the peer). veth hands a frame sent on queue `k` of one end to rx
+    /// queue `k` of the other, so an end needs at least as many rx queues as its peer has tx
+    /// queues for native XDP to attach, and an AF_XDP socket can only bind to a queue in
+    /// use.
+    ///
+    /// `queues = 1` sends neither attribute and is exactly [`Netlink::veth_add`]: the kernel
+    /// then allocates a queue per possible CPU but uses one, and
+    /// `ethtool -L` can raise it later. `queues` must be `1..=`[`MAX_QUEUES`].
+    pub fn veth_add_queues(
+        &mut self,
+        name: &str,
+        peer_name: &str,
+        peer_ns: Option<&NetNs>,
+        queues: u32,
+    ) -> io::Result<()> {
         validate_ifname(name)?;
         validate_ifname(peer_name)?;
-        let mut req = Request::new(libc::RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-        req.push(&ifinfomsg(0, 0, 0));
-        req.attr_str(libc::IFLA_IFNAME, name);
-        let linkinfo = req.begin_nested(libc::IFLA_LINKINFO);
-        req.attr_str(libc::IFLA_INFO_KIND, "veth");
-        let data = req.begin_nested(libc::IFLA_INFO_DATA);
-        let peer = req.begin_nested(VETH_INFO_PEER);
-        req.push(&ifinfomsg(0, 0, 0));
-        req.attr_str(libc::IFLA_IFNAME, peer_name);
-        if let Some(ns) = peer_ns {
-            req.attr_u32(libc::IFLA_NET_NS_FD, ns.as_fd().as_raw_fd() as u32);
-        }
-        req.end_nested(peer);
-        req.end_nested(data);
-        req.end_nested(linkinfo);
+        check_queues(queues)?;
+        let peer_ns_fd = peer_ns.map(|ns| ns.as_fd().as_raw_fd() as u32);
+        let req = veth_request(name, peer_name, peer_ns_fd, queues);
         let mut what = format!("RTM_NEWLINK veth {name} peer {peer_name}");
         if let Some(ns) = peer_ns {
             what.push_str(&format!(" in netns {}", ns.path().display()));
+        }
+        if queues > 1 {
+            what.push_str(&format!(" with {queues} queues"));
         }
         self.execute(&req, &what)
     }
@@ -697,6 +716,35 @@ fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; IFINFOMSG_LEN] {
     m
 }
 
+/// The `RTM_NEWLINK` request creating a veth pair; the queue attributes only when
+/// `queues > 1` (see [`Netlink::veth_add_queues`]).
+fn veth_request(name: &str, peer_name: &str, peer_ns_fd: Option<u32>, queues: u32) -> Request {
+    let mut req = Request::new(libc::RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+    req.push(&ifinfomsg(0, 0, 0));
+    req.attr_str(libc::IFLA_IFNAME, name);
+    if queues > 1 {
+        req.attr_u32(IFLA_NUM_TX_QUEUES, queues);
+        req.attr_u32(IFLA_NUM_RX_QUEUES, queues);
+    }
+    let linkinfo = req.begin_nested(libc::IFLA_LINKINFO);
+    req.attr_str(libc::IFLA_INFO_KIND, "veth");
+    let data = req.begin_nested(libc::IFLA_INFO_DATA);
+    let peer = req.begin_nested(VETH_INFO_PEER);
+    req.push(&ifinfomsg(0, 0, 0));
+    req.attr_str(libc::IFLA_IFNAME, peer_name);
+    if let Some(fd) = peer_ns_fd {
+        req.attr_u32(libc::IFLA_NET_NS_FD, fd);
+    }
+    if queues > 1 {
+        req.attr_u32(IFLA_NUM_TX_QUEUES, queues);
+        req.attr_u32(IFLA_NUM_RX_QUEUES, queues);
+    }
+    req.end_nested(peer);
+    req.end_nested(data);
+    req.end_nested(linkinfo);
+    req
+}
+
 fn ifaddrmsg(index: u32, prefix_len: u8, scope: u8) -> [u8; IFADDRMSG_LEN] {
     let mut m = [0u8; IFADDRMSG_LEN];
     m[0] = AF_INET;
@@ -764,6 +812,13 @@ fn check_index(index: u32) -> io::Result<()> {
     // The kernel's ifindex is a positive `int`.
     if index == 0 || index > i32::MAX as u32 {
         return Err(invalid(format!("invalid ifindex {index}: must be 1..={}", i32::MAX)));
+    }
+    Ok(())
+}
+
+fn check_queues(queues: u32) -> io::Result<()> {
+    if queues == 0 || queues > MAX_QUEUES {
+        return Err(invalid(format!("invalid queues {queues}: must be 1..={MAX_QUEUES}")));
     }
     Ok(())
 }
@@ -1181,6 +1236,36 @@ mod tests {
     }
 
     #[test]
+    fn veth_with_queues() {
+        needs_root!();
+        use crate::sys::xsk::{XskConfig, XskSocket};
+        let (ns, peer_ns) = (test_ns(), test_ns());
+        let mut nl = Netlink::open_in(&ns).unwrap();
+        let mut peer_nl = Netlink::open_in(&peer_ns).unwrap();
+        let e = nl.veth_add_queues("q0", "q1", None, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("queues 0"), "{e}");
+        let e = nl.veth_add_queues("q0", "q1", None, MAX_QUEUES + 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        nl.veth_add_queues("q0", "q1", Some(&peer_ns), 2).unwrap();
+        nl.veth_add("s0", "s1", None).unwrap();
+        let q0 = link(&mut nl, "q0").index;
+        let q1 = link(&mut peer_nl, "q1").index;
+        let s0 = link(&mut nl, "s0").index;
+        // An AF_XDP socket binds only to a queue the device uses, rx and tx alike.
+        let cfg = XskConfig::for_frame_len(1518).unwrap();
+        let bind = |ns: &NamedNetNs, name: &'static str, index: u32, queue: u32| {
+            ns.run(move || XskSocket::bind(name, index, queue, cfg).map(drop)).unwrap()
+        };
+        bind(&ns, "q0", q0, 1).unwrap();
+        bind(&peer_ns, "q1", q1, 1).unwrap();
+        bind(&ns, "q0", q0, 0).unwrap();
+        assert!(bind(&ns, "q0", q0, 2).is_err());
+        bind(&ns, "s0", s0, 0).unwrap();
+        assert!(bind(&ns, "s0", s0, 1).is_err(), "a default veth uses one queue");
+    }
+
+    #[test]
     fn addresses() {
         needs_root!();
         let ns = test_ns();
@@ -1420,6 +1505,29 @@ mod tests {
         assert_eq!(attrs[1].0, libc::IFLA_LINKINFO);
         assert_eq!(attrs[1].1.len(), 12);
         assert_eq!(Attrs(attrs[1].1).next(), Some((libc::IFLA_INFO_KIND, &b"veth\0"[..])));
+    }
+
+    #[test]
+    fn veth_requests_carry_queue_counts_on_both_ends_only_when_asked() {
+        let queue_attrs = |attrs: &[(u16, &[u8])]| -> Vec<(u16, Option<u32>)> {
+            attrs
+                .iter()
+                .filter(|(ty, _)| matches!(*ty, IFLA_NUM_TX_QUEUES | IFLA_NUM_RX_QUEUES))
+                .map(|&(ty, data)| (ty, u32_at(data, 0)))
+                .collect()
+        };
+        for (queues, want) in [(1, vec![]), (2, vec![(31, Some(2)), (32, Some(2))])] {
+            let msg = veth_request("ha", "pb", Some(5), queues).finish(1, 0);
+            let attrs: Vec<_> = Attrs(&msg[NLMSG_HDRLEN + IFINFOMSG_LEN..]).collect();
+            assert_eq!(queue_attrs(&attrs), want);
+            let (_, linkinfo) = attrs.iter().find(|(ty, _)| *ty == libc::IFLA_LINKINFO).unwrap();
+            let (_, data) = Attrs(linkinfo).find(|(ty, _)| *ty == libc::IFLA_INFO_DATA).unwrap();
+            let (_, peer) = Attrs(data).find(|(ty, _)| *ty == VETH_INFO_PEER).unwrap();
+            let peer_attrs: Vec<_> = Attrs(&peer[IFINFOMSG_LEN..]).collect();
+            assert!(peer_attrs.contains(&(libc::IFLA_IFNAME, &b"pb\0"[..])));
+            assert!(peer_attrs.contains(&(libc::IFLA_NET_NS_FD, &5u32.to_ne_bytes()[..])));
+            assert_eq!(queue_attrs(&peer_attrs), want);
+        }
     }
 
     #[test]
