@@ -806,3 +806,94 @@ fn conntrack_entries_expire_after_their_timeouts() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// Connections from two client pods to a Service with two endpoints, on a switch with
+/// `workers` workers: every connection is answered by its endpoint through the VIP, tracked
+/// once, and nothing is dropped. With two workers the clients' packets and the endpoints'
+/// replies arrive on whichever worker's queue the kernel picks, so some must be steered to
+/// the worker that tracks their connection; with one, none are.
+fn connections_meet_their_tracked_state(kind: PortAddKind, workers: usize) {
+    let n = node_with_kind(EXE, 4, kind, |c| c.worker.count = workers);
+    let (clients, backends) = (&n.pods[..2], &n.pods[2..]);
+    let eps = |port| backends.iter().map(|p| ep(p, port)).collect();
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps(8080))));
+    call(&n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps(5353))));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        for (i, b) in backends.iter().enumerate() {
+            tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
+            udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
+        }
+        let mut open = Open::default();
+        for client in clients {
+            for _ in 0..20 {
+                let mut c = connect(&client.ns, SocketAddrV4::new(VIP, 80)).expect("connect");
+                let id = ask(&mut c).expect("TCP answer through the VIP");
+                assert_eq!(ask(&mut c).unwrap(), id, "one connection stays on one endpoint");
+                open.push(c);
+                let u = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+                u.connect(SocketAddrV4::new(VIP, 53)).unwrap();
+                u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                u.send(b"q").unwrap();
+                let mut b = [0u8; 8];
+                assert_eq!(u.recv(&mut b).expect("UDP answer from the VIP"), 1);
+                open.push_udp(u);
+            }
+        }
+        // Still answered after the first exchanges settled each flow on its queues.
+        for c in open.tcp.iter_mut() {
+            ask(c).expect("a tracked connection keeps working");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let Reply::Conntrack { entries } = call(&n, Request::ConntrackList(Default::default())) else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 80, "each connection tracked once");
+    let st = stats(&n);
+    let steered: u64 = st.ports.iter().map(|p| p.steered).sum();
+    for p in &st.ports {
+        assert_eq!(p.drops.values().sum::<u64>(), 0, "no drops: {p:?}");
+    }
+    if workers == 1 {
+        assert_eq!(steered, 0, "one worker steers nothing");
+    } else {
+        assert!(steered > 0, "some packets crossed to their connection's worker: {st:?}");
+    }
+}
+
+/// What a client keeps open until the end (so no two flows share a source port).
+#[derive(Default)]
+struct Open {
+    tcp: Vec<TcpStream>,
+    udp: Vec<UdpSocket>,
+}
+
+impl Open {
+    fn push(&mut self, c: TcpStream) {
+        self.tcp.push(c);
+    }
+
+    fn push_udp(&mut self, u: UdpSocket) {
+        self.udp.push(u);
+    }
+}
+
+#[test]
+fn connections_meet_their_tracked_state_on_two_workers() {
+    require_root!();
+    connections_meet_their_tracked_state(PortAddKind::Tap, 2);
+}
+
+#[test]
+fn connections_meet_their_tracked_state_on_two_workers_afxdp() {
+    require_root!();
+    connections_meet_their_tracked_state(PortAddKind::Afxdp, 2);
+}
+
+#[test]
+fn connections_meet_their_tracked_state_on_one_worker() {
+    require_root!();
+    connections_meet_their_tracked_state(PortAddKind::Tap, 1);
+}

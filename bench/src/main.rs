@@ -62,6 +62,10 @@ struct Cli {
     /// worker never sleeps), as OVS's PMD threads do.
     #[arg(long, global = true)]
     busy_poll: bool,
+    /// Worker threads of every podswitch (default: the switch's own, one per CPU, worker i
+    /// pinned to CPU i).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
     /// CPU for client-side traffic threads (senders, request loops).
     #[arg(long, global = true, default_value_t = 0)]
     client_cpu: usize,
@@ -149,6 +153,13 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
     vswitch::lab::traffic::set_placement(Some(client_cpu), Some(server_cpu));
     peers::set_busy_poll(cli.busy_poll);
+    if let Some(w) = cli.workers {
+        if w == 0 || w > vswitch::config::MAX_WORKERS {
+            return Err(format!("--workers: 1 to {}", vswitch::config::MAX_WORKERS));
+        }
+    }
+    peers::set_workers(cli.workers);
+    let workers = cli.workers.unwrap_or(machine.cpus);
     let mut peers = cli.peers.clone();
     peers.sort();
     peers.dedup();
@@ -169,8 +180,9 @@ fn run(cli: &Cli) -> Result<(), String> {
         machine,
         placement: format!(
             "client-side traffic threads pinned to CPU {client_cpu}, server-side threads to CPU \
-             {server_cpu}, for every peer; the datapath itself (switch process, OVS threads, \
-             kernel softirq) is left to the scheduler{}",
+             {server_cpu}, for every peer; podswitch runs {workers} worker(s), worker i pinned \
+             to CPU i; the rest of the datapath (OVS threads, kernel softirq) is left to the \
+             scheduler{}",
             if cli.busy_poll { "; podswitch in busy-poll-only mode" } else { "" }
         ),
         scenarios: Vec::new(),

@@ -78,10 +78,22 @@ pub fn set_busy_poll(on: bool) {
     BUSY_POLL.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The run's polling mode applied to a switch's configuration.
+/// Worker threads of every podswitch this run starts; 0: the switch's default.
+static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets how many workers every podswitch this run starts has (see `bench --workers`).
+pub fn set_workers(n: Option<usize>) {
+    WORKERS.store(n.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The run's polling mode and worker count applied to a switch's configuration.
 fn polling(config: &mut vswitch::config::Config) {
     if BUSY_POLL.load(std::sync::atomic::Ordering::Relaxed) {
         config.worker.busy_poll = vswitch::config::BusyPoll::Always;
+    }
+    match WORKERS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {}
+        n => config.worker.count = n,
     }
 }
 

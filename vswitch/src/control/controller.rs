@@ -249,12 +249,15 @@ impl Controller {
         let mut peers = Vec::new();
         if let Some(ov) = &config.overlay {
             let err = |step: &str, source| StartError::Overlay { step: step.to_string(), source };
-            let port = OverlayPort::bind(OverlayOptions {
-                local: ov.underlay_ip,
-                udp_port: ov.udp_port,
-                vni: ov.vni,
-                udp_checksum: ov.udp_checksum,
-            })
+            let queues = OverlayPort::bind_queues(
+                OverlayOptions {
+                    local: ov.underlay_ip,
+                    udp_port: ov.udp_port,
+                    vni: ov.vni,
+                    udp_checksum: ov.udp_checksum,
+                },
+                worker.count() as u32,
+            )
             .map_err(|e| err(&format!("bind {}:{}", ov.underlay_ip, ov.udp_port), e))?;
             let record = PortRecord {
                 id: PortId(0),
@@ -270,7 +273,7 @@ impl Controller {
                 &mut ids,
                 &mut ports,
                 OVERLAY_PORT_NAME,
-                vec![Box::new(port)],
+                queues.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect(),
                 record,
                 |id| worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply }),
             )?;
@@ -935,7 +938,12 @@ impl Controller {
         ip: Ipv4IfAddr,
     ) -> Result<(), ApiError> {
         let host = afxdp_host_name(rec.id);
-        netlink.veth_add(&host, tmp_name, None).map_err(|e| failed("create veth pair", e))?;
+        // One queue per worker on both ends: the pod's flows spread over the host end's
+        // receive queues, each driven by one worker's AF_XDP socket.
+        let queues = self.worker.count() as u32;
+        netlink
+            .veth_add_queues(&host, tmp_name, None, queues)
+            .map_err(|e| failed("create veth pair", e))?;
         let r = self.attach_afxdp_veth(netlink, ns, &host, tmp_name, rec, ip);
         if r.is_err() {
             delete_link(netlink, &host);
@@ -969,17 +977,19 @@ impl Controller {
         let opts = AfXdpOptions::for_mtu(rec.mtu).ok_or_else(|| {
             ApiError::field(ErrorKind::InvalidArgument, "args.mtu", "too large for afxdp")
         })?;
-        let port = AfXdpPort::open(host, host_index, opts).map_err(|e| {
+        let queues = self.worker.count() as u32;
+        let ports = AfXdpPort::open_queues(host, host_index, opts, queues).map_err(|e| {
             ApiError::field(
                 ErrorKind::Failed,
                 "args.kind",
                 format!("afxdp: cannot drive {host} through AF_XDP on this kernel: {e}"),
             )
         })?;
-        if let Some(why) = port.native_refused() {
+        if let Some(why) = ports.first().and_then(|p| p.native_refused()) {
             eprintln!("podswitch: {host}: native XDP refused, attached in skb mode: {why}");
         }
-        self.hand_to_worker(rec, ip, vec![Box::new(port)])
+        let ports = ports.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect();
+        self.hand_to_worker(rec, ip, ports)
     }
 
     /// Configures a pod's interface, which exists as link `index` in the switch's
