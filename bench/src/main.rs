@@ -66,6 +66,9 @@ struct Cli {
     /// pinned to CPU i).
     #[arg(long, global = true)]
     workers: Option<usize>,
+    /// Leave podswitch's workers unpinned (`[worker] pin = false`): the scheduler places them.
+    #[arg(long, global = true)]
+    no_pin: bool,
     /// CPU for client-side traffic threads (senders, request loops).
     #[arg(long, global = true, default_value_t = 0)]
     client_cpu: usize,
@@ -158,7 +161,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             return Err(format!("--workers: 1 to {}", vswitch::config::MAX_WORKERS));
         }
     }
-    peers::set_workers(cli.workers);
+    peers::set_workers(cli.workers, !cli.no_pin);
     let workers = cli.workers.unwrap_or(machine.cpus);
     let mut peers = cli.peers.clone();
     peers.sort();
@@ -180,9 +183,9 @@ fn run(cli: &Cli) -> Result<(), String> {
         machine,
         placement: format!(
             "client-side traffic threads pinned to CPU {client_cpu}, server-side threads to CPU \
-             {server_cpu}, for every peer; podswitch runs {workers} worker(s), worker i pinned \
-             to CPU i; the rest of the datapath (OVS threads, kernel softirq) is left to the \
-             scheduler{}",
+             {server_cpu}, for every peer; podswitch runs {workers} worker(s){}; the rest of \
+             the datapath (OVS threads, kernel softirq) is left to the scheduler{}",
+            if cli.no_pin { ", unpinned" } else { ", worker i pinned to CPU i" },
             if cli.busy_poll { "; podswitch in busy-poll-only mode" } else { "" }
         ),
         scenarios: Vec::new(),

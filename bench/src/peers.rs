@@ -81,9 +81,14 @@ pub fn set_busy_poll(on: bool) {
 /// Worker threads of every podswitch this run starts; 0: the switch's default.
 static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Sets how many workers every podswitch this run starts has (see `bench --workers`).
-pub fn set_workers(n: Option<usize>) {
+/// Whether every podswitch this run starts pins its workers (see `bench --no-pin`).
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Sets how many workers every podswitch this run starts has, and whether they are pinned
+/// (see `bench --workers`, `--no-pin`).
+pub fn set_workers(n: Option<usize>, pin: bool) {
     WORKERS.store(n.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    PIN.store(pin, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The run's polling mode and worker count applied to a switch's configuration.
@@ -94,6 +99,9 @@ fn polling(config: &mut vswitch::config::Config) {
     match WORKERS.load(std::sync::atomic::Ordering::Relaxed) {
         0 => {}
         n => config.worker.count = n,
+    }
+    if !PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        config.worker.pin = vswitch::config::Pinning::Off;
     }
 }
 

@@ -64,6 +64,11 @@ pub const CONNTRACK_SWEEP_BUDGET: usize = 256;
 /// How often ports without an fd (in-memory ports) are polled when nothing else happens.
 const POLLED_PORT_INTERVAL: Duration = Duration::from_millis(1);
 
+/// How long a worker waits (instead of spinning) when it left frames in its devices because
+/// another worker is behind (the fabric's pool is low): the CPU goes to that worker, or to
+/// the pods.
+const GATED_WAIT: Duration = Duration::from_micros(20);
+
 const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// A change or question from the control plane, applied between bursts.
@@ -287,6 +292,8 @@ struct Worker {
     busy_poll: crate::config::BusyPoll,
     /// Workers this batch sent packets to (a bit each): woken once the batch is done.
     to_wake: u64,
+    /// A port was left with frames because the fabric's pool was low.
+    gated: bool,
 }
 
 #[derive(Debug)]
@@ -366,6 +373,7 @@ impl WorkerHandle {
                 last_sweep: Instant::now(),
                 busy_poll: settings.busy_poll,
                 to_wake: 0,
+                gated: false,
             };
             let cpu = settings.cpu_of(me);
             let thread =
@@ -664,7 +672,9 @@ impl Worker {
         let multi = self.fabric.workers() > 1;
         loop {
             let always = self.busy_poll == crate::config::BusyPoll::Always;
-            let mut timeout = if always || !self.ready.is_empty() || Instant::now() < busy_until {
+            let mut timeout = if std::mem::take(&mut self.gated) && !always {
+                GATED_WAIT
+            } else if always || !self.ready.is_empty() || Instant::now() < busy_until {
                 Duration::ZERO
             } else if !self.fdless.is_empty() {
                 POLLED_PORT_INTERVAL
@@ -748,6 +758,7 @@ impl Worker {
         for _ in 0..max_bursts {
             if multi && !self.fabric.can_receive() {
                 // Another worker is behind: leave the frames in the device (see fabric.rs).
+                self.gated = true;
                 return false;
             }
             self.batch.clear();
