@@ -371,4 +371,32 @@ mod tests {
         let macs: Vec<_> = f.entries(t).iter().map(|e| e.key.mac()).collect();
         assert_eq!(macs, vec![mac(1), mac(3), mac(5)]);
     }
+
+    #[test]
+    fn refreshes_are_announced_at_most_every_eighth_of_the_aging_time() {
+        let mut f = fdb(16, 80);
+        let t = Instant::now();
+        let k = FdbKey::new(None, mac(1));
+        assert!(f.learn(k, PortId(1), t).announce(), "new stations are announced");
+        let s = Duration::from_secs;
+        assert_eq!(f.learn(k, PortId(1), t + s(5)), Learned::Refreshed { announce: false });
+        assert_eq!(f.learn(k, PortId(1), t + s(10)), Learned::Refreshed { announce: true });
+        assert_eq!(f.learn(k, PortId(1), t + s(11)), Learned::Refreshed { announce: false });
+        assert!(f.learn(k, PortId(2), t + s(12)).announce(), "moves are announced");
+    }
+
+    #[test]
+    fn announced_stations_are_applied_uncounted_and_respect_the_limit() {
+        let mut f = fdb(2, 300);
+        let t = Instant::now();
+        f.apply_announced(FdbKey::new(None, mac(1)), PortId(3), t);
+        f.apply_announced(FdbKey::new(None, mac(2)), PortId(3), t);
+        f.apply_announced(FdbKey::new(None, mac(3)), PortId(3), t);
+        assert_eq!(f.len(), 2, "full: the third is not added");
+        assert_eq!(f.lookup(FdbKey::new(None, mac(1)), t), Some(PortId(3)));
+        // A later announcement moves it, and counts nothing here.
+        f.apply_announced(FdbKey::new(None, mac(1)), PortId(4), t);
+        assert_eq!(f.lookup(FdbKey::new(None, mac(1)), t), Some(PortId(4)));
+        assert_eq!(f.counters(), FdbCounters::default());
+    }
 }
