@@ -1341,6 +1341,36 @@ mod tests {
     }
 
     #[test]
+    fn index_grows_past_the_reserve_and_finds_both_directions() {
+        let t0 = Instant::now();
+        let cfg = ConntrackConfig { max_entries: 2000, ..ConntrackConfig::default() };
+        let mut ct = Conntrack::with_reserve(cfg, 4);
+        let key = |i: u16| client((i / 500) as u8, i, PROTO_TCP);
+        let ids: Vec<EntryId> = (0..2000)
+            .map(|i| ct.create(key(i), to_backend((i % 3) as u8), Some(SYN), t0).unwrap())
+            .collect();
+        assert!(ct.create(key(3000), to_backend(0), Some(SYN), t0).is_err());
+        for i in (0..2000u16).step_by(2) {
+            assert!(ct.remove(ids[usize::from(i)]));
+        }
+        for i in 0..2000u16 {
+            let id = ids[usize::from(i)];
+            let found = ct.lookup(&key(i), t0);
+            if i % 2 == 0 {
+                assert_eq!(found, None);
+            } else {
+                assert_eq!(found, Some((id, Dir::Original)));
+                let reply = ct.get(id).unwrap().reply();
+                let h = ct.hash(&reply);
+                ct.prefetch_index(h);
+                ct.prefetch_entry(h);
+                assert_eq!(ct.lookup_hashed(&reply, h, t0), Some((id, Dir::Reply)));
+            }
+        }
+        assert_eq!(ct.index.len(), 2 * ct.len());
+    }
+
+    #[test]
     fn bytes_per_entry_is_reported() {
         let b = Conntrack::bytes_per_entry();
         assert!(b >= std::mem::size_of::<Entry>() + 2 * std::mem::size_of::<FlowKey>());
