@@ -35,9 +35,9 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use crate::packet::{Action, Batch, Packet};
+use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
 use crate::stats::{DropReason, PortCounters};
-use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowKey, Nat};
+use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
 use crate::wire::{checksum, EtherType, IpProtocol, MacAddr};
 
@@ -190,6 +190,7 @@ struct Layout {
     csum_at: usize,
 }
 
+#[inline]
 fn layout(pkt: &Packet) -> Option<Layout> {
     if pkt.meta.vlan.is_some() || pkt.meta.ethertype != u16::from(EtherType::Ipv4) {
         return None;
@@ -209,19 +210,31 @@ fn layout(pkt: &Packet) -> Option<Layout> {
     Some(Layout { l3, l4, proto, csum_at })
 }
 
+/// The 5-tuple at `lay` (which [`layout`] checked lies within `d`), read as whole words.
+#[inline]
 fn flow_key(d: &[u8], lay: &Layout) -> FlowKey {
-    let ip = |o: usize| Ipv4Addr::new(d[o], d[o + 1], d[o + 2], d[o + 3]);
-    let port = |o: usize| u16::from_be_bytes([d[o], d[o + 1]]);
+    let word =
+        |o: usize| d.get(o..o + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let ports = word(lay.l4);
     FlowKey {
-        src: ip(lay.l3 + 12),
-        dst: ip(lay.l3 + 16),
-        sport: port(lay.l4),
-        dport: port(lay.l4 + 2),
+        src: Ipv4Addr::from(word(lay.l3 + 12)),
+        dst: Ipv4Addr::from(word(lay.l3 + 16)),
+        sport: (ports >> 16) as u16,
+        dport: ports as u16,
         proto: lay.proto,
     }
 }
 
+/// A packet's layout, 5-tuple and conntrack bucket, computed ahead of its turn.
+type Prepared = Option<(Layout, FlowKey, FlowHash)>;
+
 /// Runs Service NAT over the batch.
+///
+/// The conntrack lookups of the batch are started together: a first pass computes every
+/// undecided TCP/UDP packet's 5-tuple and bucket and prefetches the bucket, a second
+/// prefetches the entries found there, and only then are the packets handled one by one, in
+/// order, as if each were alone (prefetching changes no result). With many flows the cache
+/// misses of a batch overlap instead of adding up.
 pub fn run(
     batch: &mut Batch,
     nat: &mut ServiceNat,
@@ -232,13 +245,36 @@ pub fn run(
     if nat.services.is_empty() && nat.conntrack.is_empty() && gw.node_port.is_none() {
         return;
     }
-    for pkt in batch.packets_mut() {
+    let mut prepared: [Prepared; BATCH_SIZE] = [None; BATCH_SIZE];
+    for (pkt, prep) in batch.packets().iter().zip(prepared.iter_mut()) {
+        if pkt.meta.action != Action::Continue {
+            continue;
+        }
+        if let Some(lay) = layout(pkt) {
+            let key = flow_key(pkt.data(), &lay);
+            let h = nat.conntrack.hash(&key);
+            nat.conntrack.prefetch_index(h);
+            *prep = Some((lay, key, h));
+        }
+    }
+    for (_, _, h) in prepared.iter().flatten() {
+        nat.conntrack.prefetch_entry(*h);
+    }
+    for (i, pkt) in batch.packets_mut().iter_mut().enumerate() {
         if pkt.meta.action != Action::Continue {
             continue;
         }
         let in_port = pkt.meta.in_port;
         let from_node_port = gw.node_port.filter(|np| np.port == in_port);
-        let Some(lay) = layout(pkt) else {
+        // Prepared above unless the batch is larger than a burst.
+        let prep = match prepared.get(i) {
+            Some(p) => *p,
+            None => layout(pkt).map(|lay| {
+                let key = flow_key(pkt.data(), &lay);
+                (lay, key, nat.conntrack.hash(&key))
+            }),
+        };
+        let Some((lay, key, h)) = prep else {
             if from_node_port.is_some() {
                 drop_packet(&mut pkt.meta.action, in_port, DropReason::NodePortUnknown, counters);
             } else {
@@ -252,7 +288,7 @@ pub fn run(
             }
             continue;
         };
-        match handle(pkt, &lay, nat, gw, from_node_port, now) {
+        match handle(pkt, &lay, key, h, nat, gw, from_node_port, now) {
             Ok(Verdict::Continue) => {}
             Ok(Verdict::Settled(action)) => pkt.meta.action = action,
             Ok(Verdict::Reject(action)) => {
@@ -266,17 +302,20 @@ pub fn run(
     }
 }
 
-/// Translates one packet. `node_port` is the NodePort path when the packet came in on it.
+/// Translates one packet, whose 5-tuple is `key` (`h` its conntrack bucket). `node_port`
+/// is the NodePort path when the packet came in on it.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn handle(
     pkt: &mut Packet,
     lay: &Layout,
+    key: FlowKey,
+    h: FlowHash,
     nat: &mut ServiceNat,
     gw: &Gateway,
     node_port: Option<NodePortPath>,
     now: Instant,
 ) -> Result<Verdict, DropReason> {
-    let key = flow_key(pkt.data(), lay);
     let tcp_flags = (lay.proto == 6).then(|| pkt.data().get(lay.l4 + 13).copied()).flatten();
     let len = pkt.len();
     let proto = proto_of(lay.proto);
@@ -288,7 +327,7 @@ fn handle(
     }
     // The mac to answer rejects with: the node-port interface's own, or the gateway's.
     let reply_mac = node_port.map_or(gw.mac, |np| np.mac);
-    if let Some((id, dir)) = nat.conntrack.lookup(&key, now) {
+    if let Some((id, dir)) = nat.conntrack.lookup_hashed(&key, h, now) {
         let Some(entry) = nat.conntrack.get(id).copied() else { return Ok(Verdict::Continue) };
         let n = entry.nat;
         let np_flow = gw.node_port.filter(|np| n.vip == np.ip);

@@ -40,11 +40,23 @@
 //! With several workers, each flow's two directions would have to be steered to the same
 //! worker (or the table shared); that multi-worker design is future work, not done here.
 //!
-//! Memory: a slab of entries indexed by [`EntryId`], and one hash map holding two keys per
-//! entry, each mapping to `id << 1 | direction`. Up to [`PREALLOCATE_MAX`] entries are
-//! reserved up front; lookups and updates never allocate, and creations allocate only while
-//! a table configured larger than that grows past it. [`Conntrack::bytes_per_entry`] gives
-//! the cost of one entry.
+//! Memory: a slab of entries indexed by [`EntryId`] (each entry on its own two cache lines),
+//! and an index holding two keys per entry, each mapping to `id << 1 | direction`. The
+//! index is an open-addressing hash table of 8-byte slots (a 32-bit hash and the value;
+//! keys are confirmed against the entry), linear probing, backward-shift deletion, never
+//! more than half full: it doubles before an insertion would pass that, so with at most
+//! `max_entries` entries it reaches at most `4 * max_entries` slots (rounded up to a power
+//! of two) and a lookup always ends. Its hash is seeded per table. Up to
+//! [`PREALLOCATE_MAX`] entries (and their index slots) are reserved up front; lookups and
+//! updates never allocate, and creations allocate only while a table configured larger than
+//! that grows past it. [`Conntrack::bytes_per_entry`] gives the cost of one entry.
+//!
+//! Batched lookups: [`Conntrack::hash`] gives a key's bucket ahead of the lookup, so a
+//! caller with a burst of packets can prefetch every packet's index slots
+//! ([`Conntrack::prefetch_index`]), then their entries ([`Conntrack::prefetch_entry`]),
+//! then look them up ([`Conntrack::lookup_hashed`]) with the memory already on its way:
+//! the misses of a burst overlap instead of coming one after the other. Prefetches are
+//! hints; results do not depend on them.
 //!
 //! Entry ids are reused: an id is valid from `create` until its entry is removed (by
 //! `lookup` or `create` meeting it expired, `sweep`, `remove`, `remove_backend` or `flush`).
@@ -55,9 +67,11 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-
 use crate::wire::tcp::TcpFlags;
+
+mod index;
+
+use index::Index;
 
 /// Entries reserved up front. Tables configured larger than this grow (and allocate) while
 /// creating past it.
@@ -66,9 +80,10 @@ pub const PREALLOCATE_MAX: usize = 65_536;
 /// Slots a full table examines for expired entries before refusing a new flow.
 pub const RECLAIM_BUDGET: usize = 64;
 
-/// The largest `max_entries` honoured: ids must fit in 31 bits, the index keeps the
-/// direction in the low bit.
-pub const MAX_ENTRIES_LIMIT: usize = 1 << 31;
+/// The largest `max_entries` honoured: ids must fit in 30 bits, so that the index keeps
+/// the direction in the low bit and still has a value no slot uses (its empty mark), and
+/// its `4 * max_entries` slots are addressed by a 32-bit hash.
+pub const MAX_ENTRIES_LIMIT: usize = 1 << 30;
 
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
@@ -414,15 +429,45 @@ impl ConntrackCounters {
     }
 }
 
+/// A slab slot: one entry on two whole cache lines (the entry is 120 bytes), which a
+/// lookup and the update after it touch together and prefetching brings in together.
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+struct Cell(Option<Entry>);
+
+const _: () = assert!(std::mem::size_of::<Cell>() == 128);
+
+/// The bucket of a 5-tuple in one table's index ([`Conntrack::hash`]), computed ahead of
+/// the lookup so that its memory can be prefetched. Only meaningful for the table that
+/// computed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowHash(u32);
+
+/// Brings the cache line holding `p` towards the CPU: a hint only, whatever `p` is.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect,
+    // whatever the address (here always one inside a live allocation).
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The connection-tracking table. See the module doc for its behaviour.
 #[derive(Debug)]
 pub struct Conntrack {
     /// Entries by id; `None` is a free slot (its id is in `free`).
-    slab: Vec<Option<Entry>>,
+    slab: Vec<Cell>,
     /// Free slab ids, reused last-freed first.
     free: Vec<EntryId>,
-    /// Both keys of every entry -> `id << 1 | dir`.
-    index: FxHashMap<FlowKey, u32>,
+    /// Both keys of every entry -> `id << 1 | dir` (see the `index` module).
+    index: Index,
+    /// This table's hash seed.
+    seed: u64,
     /// Next slab slot [`Conntrack::sweep`] examines.
     cursor: usize,
     len: usize,
@@ -448,12 +493,15 @@ impl Conntrack {
     pub fn with_reserve(cfg: ConntrackConfig, reserve: usize) -> Conntrack {
         let cfg = ConntrackConfig { max_entries: cfg.max_entries.min(MAX_ENTRIES_LIMIT), ..cfg };
         let reserve = reserve.min(cfg.max_entries).min(PREALLOCATE_MAX);
-        let mut index = FxHashMap::default();
-        index.reserve(2 * reserve);
+        let seed = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+        };
         Conntrack {
             slab: Vec::with_capacity(reserve),
             free: Vec::with_capacity(reserve),
-            index,
+            index: Index::with_capacity(2 * reserve),
+            seed,
             cursor: 0,
             len: 0,
             cfg,
@@ -499,7 +547,7 @@ impl Conntrack {
         marks: std::sync::Arc<crate::pipeline::steer::ReplyMarks>,
         gateway: Ipv4Addr,
     ) {
-        for e in self.slab.iter().flatten() {
+        for e in self.slab.iter().filter_map(|c| c.0.as_ref()) {
             let r = e.reply();
             marks.raise(crate::pipeline::steer::key(gateway, r.dst, r.dport));
         }
@@ -514,14 +562,53 @@ impl Conntrack {
         }
     }
 
+    /// `key`'s bucket in this table, for [`Conntrack::prefetch_index`],
+    /// [`Conntrack::prefetch_entry`] and [`Conntrack::lookup_hashed`].
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> FlowHash {
+        let a = u64::from(u32::from(key.src)) << 32 | u64::from(u32::from(key.dst));
+        let b = u64::from(key.sport) << 32 | u64::from(key.dport) << 16 | u64::from(key.proto);
+        FlowHash(mix64(mix64(a ^ self.seed) ^ b) as u32)
+    }
+
+    /// Starts bringing the index slots of `h` into cache (a hint; see
+    /// [`Conntrack::lookup_hashed`]).
+    #[inline]
+    pub fn prefetch_index(&self, h: FlowHash) {
+        self.index.prefetch(h.0);
+    }
+
+    /// Starts bringing into cache the entry the index most likely holds for `h`: best after
+    /// [`Conntrack::prefetch_index`] had time to complete (it reads the index slots).
+    #[inline]
+    pub fn prefetch_entry(&self, h: FlowHash) {
+        if let Some(c) = self.index.candidate(h.0).and_then(|v| self.slab.get((v >> 1) as usize)) {
+            let p = (c as *const Cell).cast::<u8>();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
+    }
+
     /// The entry a packet with this 5-tuple belongs to, and in which direction (`Original`
     /// = the client's direction). An expired entry is treated as absent and removed right
     /// here. O(1): one hash probe.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, now: Instant) -> Option<(EntryId, Dir)> {
-        let v = *self.index.get(key)?;
+        self.lookup_hashed(key, self.hash(key), now)
+    }
+
+    /// [`Conntrack::lookup`] with the key's [`Conntrack::hash`] computed beforehand (by this
+    /// table: another table's hash finds nothing).
+    #[inline]
+    pub fn lookup_hashed(
+        &mut self,
+        key: &FlowKey,
+        h: FlowHash,
+        now: Instant,
+    ) -> Option<(EntryId, Dir)> {
+        let v = self.find(key, h)?;
         let id = v >> 1;
-        let dir = if v & 1 == 0 { Dir::Original } else { Dir::Reply };
+        let dir = dir_of(v);
         let expired = self.entry(id).is_expired(now);
         if expired {
             self.remove_slot(id);
@@ -562,7 +649,7 @@ impl Conntrack {
             return Err(CreateError::Clash(original));
         }
         for key in [original, reply] {
-            if let Some(&v) = self.index.get(&key) {
+            if let Some(v) = self.find(&key, self.hash(&key)) {
                 let id = v >> 1;
                 if !self.entry(id).is_expired(now) {
                     self.counters.clash += 1;
@@ -591,16 +678,16 @@ impl Conntrack {
         };
         let id = match self.free.pop() {
             Some(id) => {
-                self.slab[id as usize] = Some(entry);
+                self.slab[id as usize] = Cell(Some(entry));
                 id
             }
             None => {
-                self.slab.push(Some(entry));
+                self.slab.push(Cell(Some(entry)));
                 (self.slab.len() - 1) as EntryId
             }
         };
-        self.index.insert(original, id << 1);
-        self.index.insert(reply, id << 1 | 1);
+        self.index.insert(self.hash(&original).0, id << 1);
+        self.index.insert(self.hash(&reply).0, id << 1 | 1);
         if let Some((m, gw)) = &self.marks {
             m.raise(crate::pipeline::steer::key(*gw, reply.dst, reply.dport));
         }
@@ -611,7 +698,7 @@ impl Conntrack {
 
     /// The entry `id`, if present (expired or not).
     pub fn get(&self, id: EntryId) -> Option<&Entry> {
-        self.slab.get(id as usize)?.as_ref()
+        self.slab.get(id as usize)?.0.as_ref()
     }
 
     /// Accounts one packet of `len` bytes in direction `dir` at `now`: counts it, advances
@@ -626,7 +713,7 @@ impl Conntrack {
         len: usize,
         now: Instant,
     ) {
-        let Some(Some(e)) = self.slab.get_mut(id as usize) else {
+        let Some(Cell(Some(e))) = self.slab.get_mut(id as usize) else {
             return;
         };
         e.packets[dir.index()] += 1;
@@ -653,7 +740,7 @@ impl Conntrack {
             }
             let id = self.cursor as EntryId;
             self.cursor += 1;
-            if let Some(e) = &self.slab[id as usize] {
+            if let Some(e) = &self.slab[id as usize].0 {
                 if e.is_expired(now) {
                     self.remove_slot(id);
                     removed += 1;
@@ -678,7 +765,7 @@ impl Conntrack {
     /// Removes every entry; returns how many.
     pub fn flush(&mut self) -> usize {
         let n = self.len;
-        for e in self.slab.iter().flatten() {
+        for e in self.slab.iter().filter_map(|c| c.0.as_ref()) {
             self.unmark(e);
         }
         self.release(n);
@@ -697,7 +784,7 @@ impl Conntrack {
     pub fn remove_backend(&mut self, ip: Ipv4Addr, port: u16, proto: u8) -> usize {
         let mut n = 0;
         for id in 0..self.slab.len() {
-            if let Some(e) = &self.slab[id] {
+            if let Some(e) = &self.slab[id].0 {
                 if e.nat.backend == ip && e.nat.bport == port && e.original.proto == proto {
                     self.remove_slot(id as EntryId);
                     n += 1;
@@ -737,7 +824,7 @@ impl Conntrack {
     /// sorted by creation time (then original 5-tuple).
     pub fn entries(&self, now: Instant, limit: usize) -> Vec<Entry> {
         let mut v: Vec<Entry> =
-            self.slab.iter().flatten().filter(|e| !e.is_expired(now)).copied().collect();
+            self.slab.iter().filter_map(|c| c.0).filter(|e| !e.is_expired(now)).collect();
         let by_age = |e: &Entry| (e.created, e.original);
         if limit < v.len() {
             if limit == 0 {
@@ -750,32 +837,53 @@ impl Conntrack {
         v
     }
 
-    /// Approximate bytes of memory per entry at capacity: the slab slot, a free-list slot,
-    /// and two index slots (key, value and control byte, at the hash map's 7/8 maximum
-    /// load). Power-of-two rounding of the index can add up to twice its share.
+    /// Approximate bytes of memory per entry at capacity: the slab slot (128 bytes, two
+    /// cache lines), a free-list slot, and the index's share: two keys of one 8-byte slot
+    /// each, at the index's maximum load of one half. Power-of-two rounding of the index can
+    /// add up to twice its share.
     pub fn bytes_per_entry() -> usize {
-        let index_slot = std::mem::size_of::<(FlowKey, u32)>() + 1;
-        std::mem::size_of::<Option<Entry>>()
-            + std::mem::size_of::<EntryId>()
-            + (2 * index_slot * 8).div_ceil(7)
+        std::mem::size_of::<Cell>() + std::mem::size_of::<EntryId>() + 2 * 2 * 8
+    }
+
+    /// The index value (`id << 1 | dir`) of `key`, whose hash is `h`: the index slot whose
+    /// hash matches and whose entry has this key in that direction.
+    #[inline]
+    fn find(&self, key: &FlowKey, h: FlowHash) -> Option<u32> {
+        let slab = &self.slab;
+        self.index.get(h.0, |v| {
+            slab.get((v >> 1) as usize)
+                .and_then(|c| c.0.as_ref())
+                .is_some_and(|e| e.key(dir_of(v)) == *key)
+        })
     }
 
     /// The entry at `id`, which the index says is present.
     #[inline]
     fn entry(&self, id: EntryId) -> &Entry {
-        self.slab[id as usize].as_ref().expect("conntrack index points at a free slot")
+        self.slab[id as usize].0.as_ref().expect("conntrack index points at a free slot")
     }
 
     /// Unlinks entry `id` (present) from the index and frees its slot. Counting is the
     /// caller's.
     fn remove_slot(&mut self, id: EntryId) {
-        let e = self.slab[id as usize].take().expect("conntrack removes a free slot");
+        let e = self.slab[id as usize].0.take().expect("conntrack removes a free slot");
         self.unmark(&e);
         self.release(1);
-        self.index.remove(&e.original);
-        self.index.remove(&e.reply());
+        let removed = self.index.remove(self.hash(&e.original).0, id << 1)
+            & self.index.remove(self.hash(&e.reply()).0, id << 1 | 1);
+        debug_assert!(removed, "conntrack entry {id} missing from the index");
         self.free.push(id);
         self.len -= 1;
+    }
+}
+
+/// The direction an index value (`id << 1 | dir`) names.
+#[inline]
+fn dir_of(v: u32) -> Dir {
+    if v & 1 == 0 {
+        Dir::Original
+    } else {
+        Dir::Reply
     }
 }
 
@@ -1230,6 +1338,36 @@ mod tests {
             buckets[(client(1, p, PROTO_TCP).hash64() % 4) as usize] += 1;
         }
         assert!(buckets.iter().all(|&b| (850..1150).contains(&b)), "{buckets:?}");
+    }
+
+    #[test]
+    fn index_grows_past_the_reserve_and_finds_both_directions() {
+        let t0 = Instant::now();
+        let cfg = ConntrackConfig { max_entries: 2000, ..ConntrackConfig::default() };
+        let mut ct = Conntrack::with_reserve(cfg, 4);
+        let key = |i: u16| client((i / 500) as u8, i, PROTO_TCP);
+        let ids: Vec<EntryId> = (0..2000)
+            .map(|i| ct.create(key(i), to_backend((i % 3) as u8), Some(SYN), t0).unwrap())
+            .collect();
+        assert!(ct.create(key(3000), to_backend(0), Some(SYN), t0).is_err());
+        for i in (0..2000u16).step_by(2) {
+            assert!(ct.remove(ids[usize::from(i)]));
+        }
+        for i in 0..2000u16 {
+            let id = ids[usize::from(i)];
+            let found = ct.lookup(&key(i), t0);
+            if i % 2 == 0 {
+                assert_eq!(found, None);
+            } else {
+                assert_eq!(found, Some((id, Dir::Original)));
+                let reply = ct.get(id).unwrap().reply();
+                let h = ct.hash(&reply);
+                ct.prefetch_index(h);
+                ct.prefetch_entry(h);
+                assert_eq!(ct.lookup_hashed(&reply, h, t0), Some((id, Dir::Reply)));
+            }
+        }
+        assert_eq!(ct.index.len(), 2 * ct.len());
     }
 
     #[test]
