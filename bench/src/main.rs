@@ -183,8 +183,9 @@ fn run(cli: &Cli) -> Result<(), String> {
         machine,
         placement: format!(
             "client-side traffic threads pinned to CPU {client_cpu}, server-side threads to CPU \
-             {server_cpu}, for every peer; podswitch runs {workers} worker(s){}; the rest of \
-             the datapath (OVS threads, kernel softirq) is left to the scheduler{}",
+             {server_cpu}, for every peer; podswitch runs {workers} worker(s){} (the two \
+             cross-node switches share the CPUs and run unpinned); the rest of the datapath \
+             (OVS threads, kernel softirq) is left to the scheduler{}",
             if cli.no_pin { ", unpinned" } else { ", worker i pinned to CPU i" },
             if cli.busy_poll { "; podswitch in busy-poll-only mode" } else { "" }
         ),
