@@ -115,6 +115,26 @@ fn udp_server<'s>(
     });
 }
 
+/// Services `web` (TCP `VIP:80` → `:8080`) and `dns` (UDP `VIP:53` → `:5353`) over
+/// `backends`.
+fn add_web_and_dns(n: &PodswitchNode, backends: &[Pod]) {
+    let eps = |port| backends.iter().map(|p| ep(p, port)).collect();
+    call(n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps(8080))));
+    call(n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps(5353))));
+}
+
+/// The servers behind [`add_web_and_dns`]: backend `i` answers with `i`.
+fn serve_web_and_dns<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    backends: &'s [Pod],
+    stop: &'s AtomicBool,
+) {
+    for (i, b) in backends.iter().enumerate() {
+        tcp_server(s, &b.ns, b.ip, 8080, i as u8, stop);
+        udp_server(s, &b.ns, b.ip, 5353, i as u8, stop);
+    }
+}
+
 fn connect(ns: &NetNs, to: SocketAddrV4) -> std::io::Result<TcpStream> {
     let c = ns.run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(2)))??;
     c.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -143,16 +163,11 @@ fn tcp_and_udp_through_a_vip_reach_every_endpoint_afxdp() {
 fn through_a_vip_reach_every_endpoint(kind: PortAddKind) {
     let n = node_kind(EXE, 4, kind);
     let (client, backends) = (&n.pods[0], &n.pods[1..]);
-    let eps = |port| backends.iter().map(|p| ep(p, port)).collect();
-    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps(8080))));
-    call(&n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps(5353))));
+    add_web_and_dns(&n, backends);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
-        for (i, b) in backends.iter().enumerate() {
-            tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
-            udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
-        }
+        serve_web_and_dns(s, backends, &stop);
         let mut tcp_seen = [0u32; 3];
         for _ in 0..30 {
             // The handshake completes only if the answers come from the VIP.
@@ -815,16 +830,11 @@ fn conntrack_entries_expire_after_their_timeouts() {
 fn connections_meet_their_tracked_state(kind: PortAddKind, workers: usize) {
     let n = node_with_kind(EXE, 4, kind, |c| c.worker.count = workers);
     let (clients, backends) = (&n.pods[..2], &n.pods[2..]);
-    let eps = |port| backends.iter().map(|p| ep(p, port)).collect();
-    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, eps(8080))));
-    call(&n, Request::ServiceAdd(spec("dns", VIP, 53, L4Proto::Udp, eps(5353))));
+    add_web_and_dns(&n, backends);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
-        for (i, b) in backends.iter().enumerate() {
-            tcp_server(s, &b.ns, b.ip, 8080, i as u8, &stop);
-            udp_server(s, &b.ns, b.ip, 5353, i as u8, &stop);
-        }
+        serve_web_and_dns(s, backends, &stop);
         let mut open = Open::default();
         for client in clients {
             for _ in 0..20 {

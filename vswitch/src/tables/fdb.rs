@@ -115,6 +115,17 @@ pub struct FdbCounters {
     pub flushed: u64,
 }
 
+impl FdbCounters {
+    /// Adds another table's counters (the workers' tables add up to the switch's).
+    pub fn add(&mut self, o: &FdbCounters) {
+        self.learned += o.learned;
+        self.moves += o.moves;
+        self.learn_limit_hits += o.learn_limit_hits;
+        self.aged += o.aged;
+        self.flushed += o.flushed;
+    }
+}
+
 /// One entry as listed by the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdbEntry {

@@ -562,11 +562,7 @@ impl WorkerHandle {
                 }
             }
             out.fdb_len = out.fdb_len.max(s.fdb_len);
-            out.fdb.learned += s.fdb.learned;
-            out.fdb.moves += s.fdb.moves;
-            out.fdb.learn_limit_hits += s.fdb.learn_limit_hits;
-            out.fdb.aged += s.fdb.aged;
-            out.fdb.flushed += s.fdb.flushed;
+            out.fdb.add(&s.fdb);
             if i == 0 {
                 out.neighbors = s.neighbors;
             }
@@ -590,11 +586,7 @@ impl WorkerHandle {
                 }
             }
             out.len = out.len.max(s.len);
-            out.counters.learned += s.counters.learned;
-            out.counters.moves += s.counters.moves;
-            out.counters.learn_limit_hits += s.counters.learn_limit_hits;
-            out.counters.aged += s.counters.aged;
-            out.counters.flushed += s.counters.flushed;
+            out.counters.add(&s.counters);
         }
         out.entries.sort_by_key(|e| e.key);
         out.len = out.len.max(out.entries.len());
