@@ -31,7 +31,9 @@ use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
 use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
 use crate::port::tap::TapPort;
+use crate::port::tap_steering;
 use crate::port::{Port, PortId, PortKind};
+use crate::sys::bpf::SocketFilterProgram;
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
 use crate::sys::tun::{self, TapDevice, TapOptions};
@@ -145,6 +147,10 @@ pub struct Controller {
     started: Instant,
     /// The cluster DNS responder and the names it answers from, when it runs.
     dns: Option<(DnsServer, SharedNames)>,
+    /// With several workers: the program that picks each TAP frame's queue (worker) the way
+    /// flow steering would (`port/tap_steering.rs`); `None` if the kernel refused it (the
+    /// kernel's own per-flow choice applies, and the switch steers what arrives elsewhere).
+    tap_steering: Option<SocketFilterProgram>,
 }
 
 /// Namespace of the built-in DNS Services.
@@ -203,13 +209,26 @@ impl Controller {
         )
         .map_err(|source| StartError::Setup { step: "worker thread", source })?;
         let queues = worker.count();
+        let tap_steering = (queues > 1)
+            .then(|| {
+                tap_steering::load(config.node.gateway, config.services.cidr)
+                    .map_err(|e| {
+                        eprintln!(
+                            "podswitch: TAP queue steering program refused ({e}); the kernel \
+                             picks queues per flow and the switch steers the rest"
+                        )
+                    })
+                    .ok()
+            })
+            .flatten();
+        let steer_fd = tap_steering.as_ref().map(|p| p.fd());
         let mut ports = BTreeMap::new();
         let mut ids = vec![false; config.ports.max_ports];
         let mut macs = HashSet::new();
         let mut host_index = None;
         if let Some(hp) = &config.host_port {
             let err = |step, source| StartError::HostPort { name: hp.name.clone(), step, source };
-            let taps = create_tap(&hp.name, queues).map_err(|e| err("create", e))?;
+            let taps = create_tap(&hp.name, queues, steer_fd).map_err(|e| err("create", e))?;
             let link = netlink
                 .link_get(&hp.name)
                 .map_err(|e| err("look up", e))?
@@ -379,6 +398,7 @@ impl Controller {
             worker,
             started: Instant::now(),
             dns,
+            tap_steering,
         };
         controller.services_changed(&mut controller.state(), None);
         Ok(controller)
@@ -917,7 +937,8 @@ impl Controller {
         ip: Ipv4IfAddr,
     ) -> Result<(), ApiError> {
         let taps =
-            create_tap(tmp_name, self.worker.count()).map_err(|e| failed("create TAP", e))?;
+            create_tap(tmp_name, self.worker.count(), self.tap_steering.as_ref().map(|p| p.fd()))
+                .map_err(|e| failed("create TAP", e))?;
         let link = netlink
             .link_get(tmp_name)
             .map_err(|e| failed("look up TAP", e))?
@@ -1262,11 +1283,19 @@ pub const TAP_OFFLOADS: u32 =
 
 /// A TAP device with virtio-net headers and [`TAP_OFFLOADS`]: the kernel hands the switch
 /// 64 KiB TCP super-frames with one `read`, and takes them back with one `write`.
-/// With several workers the device has one queue per worker.
-fn create_tap(name: &str, queues: usize) -> io::Result<Vec<TapDevice>> {
+/// With several workers the device has one queue per worker, chosen per frame by
+/// `steering` when given.
+fn create_tap(
+    name: &str,
+    queues: usize,
+    steering: Option<std::os::fd::RawFd>,
+) -> io::Result<Vec<TapDevice>> {
     let opts = TapOptions { vnet_hdr: true, multi_queue: queues > 1 };
     let first = TapDevice::create(name, opts)?;
     first.set_offload(TAP_OFFLOADS)?;
+    if let Some(prog) = steering.filter(|_| queues > 1) {
+        first.set_steering_program(prog)?;
+    }
     let mut taps = vec![first];
     for _ in 1..queues {
         taps.push(TapDevice::open_queue(name, opts)?);

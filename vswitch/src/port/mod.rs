@@ -19,6 +19,7 @@ pub mod memory;
 pub mod node_port_filter;
 pub mod overlay;
 pub mod tap;
+pub mod tap_steering;
 
 use std::io;
 use std::os::fd::RawFd;

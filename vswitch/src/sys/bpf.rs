@@ -58,6 +58,10 @@ pub mod op {
     pub const BPF_IMM: u8 = 0x00;
     /// Mode: memory at register + offset.
     pub const BPF_MEM: u8 = 0x60;
+    /// Mode: packet load at an absolute offset (socket filters; result in r0, host order).
+    pub const BPF_ABS: u8 = 0x20;
+    /// Mode: packet load at `src + imm` (socket filters; result in r0, host order).
+    pub const BPF_IND: u8 = 0x40;
 
     /// Source: the immediate.
     pub const BPF_K: u8 = 0x00;
@@ -238,6 +242,27 @@ impl Insn {
         Insn::new(op::BPF_ALU64 | op | op::BPF_X, dst, src, 0, 0)
     }
 
+    /// `dst <op>= imm` (32-bit: the upper half is zeroed).
+    pub const fn alu32_imm(op: u8, dst: u8, imm: i32) -> Insn {
+        Insn::new(op::BPF_ALU | op | op::BPF_K, dst, 0, 0, imm)
+    }
+
+    /// `dst <op>= src` (32-bit).
+    pub const fn alu32_reg(op: u8, dst: u8, src: u8) -> Insn {
+        Insn::new(op::BPF_ALU | op | op::BPF_X, dst, src, 0, 0)
+    }
+
+    /// `r0 = packet[imm]` (`size` bytes, network to host order), for socket filters: the
+    /// context must be in r6; r1-r5 are clobbered; out of bounds ends the program with 0.
+    pub const fn ld_abs(size: u8, imm: i32) -> Insn {
+        Insn::new(op::BPF_LD | size | op::BPF_ABS, 0, 0, 0, imm)
+    }
+
+    /// `r0 = packet[src + imm]`, as [`Insn::ld_abs`].
+    pub const fn ld_ind(size: u8, src: u8, imm: i32) -> Insn {
+        Insn::new(op::BPF_LD | size | op::BPF_IND, 0, src, 0, imm)
+    }
+
     /// `dst = *(size *)(src + off)`, `size` one of [`op::BPF_B`], [`op::BPF_H`],
     /// [`op::BPF_W`], [`op::BPF_DW`].
     pub const fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
@@ -327,6 +352,7 @@ const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_PROG_LOAD: u32 = 5;
+const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_PROG_GET_FD_BY_ID: u32 = 13;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_LINK_CREATE: u32 = 28;
@@ -339,6 +365,8 @@ const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 
 /// `BPF_PROG_TYPE_XDP`.
 const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `BPF_PROG_TYPE_SOCKET_FILTER` (also what a TUN device's steering program is).
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 /// `BPF_XDP` in `enum bpf_attach_type`.
 const BPF_XDP: u32 = 37;
 /// `BPF_ANY`: create or replace.
@@ -396,6 +424,20 @@ struct ProgLoadAttr {
 }
 
 const _: () = assert!(size_of::<ProgLoadAttr>() == 72);
+
+/// `union bpf_attr` for `BPF_PROG_TEST_RUN` (up to `duration`).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+}
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` (the common head).
 #[repr(C)]
@@ -629,49 +671,7 @@ impl XdpProgram {
     /// Loads an XDP program (licence "GPL"). On verifier rejection the error message carries
     /// the verifier log.
     pub fn load(name: &str, insns: &[Insn]) -> io::Result<XdpProgram> {
-        match Self::load_with_log(name, insns, None) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                // Load again with a log: the failure path pays for the verifier's text.
-                let mut log = vec![0u8; VERIFIER_LOG_LEN];
-                let again = Self::load_with_log(name, insns, Some(&mut log));
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]);
-                let text = text.trim();
-                match again {
-                    Ok(p) => Ok(p),
-                    Err(_) if text.is_empty() => Err(e),
-                    Err(_) => Err(io::Error::new(e.kind(), format!("{e}; verifier log:\n{text}"))),
-                }
-            }
-        }
-    }
-
-    fn load_with_log(name: &str, insns: &[Insn], log: Option<&mut [u8]>) -> io::Result<Self> {
-        const LICENSE: &[u8] = b"GPL\0";
-        let (log_level, log_size, log_buf) = match log {
-            Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
-            None => (0, 0, 0),
-        };
-        let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: LICENSE.as_ptr() as u64,
-            log_level,
-            log_size,
-            log_buf,
-            prog_name: obj_name(name),
-            expected_attach_type: BPF_XDP,
-            ..Default::default()
-        };
-        // SAFETY: the kernel reads insn_cnt instructions at `insns` (the slice's length), the
-        // NUL-terminated licence, and writes at most log_size bytes into the log buffer, all
-        // of which are borrowed for the duration of the call.
-        let fd = unsafe { sys_bpf(BPF_PROG_LOAD, &mut attr) }.map_err(|e| {
-            context(e, format_args!("BPF_PROG_LOAD xdp {name} ({} insns)", insns.len()))
-        })?;
-        Ok(XdpProgram { fd: owned(fd) })
+        load_program(BPF_PROG_TYPE_XDP, BPF_XDP, "xdp", name, insns).map(|fd| XdpProgram { fd })
     }
 
     /// The program's fd.
@@ -684,6 +684,109 @@ impl XdpProgram {
         let mut info = ProgInfoHead::default();
         obj_info(self.fd.as_raw_fd(), &mut info).map_err(|e| context(e, "BPF_OBJ_GET_INFO"))?;
         Ok(info.id)
+    }
+}
+
+/// A loaded socket-filter program (a TUN device's queue-steering program is one), unloaded
+/// when this fd and every attachment are gone.
+#[derive(Debug)]
+pub struct SocketFilterProgram {
+    fd: OwnedFd,
+}
+
+impl SocketFilterProgram {
+    /// Loads a socket-filter program (licence "GPL"); a verifier rejection carries the log.
+    pub fn load(name: &str, insns: &[Insn]) -> io::Result<SocketFilterProgram> {
+        load_program(BPF_PROG_TYPE_SOCKET_FILTER, 0, "socket filter", name, insns)
+            .map(|fd| SocketFilterProgram { fd })
+    }
+
+    /// Runs the program once on `packet` (`BPF_PROG_TEST_RUN`) and returns what it returned.
+    /// The kernel treats the first 14 bytes as an Ethernet header and starts the program's
+    /// packet after them.
+    pub fn test_run(&self, packet: &[u8]) -> io::Result<u32> {
+        let mut attr = TestRunAttr {
+            prog_fd: self.fd.as_raw_fd() as u32,
+            data_size_in: packet.len() as u32,
+            data_in: packet.as_ptr() as u64,
+            repeat: 1,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads data_size_in bytes at data_in (the borrowed slice) and
+        // writes nothing through pointers (data_out is null, data_size_out 0).
+        unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut attr) }
+            .map_err(|e| context(e, "BPF_PROG_TEST_RUN"))?;
+        Ok(attr.retval)
+    }
+
+    /// The program's fd.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Loads a program of `prog_type`; on verifier rejection loads it again with a log, whose
+/// text the error then carries.
+fn load_program(
+    prog_type: u32,
+    attach: u32,
+    what: &str,
+    name: &str,
+    insns: &[Insn],
+) -> io::Result<OwnedFd> {
+    {
+        match load_with_log(prog_type, attach, what, name, insns, None) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                // Load again with a log: the failure path pays for the verifier's text.
+                let mut log = vec![0u8; VERIFIER_LOG_LEN];
+                let again = load_with_log(prog_type, attach, what, name, insns, Some(&mut log));
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                let text = text.trim();
+                match again {
+                    Ok(p) => Ok(p),
+                    Err(_) if text.is_empty() => Err(e),
+                    Err(_) => Err(io::Error::new(e.kind(), format!("{e}; verifier log:\n{text}"))),
+                }
+            }
+        }
+    }
+}
+
+fn load_with_log(
+    prog_type: u32,
+    attach: u32,
+    what: &str,
+    name: &str,
+    insns: &[Insn],
+    log: Option<&mut [u8]>,
+) -> io::Result<OwnedFd> {
+    {
+        const LICENSE: &[u8] = b"GPL\0";
+        let (log_level, log_size, log_buf) = match log {
+            Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
+            None => (0, 0, 0),
+        };
+        let mut attr = ProgLoadAttr {
+            prog_type,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: LICENSE.as_ptr() as u64,
+            log_level,
+            log_size,
+            log_buf,
+            prog_name: obj_name(name),
+            expected_attach_type: attach,
+            ..Default::default()
+        };
+        // SAFETY: the kernel reads insn_cnt instructions at `insns` (the slice's length), the
+        // NUL-terminated licence, and writes at most log_size bytes into the log buffer, all
+        // of which are borrowed for the duration of the call.
+        let fd = unsafe { sys_bpf(BPF_PROG_LOAD, &mut attr) }.map_err(|e| {
+            context(e, format_args!("BPF_PROG_LOAD {what} {name} ({} insns)", insns.len()))
+        })?;
+        Ok(owned(fd))
     }
 }
 

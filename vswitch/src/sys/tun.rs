@@ -21,7 +21,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// The TUN/TAP clone device.
@@ -174,6 +174,29 @@ impl TapDevice {
             return Err(io::Error::new(
                 e.kind(),
                 format!("TUNSETOFFLOAD {flags:#x} on TAP device {}: {e}", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lets the eBPF program `prog_fd` (a socket filter) choose the queue of every frame the
+    /// device sends to its readers (`TUNSETSTEERINGEBPF`): the kernel takes its return value
+    /// modulo the number of queues. Replaces the default choice (by flow, following the
+    /// queue a flow's last incoming frame came from).
+    pub fn set_steering_program(&self, prog_fd: RawFd) -> io::Result<()> {
+        /// `_IOR('T', 224, int)`.
+        const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
+        let fd: libc::c_int = prog_fd;
+        // SAFETY: TUNSETSTEERINGEBPF reads one `int` through the pointer, which points at
+        // `fd`, alive across the call; the device fd is open.
+        let rc = unsafe {
+            libc::ioctl(self.fd.as_raw_fd(), TUNSETSTEERINGEBPF, &fd as *const libc::c_int)
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TUNSETSTEERINGEBPF on TAP device {}: {e}", self.name),
             ));
         }
         Ok(())
