@@ -22,8 +22,12 @@ const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
 
 fn overlay_node(ul: &mut Underlay, n: u8, pods: usize, peers: &[u8]) -> PodswitchNode {
     let peers: Vec<_> = peers.iter().map(|&m| podswitch_peer(m)).collect();
-    PodswitchNode::build_on_underlay(EXE.as_ref(), "pso", ul, n, pods, &peers, 1500, None, |_| {})
-        .unwrap_or_else(|e| panic!("node {n}: {e}"))
+    // Two workers (the topology's default is one per node): the overlay's queue per worker
+    // and steering across them are what these tests exercise.
+    PodswitchNode::build_on_underlay(EXE.as_ref(), "pso", ul, n, pods, &peers, 1500, None, |c| {
+        c.worker.count = 2
+    })
+    .unwrap_or_else(|e| panic!("node {n}: {e}"))
 }
 
 fn underlay() -> Underlay {

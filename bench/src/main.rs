@@ -184,7 +184,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         placement: format!(
             "client-side traffic threads pinned to CPU {client_cpu}, server-side threads to CPU \
              {server_cpu}, for every peer; podswitch runs {workers} worker(s){} (the two \
-             cross-node switches share the CPUs and run unpinned); the rest of the datapath \
+             cross-node switches share the CPUs and run one unpinned worker each); the rest of the datapath \
              (OVS threads, kernel softirq) is left to the scheduler{}",
             if cli.no_pin { ", unpinned" } else { ", worker i pinned to CPU i" },
             if cli.busy_poll { "; podswitch in busy-poll-only mode" } else { "" }

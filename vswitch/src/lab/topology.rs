@@ -345,9 +345,10 @@ impl PodswitchNode {
     /// Node `n` (1-based) of an overlay: plugged into `underlay` at [`underlay_ip`]`(n)`, pod
     /// CIDR [`node_pod_cidr`]`(n)`, VNI 1, pod MTU `underlay_mtu` − 50, tunnelling to `peers`
     /// from the start, pods attached through `cni_plugin` when given; `config_edit` sees the
-    /// config last. Its workers are not pinned: several nodes share this machine's CPUs, and
-    /// two switches' busy-polling workers pinned to one CPU take turns in busy-poll windows
-    /// (measured: cross-node request/response p50 460 µs pinned, 20 µs unpinned).
+    /// config last. Several nodes share this machine's CPUs, so each switch runs one worker,
+    /// unpinned: busy-polling workers of two switches on one CPU take turns in busy-poll
+    /// windows (measured: cross-node request/response p50 460 µs with workers pinned to the
+    /// same CPUs, 420 µs with two unpinned workers per switch on 2 CPUs, 20 µs with one).
     #[allow(clippy::too_many_arguments)]
     pub fn build_on_underlay(
         exe: &Path,
@@ -371,6 +372,7 @@ impl PodswitchNode {
             |c| {
                 c.node.name = format!("node-{n}");
                 c.worker.pin = crate::config::Pinning::Off;
+                c.worker.count = 1;
                 c.node.mtu = underlay_mtu - crate::config::OVERLAY_OVERHEAD;
                 c.overlay = Some(crate::config::OverlayConfig {
                     underlay_ip: ip,
