@@ -445,7 +445,7 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Most worker threads a switch runs.
+/// Most worker threads a switch runs (the fabric keeps one bit per worker in a `u64`).
 pub const MAX_WORKERS: usize = 64;
 
 /// Default busy-poll window after the last frame.

@@ -39,8 +39,8 @@ pub const POOL_PER_WORKER: usize = 256;
 /// again on its next refresh).
 pub const LEARN_RING: usize = 1024;
 
-/// Most workers: wake-up sets are kept in a `u64`.
-pub const MAX_WORKERS: usize = 64;
+// Wake-up sets are kept in a `u64`: one bit per worker.
+const _: () = assert!(crate::config::MAX_WORKERS <= 64);
 
 /// One ring: both ends, so any worker can send and the owner receives.
 #[derive(Debug)]

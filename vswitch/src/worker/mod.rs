@@ -337,7 +337,7 @@ impl WorkerHandle {
         max_ports: usize,
         settings: crate::config::WorkerConfig,
     ) -> io::Result<WorkerHandle> {
-        let n = settings.count.clamp(1, fabric::MAX_WORKERS);
+        let n = settings.count.clamp(1, crate::config::MAX_WORKERS);
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         for _ in 0..n {
