@@ -169,14 +169,7 @@ impl TapDevice {
         let rc = unsafe {
             libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETOFFLOAD, libc::c_ulong::from(flags))
         };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("TUNSETOFFLOAD {flags:#x} on TAP device {}: {e}", self.name),
-            ));
-        }
-        Ok(())
+        self.checked(rc, format_args!("TUNSETOFFLOAD {flags:#x}"))
     }
 
     /// Lets the eBPF program `prog_fd` (a socket filter) choose the queue of every frame the
@@ -192,14 +185,7 @@ impl TapDevice {
         let rc = unsafe {
             libc::ioctl(self.fd.as_raw_fd(), TUNSETSTEERINGEBPF, &fd as *const libc::c_int)
         };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("TUNSETSTEERINGEBPF on TAP device {}: {e}", self.name),
-            ));
-        }
-        Ok(())
+        self.checked(rc, "TUNSETSTEERINGEBPF")
     }
 
     /// Sets the size of the virtio-net header that prefixes each frame
@@ -212,11 +198,17 @@ impl TapDevice {
         let rc = unsafe {
             libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size_arg as *const libc::c_int)
         };
+        self.checked(rc, format_args!("TUNSETVNETHDRSZ {size}"))
+    }
+
+    /// The result of an ioctl on this device: `rc` below 0 becomes the OS error, named
+    /// with `what` and the device.
+    fn checked(&self, rc: libc::c_int, what: impl std::fmt::Display) -> io::Result<()> {
         if rc < 0 {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(
                 e.kind(),
-                format!("TUNSETVNETHDRSZ {size} on TAP device {}: {e}", self.name),
+                format!("{what} on TAP device {}: {e}", self.name),
             ));
         }
         Ok(())
