@@ -242,6 +242,8 @@ struct OverlaySection {
     underlay_mtu: u32,
     #[serde(default)]
     udp_checksum: bool,
+    #[serde(default)]
+    afxdp_interface: Option<String>,
     #[serde(default = "default_max_peers")]
     max_peers: u32,
     #[serde(default)]
@@ -517,6 +519,10 @@ pub struct OverlayConfig {
     pub underlay_mtu: u32,
     /// Compute outer UDP checksums (RFC 7348 allows zero, the default).
     pub udp_checksum: bool,
+    /// The interface carrying `underlay_ip`, when the switch drives it through AF_XDP: an XDP
+    /// program hands the node's VXLAN datagrams to the switch and frames to peers leave
+    /// through the AF_XDP transmit ring (`port/overlay_xdp.rs`). `None`: UDP sockets.
+    pub afxdp_interface: Option<String>,
     /// Most peers at once.
     pub max_peers: usize,
     /// The other nodes at start; more can be added through the API.
@@ -760,6 +766,9 @@ impl Config {
                 "\n[overlay]\nunderlay_ip = \"{}\"\nvni = {}\nudp_port = {}\nunderlay_mtu = {}\nudp_checksum = {}\nmax_peers = {}\n",
                 o.underlay_ip, o.vni, o.udp_port, o.underlay_mtu, o.udp_checksum, o.max_peers
             );
+            if let Some(i) = &o.afxdp_interface {
+                s += &format!("afxdp_interface = {i:?}\n");
+            }
             for p in &o.peers {
                 s += &format!(
                     "\n[[overlay.peers]]\nname = {:?}\nip = \"{}\"\npod_cidr = \"{}\"\nvtep_mac = \"{}\"\n",
@@ -860,6 +869,18 @@ impl File {
             Some(np) => Some(np.validate(overlay.as_ref())?),
             None => None,
         };
+        if let (Some(np), Some(Some(ul))) =
+            (&node_port, overlay.as_ref().map(|o| o.afxdp_interface.as_ref()))
+        {
+            if &np.interface == ul {
+                // One XDP program and one AF_XDP socket per queue: the two would need one
+                // shared filter and port, which the switch does not build.
+                return Err(invalid(
+                    "overlay.afxdp_interface",
+                    format!("{ul} is also node_port.interface; use the UDP underlay (remove afxdp_interface) with NodePort on the same interface"),
+                ));
+            }
+        }
         let dns = self.dns.validate(services.cidr)?;
         let worker = self.worker.validate()?;
         Ok(Config {
@@ -1106,6 +1127,10 @@ impl OverlaySection {
         if self.udp_port == 0 {
             return Err(invalid("overlay.udp_port", "must not be 0"));
         }
+        if let Some(i) = &self.afxdp_interface {
+            crate::sys::tun::validate_ifname(i)
+                .map_err(|e| invalid("overlay.afxdp_interface", e.to_string()))?;
+        }
         let min = MIN_MTU + OVERLAY_OVERHEAD;
         if !(min..=MAX_MTU + OVERLAY_OVERHEAD).contains(&self.underlay_mtu) {
             return Err(invalid(
@@ -1146,6 +1171,7 @@ impl OverlaySection {
             udp_port: self.udp_port,
             underlay_mtu: self.underlay_mtu,
             udp_checksum: self.udp_checksum,
+            afxdp_interface: self.afxdp_interface,
             max_peers: self.max_peers as usize,
             peers,
         })

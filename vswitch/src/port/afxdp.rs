@@ -186,9 +186,12 @@ impl AfXdpPort {
         ports.pop().ok_or_else(|| io::Error::other("no port for queue"))
     }
 
+    /// [`AfXdpPort::open_queues`] with another XDP program, as
+    /// [`AfXdpPort::open_with_program`] (the AF_XDP underlay of the overlay).
+    ///
     /// Everything per queue first (sockets, wake-up fds), then the map, the program and the
     /// attachment, then the ports, which cannot fail: an error leaves nothing attached.
-    fn open_queues_with(
+    pub fn open_queues_with(
         ifname: &str,
         ifindex: u32,
         opts: AfXdpOptions,
@@ -293,6 +296,45 @@ impl AfXdpPort {
     /// The XSKMAP the program redirects through (shared by the ports of all queues).
     pub fn xsk_map(&self) -> &BpfMap {
         &self.attach.xsks
+    }
+
+    /// Queues one frame made of `head` followed by `body` for transmit (a port that builds
+    /// its own headers in front of a packet, as the overlay does), counting the outcome in
+    /// `out` as [`Port::tx_burst`] does. It leaves with the next [`AfXdpPort::flush`].
+    pub fn queue_parts(&mut self, head: &[u8], body: &[u8], out: &mut TxOutcome) {
+        let len = head.len() + body.len();
+        if len > self.max_frame || body.is_empty() {
+            out.errors += 1;
+            return;
+        }
+        if !self.make_room(1) {
+            out.queue_full += 1;
+            return;
+        }
+        let w = self.xsk.tx_write(|buf| {
+            buf[..head.len()].copy_from_slice(head);
+            buf[head.len()..len].copy_from_slice(body);
+            Some(len)
+        });
+        match w {
+            TxWrite::Queued => {
+                out.sent += 1;
+                out.bytes += len as u64;
+            }
+            TxWrite::Full => out.queue_full += 1,
+            TxWrite::Cancelled => out.errors += 1,
+        }
+    }
+
+    /// Sends what [`AfXdpPort::queue_parts`] queued.
+    pub fn flush(&mut self) {
+        self.xsk.tx_submit();
+        self.kick();
+    }
+
+    /// The longest frame the port sends.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// Kicks the kernel while the tx ring holds frames it has not taken, at most

@@ -139,6 +139,9 @@ pub struct LinkInfo {
     /// The id of the XDP program attached to the link, in any mode (`IFLA_XDP_PROG_ID`
     /// inside `IFLA_XDP`); `None` when there is none.
     pub xdp_prog_id: Option<u32>,
+    /// Receive queues allocated (`IFLA_NUM_RX_QUEUES`; 1 when the kernel does not say): an
+    /// upper bound of those in use, which `sys::ethtool::rx_queues` reads.
+    pub rx_queues: u32,
 }
 
 /// One IPv4 address as the kernel reports it.
@@ -978,6 +981,7 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
         master: None,
         kind: None,
         xdp_prog_id: None,
+        rx_queues: 1,
     };
     for (ty, data) in Attrs(payload.get(IFINFOMSG_LEN..)?) {
         match ty {
@@ -985,6 +989,7 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
             libc::IFLA_ADDRESS => link.mac = data.try_into().ok(),
             libc::IFLA_MTU => link.mtu = u32_at(data, 0).unwrap_or(0),
             libc::IFLA_MASTER => link.master = u32_at(data, 0).filter(|&m| m != 0),
+            IFLA_NUM_RX_QUEUES => link.rx_queues = u32_at(data, 0).unwrap_or(1).max(1),
             libc::IFLA_LINKINFO => {
                 link.kind = Attrs(data)
                     .find(|(ty, _)| *ty == libc::IFLA_INFO_KIND)
@@ -1252,6 +1257,9 @@ mod tests {
         let q0 = link(&mut nl, "q0").index;
         let q1 = link(&mut peer_nl, "q1").index;
         let s0 = link(&mut nl, "s0").index;
+        assert_eq!(link(&mut nl, "q0").rx_queues, 2);
+        assert_eq!(link(&mut peer_nl, "q1").rx_queues, 2);
+        assert_eq!(link(&mut nl, "s0").rx_queues, 1);
         // An AF_XDP socket binds only to a queue the device uses, rx and tx alike.
         let cfg = XskConfig::for_frame_len(1518).unwrap();
         let bind = |ns: &NamedNetNs, name: &'static str, index: u32, queue: u32| {
@@ -1541,6 +1549,7 @@ mod tests {
         let mut xdp = nlattr(2, &[1]);
         xdp.extend(nlattr(IFLA_XDP_PROG_ID, &77u32.to_ne_bytes()));
         payload.extend(nlattr(IFLA_XDP, &xdp));
+        payload.extend(nlattr(IFLA_NUM_RX_QUEUES, &4u32.to_ne_bytes()));
         let full = LinkInfo {
             index: 3,
             name: "eth0".into(),
@@ -1551,6 +1560,7 @@ mod tests {
             master: Some(9),
             kind: Some("veth".into()),
             xdp_prog_id: Some(77),
+            rx_queues: 4,
         };
         assert_eq!(parse_link(&payload), Some(full));
         // Every truncation parses or is refused, never panics; short of a header is refused.
