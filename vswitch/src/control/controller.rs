@@ -285,7 +285,8 @@ impl Controller {
                     (queues, format!("udp:{}", ov.udp_port))
                 }
                 Some(name) => {
-                    (xdp_underlay(&mut netlink, name, opts, workers)?, format!("afxdp:{name}"))
+                    let q = xdp_underlay(&mut netlink, name, opts, workers, &config.afxdp)?;
+                    (q, format!("afxdp:{name}"))
                 }
             };
             let record = PortRecord {
@@ -325,12 +326,13 @@ impl Controller {
                 )
             })?;
             let map = NodePortMap::create().map_err(|e| err("port map".into(), e))?;
-            let opts = AfXdpOptions::for_mtu(link.mtu).ok_or_else(|| {
-                err(
-                    format!("MTU {} of {} is too large for AF_XDP", link.mtu, np.interface),
-                    io::ErrorKind::InvalidInput.into(),
-                )
-            })?;
+            let opts =
+                AfXdpOptions::for_mtu_and_config(link.mtu, &config.afxdp).ok_or_else(|| {
+                    err(
+                        format!("MTU {} of {} is too large for AF_XDP", link.mtu, np.interface),
+                        io::ErrorKind::InvalidInput.into(),
+                    )
+                })?;
             let (ip, map_fd) = (np.address, map.fd());
             let port = AfXdpPort::open_with_program(
                 &np.interface,
@@ -999,9 +1001,10 @@ impl Controller {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1");
         self.configure_pod_side(netlink, ns, pod_index, rec, ip)?;
         netlink.link_set_up(host_index, true).map_err(|e| failed("set host end up", e))?;
-        let opts = AfXdpOptions::for_mtu(rec.mtu).ok_or_else(|| {
-            ApiError::field(ErrorKind::InvalidArgument, "args.mtu", "too large for afxdp")
-        })?;
+        let opts =
+            AfXdpOptions::for_mtu_and_config(rec.mtu, &self.config.afxdp).ok_or_else(|| {
+                ApiError::field(ErrorKind::InvalidArgument, "args.mtu", "too large for afxdp")
+            })?;
         let queues = self.worker.count() as u32;
         let ports = AfXdpPort::open_queues(host, host_index, opts, queues).map_err(|e| {
             ApiError::field(
@@ -1337,6 +1340,7 @@ fn xdp_underlay(
     ifname: &str,
     opts: OverlayOptions,
     workers: u32,
+    umem: &crate::config::AfxdpConfig,
 ) -> Result<Vec<Box<dyn Port>>, StartError> {
     let err = |step: String, source| StartError::Overlay { step, source };
     let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
@@ -1361,7 +1365,7 @@ fn xdp_underlay(
             ))
         }
     };
-    let xopts = AfXdpOptions::for_mtu(link.mtu).ok_or_else(|| {
+    let xopts = AfXdpOptions::for_mtu_and_config(link.mtu, umem).ok_or_else(|| {
         err(ifname.to_string(), invalid(format!("MTU {} is too large for AF_XDP", link.mtu)))
     })?;
     let map = NodePortMap::create().map_err(|e| err("port map".into(), e))?;

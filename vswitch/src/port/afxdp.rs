@@ -101,6 +101,16 @@ impl AfXdpOptions {
         let xsk = XskConfig::for_frame_len(mtu as usize + L2_OVERHEAD)?;
         Some(AfXdpOptions { queue: 0, mode: XdpMode::Native, mtu, xsk })
     }
+
+    /// [`AfXdpOptions::for_mtu`] with the UMEM the configuration asks for (`[afxdp]`).
+    pub fn for_mtu_and_config(mtu: u32, c: &crate::config::AfxdpConfig) -> Option<AfXdpOptions> {
+        let xsk = XskConfig::for_frame_len_and_frames(
+            mtu as usize + L2_OVERHEAD,
+            c.rx_frames,
+            c.tx_frames,
+        )?;
+        Some(AfXdpOptions { queue: 0, mode: XdpMode::Native, mtu, xsk })
+    }
 }
 
 /// What the ports on the queues of one device share: the attachment, the program and its
@@ -656,6 +666,45 @@ mod tests {
         }
         assert_eq!(joined, payload);
         assert_eq!([frames[segments][40], frames[segments][41]], good);
+    }
+
+    #[test]
+    fn configured_rx_frames_bound_what_an_unread_queue_holds() {
+        if !crate::sys::process::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (ns, ha) = veth_ns(1500);
+        let umem = crate::config::AfxdpConfig { rx_frames: 64, tx_frames: 128 };
+        let opts = AfXdpOptions::for_mtu_and_config(1500, &umem).unwrap();
+        assert_eq!((opts.xsk.fill_size, opts.xsk.rx_size, opts.xsk.frame_count), (64, 64, 192));
+        assert_eq!((opts.xsk.tx_size, opts.xsk.comp_size), (128, 128));
+        let mut port = ns.run(|| AfXdpPort::open("ha", ha, opts));
+        let port = port.as_mut().unwrap().as_mut().unwrap();
+        let tx = ns.run(|| packet_socket("pb")).unwrap();
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2);
+        let mut f = Vec::new();
+        b.write(&mut f, &[7u8; 100]).unwrap();
+        // 200 frames arrive while nobody reads: the 64 receive frames fill, the rest drop.
+        for _ in 0..200 {
+            assert_eq!(tx.send(&f).unwrap(), f.len());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut batch = Batch::new();
+        let mut total = 0;
+        loop {
+            batch.clear();
+            let n = port.rx_burst(&mut batch, PortId(3)).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert_eq!(total, 64);
+        let st = port.statistics().unwrap();
+        assert_eq!(st.rx_dropped, 200 - 64, "{st:?}");
     }
 
     #[test]
