@@ -1181,9 +1181,34 @@ impl Controller {
         Ok(Reply::Flushed { removed: n as u64 })
     }
 
+    /// Frames a TAP port's device dropped before the switch read them (the pod sent faster
+    /// than its queue was read), by port id: the TAP's `tx_dropped`, read in its namespace.
+    /// Ports whose namespace or device cannot be read are left out.
+    fn tap_drops(&self) -> BTreeMap<PortId, u64> {
+        let taps: Vec<(PortId, Option<String>, String)> = self
+            .state()
+            .ports
+            .values()
+            .filter(|r| matches!(r.kind, PortKind::Tap | PortKind::Host))
+            .map(|r| (r.id, r.netns.clone(), r.ifname.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (id, netns, ifname) in taps {
+            let nl = match &netns {
+                Some(path) => NetNs::open(path).and_then(|ns| Netlink::open_in(&ns)),
+                None => Netlink::open(),
+            };
+            if let Ok(Some(link)) = nl.and_then(|mut nl| nl.link_get(&ifname)) {
+                out.insert(id, link.tx_dropped);
+            }
+        }
+        out
+    }
+
     fn stats(&self) -> Result<StatsReply, ApiError> {
         let snap = self.worker.stats().map_err(unavailable)?;
         let names = self.names_by_id();
+        let tap_drops = self.tap_drops();
         Ok(StatsReply {
             ports: snap
                 .ports
@@ -1193,6 +1218,9 @@ impl Controller {
                     let mut r = p.counters.to_report(name);
                     r.device_drops =
                         p.device_drops.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                    if let Some(&n) = tap_drops.get(&p.id).filter(|&&n| n > 0) {
+                        r.device_drops.insert("tap_tx_dropped".into(), n);
+                    }
                     r
                 })
                 .collect(),
