@@ -144,9 +144,6 @@ pub struct LinkInfo {
     /// Packets the device dropped on transmit (`tx_dropped` of `IFLA_STATS64`): for a TAP,
     /// frames its namespace sent that found the queue to the reader full.
     pub tx_dropped: u64,
-    /// Receive queues allocated (`IFLA_NUM_RX_QUEUES`; 1 when the kernel does not say): an
-    /// upper bound of those in use, which `sys::ethtool::rx_queues` reads.
-    pub rx_queues: u32,
 }
 
 /// One IPv4 address as the kernel reports it.
@@ -987,7 +984,6 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
         kind: None,
         xdp_prog_id: None,
         tx_dropped: 0,
-        rx_queues: 1,
     };
     for (ty, data) in Attrs(payload.get(IFINFOMSG_LEN..)?) {
         match ty {
@@ -995,7 +991,6 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
             libc::IFLA_ADDRESS => link.mac = data.try_into().ok(),
             libc::IFLA_MTU => link.mtu = u32_at(data, 0).unwrap_or(0),
             libc::IFLA_MASTER => link.master = u32_at(data, 0).filter(|&m| m != 0),
-            IFLA_NUM_RX_QUEUES => link.rx_queues = u32_at(data, 0).unwrap_or(1).max(1),
             // struct rtnl_link_stats64: rx/tx packets, bytes, errors, then rx_dropped (48)
             // and tx_dropped (56).
             IFLA_STATS64 => {
@@ -1270,9 +1265,6 @@ mod tests {
         let q0 = link(&mut nl, "q0").index;
         let q1 = link(&mut peer_nl, "q1").index;
         let s0 = link(&mut nl, "s0").index;
-        assert_eq!(link(&mut nl, "q0").rx_queues, 2);
-        assert_eq!(link(&mut peer_nl, "q1").rx_queues, 2);
-        assert_eq!(link(&mut nl, "s0").rx_queues, 1);
         // An AF_XDP socket binds only to a queue the device uses, rx and tx alike.
         let cfg = XskConfig::for_frame_len(1518).unwrap();
         let bind = |ns: &NamedNetNs, name: &'static str, index: u32, queue: u32| {
@@ -1562,7 +1554,6 @@ mod tests {
         let mut xdp = nlattr(2, &[1]);
         xdp.extend(nlattr(IFLA_XDP_PROG_ID, &77u32.to_ne_bytes()));
         payload.extend(nlattr(IFLA_XDP, &xdp));
-        payload.extend(nlattr(IFLA_NUM_RX_QUEUES, &4u32.to_ne_bytes()));
         let mut stats = vec![0u8; 64];
         stats[56..64].copy_from_slice(&1234u64.to_ne_bytes());
         payload.extend(nlattr(IFLA_STATS64, &stats));
@@ -1577,7 +1568,6 @@ mod tests {
             kind: Some("veth".into()),
             xdp_prog_id: Some(77),
             tx_dropped: 1234,
-            rx_queues: 4,
         };
         assert_eq!(parse_link(&payload), Some(full));
         // Every truncation parses or is refused, never panics; short of a header is refused.
