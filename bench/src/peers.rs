@@ -35,7 +35,8 @@ pub enum Peer {
     Ovs,
     /// podswitch.
     Podswitch,
-    /// podswitch with AF_XDP pod ports (veth pairs), same-node scenarios only.
+    /// podswitch with AF_XDP pod ports (veth pairs); across nodes, its underlay interface
+    /// through AF_XDP too (`[overlay] afxdp_interface`).
     PodswitchAfxdp,
 }
 
@@ -268,23 +269,32 @@ impl CrossNode {
                     _underlay: ul,
                 })
             }
-            Peer::PodswitchAfxdp => Err(io::Error::other(
-                "the cross-node topology has TAP pods only (podswitch-afxdp is same-node)",
-            )),
-            Peer::Podswitch => {
+            Peer::Podswitch | Peer::PodswitchAfxdp => {
                 let exe = switch_exe()?;
+                // AF_XDP throughout: pods on veth pairs, the underlay interface too.
+                let afxdp = peer == Peer::PodswitchAfxdp;
                 let p = |ul: &mut Underlay, n: u8, other: u8| {
-                    PodswitchNode::build_on_underlay(
+                    let mut node = PodswitchNode::build_on_underlay(
                         &exe,
                         "pswx",
                         ul,
                         n,
-                        1,
+                        if afxdp { 0 } else { 1 },
                         &[podswitch_peer(other)],
                         MTU,
                         None,
-                        polling,
-                    )
+                        |c| {
+                            polling(c);
+                            if let (true, Some(o)) = (afxdp, c.overlay.as_mut()) {
+                                o.afxdp_interface = Some("ul0".into());
+                            }
+                        },
+                    )?;
+                    if afxdp {
+                        node.pod_kind = vswitch::control::api::PortAddKind::Afxdp;
+                        node.add_pod("pod1", None)?;
+                    }
+                    Ok::<_, io::Error>(node)
                 };
                 let (p1, p2) = (p(&mut ul, 1, 2)?, p(&mut ul, 2, 1)?);
                 let pid = p1.switch.pid().ok_or_else(|| io::Error::other("switch not running"))?;

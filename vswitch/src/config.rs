@@ -105,6 +105,43 @@ struct File {
     dns: DnsSection,
     #[serde(default)]
     worker: WorkerSection,
+    #[serde(default)]
+    afxdp: AfxdpSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AfxdpSection {
+    #[serde(default = "default_afxdp_frames")]
+    rx_frames: u32,
+    #[serde(default = "default_afxdp_frames")]
+    tx_frames: u32,
+}
+
+impl Default for AfxdpSection {
+    fn default() -> Self {
+        AfxdpSection { rx_frames: default_afxdp_frames(), tx_frames: default_afxdp_frames() }
+    }
+}
+
+fn default_afxdp_frames() -> u32 {
+    crate::sys::xsk::DEFAULT_RING_SIZE
+}
+
+impl AfxdpSection {
+    fn validate(&self) -> Result<AfxdpConfig, ConfigError> {
+        for (key, v) in [("afxdp.rx_frames", self.rx_frames), ("afxdp.tx_frames", self.tx_frames)] {
+            if !(MIN_AFXDP_FRAMES..=MAX_AFXDP_FRAMES).contains(&v) || !v.is_power_of_two() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be a power of two from {MIN_AFXDP_FRAMES} to {MAX_AFXDP_FRAMES}, got {v}"
+                    ),
+                ));
+            }
+        }
+        Ok(AfxdpConfig { rx_frames: self.rx_frames, tx_frames: self.tx_frames })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +279,8 @@ struct OverlaySection {
     underlay_mtu: u32,
     #[serde(default)]
     udp_checksum: bool,
+    #[serde(default)]
+    afxdp_interface: Option<String>,
     #[serde(default = "default_max_peers")]
     max_peers: u32,
     #[serde(default)]
@@ -386,9 +425,40 @@ pub struct Config {
     pub node_port: Option<NodePortConfig>,
     /// The packet worker's polling and placement.
     pub worker: WorkerConfig,
+    /// Memory of every AF_XDP socket (pod ports of kind `afxdp`, NodePort, the AF_XDP
+    /// underlay).
+    pub afxdp: AfxdpConfig,
     /// The cluster DNS responder, when enabled. It is reached through the host port: a switch
     /// without one runs no responder.
     pub dns: Option<DnsConfig>,
+}
+
+/// Fewest UMEM frames on either side of an AF_XDP socket.
+pub const MIN_AFXDP_FRAMES: u32 = 64;
+/// Most UMEM frames on either side of an AF_XDP socket (64 MiB with 2 KiB frames).
+pub const MAX_AFXDP_FRAMES: u32 = 32_768;
+
+/// The UMEM of each AF_XDP socket (one per queue of a port): frames set aside for receive
+/// (the fill and rx rings' size) and for transmit (the tx and completion rings' size). The
+/// socket's memory is `(rx_frames + tx_frames)` × the frame size (2 KiB up to MTU 1,774,
+/// 4 KiB above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfxdpConfig {
+    /// Frames the kernel can receive into before the worker takes any: how many packets a
+    /// queue holds while its worker is busy elsewhere. When they run out the kernel drops
+    /// (`xsk_fill_ring_empty` in the port's `device_drops`).
+    pub rx_frames: u32,
+    /// Frames queued for transmit and not yet completed.
+    pub tx_frames: u32,
+}
+
+impl Default for AfxdpConfig {
+    fn default() -> Self {
+        AfxdpConfig {
+            rx_frames: crate::sys::xsk::DEFAULT_RING_SIZE,
+            tx_frames: crate::sys::xsk::DEFAULT_RING_SIZE,
+        }
+    }
 }
 
 /// How the packet worker waits for frames.
@@ -517,6 +587,10 @@ pub struct OverlayConfig {
     pub underlay_mtu: u32,
     /// Compute outer UDP checksums (RFC 7348 allows zero, the default).
     pub udp_checksum: bool,
+    /// The interface carrying `underlay_ip`, when the switch drives it through AF_XDP: an XDP
+    /// program hands the node's VXLAN datagrams to the switch and frames to peers leave
+    /// through the AF_XDP transmit ring (`port/overlay_xdp.rs`). `None`: UDP sockets.
+    pub afxdp_interface: Option<String>,
     /// Most peers at once.
     pub max_peers: usize,
     /// The other nodes at start; more can be added through the API.
@@ -749,6 +823,10 @@ impl Config {
             Pinning::Off => s += "pin = false\n",
             Pinning::Cpus(c) => s += &format!("cpus = {c:?}\n"),
         }
+        s += &format!(
+            "\n[afxdp]\nrx_frames = {}\ntx_frames = {}\n",
+            self.afxdp.rx_frames, self.afxdp.tx_frames
+        );
         if let Some(np) = &self.node_port {
             s += &format!(
                 "\n[node_port]\ninterface = {:?}\naddress = \"{}\"\n",
@@ -760,6 +838,9 @@ impl Config {
                 "\n[overlay]\nunderlay_ip = \"{}\"\nvni = {}\nudp_port = {}\nunderlay_mtu = {}\nudp_checksum = {}\nmax_peers = {}\n",
                 o.underlay_ip, o.vni, o.udp_port, o.underlay_mtu, o.udp_checksum, o.max_peers
             );
+            if let Some(i) = &o.afxdp_interface {
+                s += &format!("afxdp_interface = {i:?}\n");
+            }
             for p in &o.peers {
                 s += &format!(
                     "\n[[overlay.peers]]\nname = {:?}\nip = \"{}\"\npod_cidr = \"{}\"\nvtep_mac = \"{}\"\n",
@@ -860,8 +941,21 @@ impl File {
             Some(np) => Some(np.validate(overlay.as_ref())?),
             None => None,
         };
+        if let (Some(np), Some(Some(ul))) =
+            (&node_port, overlay.as_ref().map(|o| o.afxdp_interface.as_ref()))
+        {
+            if &np.interface == ul {
+                // One XDP program and one AF_XDP socket per queue: the two would need one
+                // shared filter and port, which the switch does not build.
+                return Err(invalid(
+                    "overlay.afxdp_interface",
+                    format!("{ul} is also node_port.interface; use the UDP underlay (remove afxdp_interface) with NodePort on the same interface"),
+                ));
+            }
+        }
         let dns = self.dns.validate(services.cidr)?;
         let worker = self.worker.validate()?;
+        let afxdp = self.afxdp.validate()?;
         Ok(Config {
             node: NodeConfig { name: n.name, pod_cidr, gateway, gateway_mac, mtu },
             host_port,
@@ -875,6 +969,7 @@ impl File {
             node_port,
             dns,
             worker,
+            afxdp,
             services,
             conntrack: self.conntrack.validate()?,
         })
@@ -1106,6 +1201,10 @@ impl OverlaySection {
         if self.udp_port == 0 {
             return Err(invalid("overlay.udp_port", "must not be 0"));
         }
+        if let Some(i) = &self.afxdp_interface {
+            crate::sys::tun::validate_ifname(i)
+                .map_err(|e| invalid("overlay.afxdp_interface", e.to_string()))?;
+        }
         let min = MIN_MTU + OVERLAY_OVERHEAD;
         if !(min..=MAX_MTU + OVERLAY_OVERHEAD).contains(&self.underlay_mtu) {
             return Err(invalid(
@@ -1146,6 +1245,7 @@ impl OverlaySection {
             udp_port: self.udp_port,
             underlay_mtu: self.underlay_mtu,
             udp_checksum: self.udp_checksum,
+            afxdp_interface: self.afxdp_interface,
             max_peers: self.max_peers as usize,
             peers,
         })
@@ -1216,6 +1316,24 @@ mod tests {
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         let d = Config::for_node("n2", "10.244.2.0/24".parse().unwrap(), "/tmp/x.sock".into());
         assert_eq!(Config::parse(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn afxdp_section_sizes_the_umem_and_names_bad_keys() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.afxdp, AfxdpConfig { rx_frames: 4096, tx_frames: 4096 });
+        let c = Config::parse(&format!("{MINIMAL}[afxdp]\nrx_frames = 16384\n")).unwrap();
+        assert_eq!(c.afxdp, AfxdpConfig { rx_frames: 16384, tx_frames: 4096 });
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        for (extra, key) in [
+            ("rx_frames = 3000", "afxdp.rx_frames"),
+            ("rx_frames = 32", "afxdp.rx_frames"),
+            ("tx_frames = 65536", "afxdp.tx_frames"),
+            ("umem = 1", "umem"),
+        ] {
+            let e = Config::parse(&format!("{MINIMAL}[afxdp]\n{extra}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{extra}: {e}");
+        }
     }
 
     #[test]

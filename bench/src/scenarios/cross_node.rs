@@ -16,7 +16,8 @@ pub fn run(ctx: &Ctx) -> Scenario {
          192.168.0.0/24, MTU 1500), one pod each (10.244.1.0/24, 10.244.2.0/24, MTU 1450); \
          VXLAN VNI 1, UDP port 4789. Kernel: bridge + vxlan device with static FDB and \
          neighbour entries, as Flannel programs them. podswitch: two switches peered in their \
-         configuration.",
+         configuration; with AF_XDP, pods on veth pairs and the underlay interface driven \
+         through AF_XDP ([overlay] afxdp_interface).",
     );
     add_peer_columns(
         &mut sc,
@@ -25,6 +26,7 @@ pub fn run(ctx: &Ctx) -> Scenario {
             (Peer::Kernel, "kernel bridge + vxlan"),
             (Peer::Ovs, "OVS userspace"),
             (Peer::Podswitch, "podswitch (TAP + VXLAN)"),
+            (Peer::PodswitchAfxdp, "podswitch (AF_XDP pods + AF_XDP underlay)"),
         ],
         |peer| match peer {
             Peer::Ovs => Some("the harness builds Open vSwitch on a single node only".into()),

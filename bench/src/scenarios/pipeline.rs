@@ -168,6 +168,7 @@ pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
         udp_port: 4789,
         underlay_mtu: 1500,
         udp_checksum: false,
+        afxdp_interface: None,
         max_peers: 16,
         peers: vec![peer],
     });

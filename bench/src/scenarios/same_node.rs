@@ -160,7 +160,26 @@ fn throughput(ctx: &Ctx, node: &SameNode, id: &str, sc: &mut Scenario) -> Result
     Ok(())
 }
 
+/// Every non-zero drop counter of a switch, `port reason` → count (drop reasons and the
+/// devices' own drops); empty when there is no switch to ask.
+fn switch_drops(node: &SameNode) -> BTreeMap<String, u64> {
+    use vswitch::control::api::{Reply, Request};
+    let mut m = BTreeMap::new();
+    let Some(sock) = &node.switch_socket else { return m };
+    if let Ok(Reply::Stats(s)) = vswitch::control::client::call(sock, &Request::Stats) {
+        for p in s.ports {
+            for (reason, n) in p.drops.iter().chain(&p.device_drops) {
+                if *n > 0 {
+                    m.insert(format!("{} {reason}", p.name), *n);
+                }
+            }
+        }
+    }
+    m
+}
+
 fn udp(ctx: &Ctx, node: &SameNode, id: &str, sc: &mut Scenario) -> Result<(), String> {
+    let drops0 = switch_drops(node);
     let cpu0 = node.cpu.seconds();
     let r = traffic::udp_flood(
         server(node),
@@ -177,6 +196,23 @@ fn udp(ctx: &Ctx, node: &SameNode, id: &str, sc: &mut Scenario) -> Result<(), St
     if let Some(cpu) = cpu {
         sc.metric("datapath CPU per million delivered", "CPU-s", Better::Lower)
             .push(id, cpu / (r.received.max(1) as f64 / 1e6));
+    }
+    if node.switch_socket.is_some() {
+        // Where the switch itself lost packets (the rest of the loss is outside it: the
+        // pods' stacks and sockets).
+        let drops: Vec<String> = switch_drops(node)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let d = v - drops0.get(&k).copied().unwrap_or(0);
+                (d > 0).then(|| format!("{k} {d}"))
+            })
+            .collect();
+        let lost = r.sent.saturating_sub(r.received);
+        sc.notes.push(format!(
+            "{id}: {lost} of {} lost; counted by the switch: {}",
+            r.sent,
+            if drops.is_empty() { "none".to_string() } else { drops.join(", ") }
+        ));
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ use crate::pipeline::gateway::NodePortPath;
 use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
 use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
+use crate::port::overlay_xdp::OverlayXdpPort;
 use crate::port::tap::TapPort;
 use crate::port::tap_steering;
 use crate::port::{Port, PortId, PortKind};
@@ -268,34 +269,38 @@ impl Controller {
         let mut peers = Vec::new();
         if let Some(ov) = &config.overlay {
             let err = |step: &str, source| StartError::Overlay { step: step.to_string(), source };
-            let queues = OverlayPort::bind_queues(
-                OverlayOptions {
-                    local: ov.underlay_ip,
-                    udp_port: ov.udp_port,
-                    vni: ov.vni,
-                    udp_checksum: ov.udp_checksum,
-                },
-                worker.count() as u32,
-            )
-            .map_err(|e| err(&format!("bind {}:{}", ov.underlay_ip, ov.udp_port), e))?;
+            let opts = OverlayOptions {
+                local: ov.underlay_ip,
+                udp_port: ov.udp_port,
+                vni: ov.vni,
+                udp_checksum: ov.udp_checksum,
+            };
+            let workers = worker.count() as u32;
+            let (queues, ifname) = match &ov.afxdp_interface {
+                None => {
+                    let queues = OverlayPort::bind_queues(opts, workers)
+                        .map_err(|e| err(&format!("bind {}:{}", ov.underlay_ip, ov.udp_port), e))?;
+                    let queues: Vec<Box<dyn Port>> =
+                        queues.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect();
+                    (queues, format!("udp:{}", ov.udp_port))
+                }
+                Some(name) => {
+                    let q = xdp_underlay(&mut netlink, name, opts, workers, &config.afxdp)?;
+                    (q, format!("afxdp:{name}"))
+                }
+            };
             let record = PortRecord {
                 id: PortId(0),
                 kind: PortKind::Overlay,
                 netns: None,
-                ifname: format!("udp:{}", ov.udp_port),
+                ifname,
                 mac: config.node.gateway_mac,
                 ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
                 mtu: ov.underlay_mtu,
             };
-            add_own_port(
-                &worker,
-                &mut ids,
-                &mut ports,
-                OVERLAY_PORT_NAME,
-                queues.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect(),
-                record,
-                |id| worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply }),
-            )?;
+            add_own_port(&worker, &mut ids, &mut ports, OVERLAY_PORT_NAME, queues, record, |id| {
+                worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply })
+            })?;
             for p in &ov.peers {
                 if let Some(h) = host_index {
                     netlink
@@ -321,12 +326,13 @@ impl Controller {
                 )
             })?;
             let map = NodePortMap::create().map_err(|e| err("port map".into(), e))?;
-            let opts = AfXdpOptions::for_mtu(link.mtu).ok_or_else(|| {
-                err(
-                    format!("MTU {} of {} is too large for AF_XDP", link.mtu, np.interface),
-                    io::ErrorKind::InvalidInput.into(),
-                )
-            })?;
+            let opts =
+                AfXdpOptions::for_mtu_and_config(link.mtu, &config.afxdp).ok_or_else(|| {
+                    err(
+                        format!("MTU {} of {} is too large for AF_XDP", link.mtu, np.interface),
+                        io::ErrorKind::InvalidInput.into(),
+                    )
+                })?;
             let (ip, map_fd) = (np.address, map.fd());
             let port = AfXdpPort::open_with_program(
                 &np.interface,
@@ -995,9 +1001,10 @@ impl Controller {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1");
         self.configure_pod_side(netlink, ns, pod_index, rec, ip)?;
         netlink.link_set_up(host_index, true).map_err(|e| failed("set host end up", e))?;
-        let opts = AfXdpOptions::for_mtu(rec.mtu).ok_or_else(|| {
-            ApiError::field(ErrorKind::InvalidArgument, "args.mtu", "too large for afxdp")
-        })?;
+        let opts =
+            AfXdpOptions::for_mtu_and_config(rec.mtu, &self.config.afxdp).ok_or_else(|| {
+                ApiError::field(ErrorKind::InvalidArgument, "args.mtu", "too large for afxdp")
+            })?;
         let queues = self.worker.count() as u32;
         let ports = AfXdpPort::open_queues(host, host_index, opts, queues).map_err(|e| {
             ApiError::field(
@@ -1174,9 +1181,34 @@ impl Controller {
         Ok(Reply::Flushed { removed: n as u64 })
     }
 
+    /// Frames a TAP port's device dropped before the switch read them (the pod sent faster
+    /// than its queue was read), by port id: the TAP's `tx_dropped`, read in its namespace.
+    /// Ports whose namespace or device cannot be read are left out.
+    fn tap_drops(&self) -> BTreeMap<PortId, u64> {
+        let taps: Vec<(PortId, Option<String>, String)> = self
+            .state()
+            .ports
+            .values()
+            .filter(|r| matches!(r.kind, PortKind::Tap | PortKind::Host))
+            .map(|r| (r.id, r.netns.clone(), r.ifname.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (id, netns, ifname) in taps {
+            let nl = match &netns {
+                Some(path) => NetNs::open(path).and_then(|ns| Netlink::open_in(&ns)),
+                None => Netlink::open(),
+            };
+            if let Ok(Some(link)) = nl.and_then(|mut nl| nl.link_get(&ifname)) {
+                out.insert(id, link.tx_dropped);
+            }
+        }
+        out
+    }
+
     fn stats(&self) -> Result<StatsReply, ApiError> {
         let snap = self.worker.stats().map_err(unavailable)?;
         let names = self.names_by_id();
+        let tap_drops = self.tap_drops();
         Ok(StatsReply {
             ports: snap
                 .ports
@@ -1186,6 +1218,9 @@ impl Controller {
                     let mut r = p.counters.to_report(name);
                     r.device_drops =
                         p.device_drops.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                    if let Some(&n) = tap_drops.get(&p.id).filter(|&&n| n > 0) {
+                        r.device_drops.insert("tap_tx_dropped".into(), n);
+                    }
                     r
                 })
                 .collect(),
@@ -1322,4 +1357,62 @@ fn conntrack_info(e: &CtEntry, now: Instant) -> ConntrackEntryInfo {
         expires_in_secs: e.expires.saturating_duration_since(now).as_secs_f64(),
         packets: e.packets,
     }
+}
+
+/// The overlay's ports on an AF_XDP underlay (`[overlay] afxdp_interface`): one per queue of
+/// `ifname`, which must have one receive queue or one per worker, each an AF_XDP socket
+/// behind the filter program with only the VXLAN port in its map, paired with a socket
+/// overlay port for the kernel path (`port/overlay_xdp.rs`).
+fn xdp_underlay(
+    netlink: &mut Netlink,
+    ifname: &str,
+    opts: OverlayOptions,
+    workers: u32,
+    umem: &crate::config::AfxdpConfig,
+) -> Result<Vec<Box<dyn Port>>, StartError> {
+    let err = |step: String, source| StartError::Overlay { step, source };
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let link = netlink
+        .link_get(ifname)
+        .map_err(|e| err(format!("look up {ifname}"), e))?
+        .ok_or_else(|| err(format!("look up {ifname}"), io::ErrorKind::NotFound.into()))?;
+    let mac = link
+        .mac
+        .map(MacAddr)
+        .ok_or_else(|| err(ifname.to_string(), invalid("it has no Ethernet address".into())))?;
+    let in_use = crate::sys::ethtool::rx_queues(ifname).map_err(|e| err(ifname.to_string(), e))?;
+    let queues = match in_use {
+        1 => 1,
+        n if n == workers => n,
+        n => {
+            return Err(err(
+                ifname.to_string(),
+                invalid(format!(
+                    "it has {n} receive queues; AF_XDP needs 1 or one per worker ({workers})"
+                )),
+            ))
+        }
+    };
+    let xopts = AfXdpOptions::for_mtu_and_config(link.mtu, umem).ok_or_else(|| {
+        err(ifname.to_string(), invalid(format!("MTU {} is too large for AF_XDP", link.mtu)))
+    })?;
+    let map = NodePortMap::create().map_err(|e| err("port map".into(), e))?;
+    map.insert(L4Proto::Udp, opts.udp_port).map_err(|e| err("port map entry".into(), e))?;
+    let map_fd = map.fd();
+    let xdp =
+        AfXdpPort::open_queues_with(ifname, link.index, xopts, queues, PortKind::Overlay, |xsks| {
+            node_port_filter::program(opts.local, map_fd, xsks.fd())
+        })
+        .map_err(|e| err(format!("AF_XDP on {ifname}"), e))?;
+    if let Some(why) = xdp.first().and_then(|p| p.native_refused()) {
+        eprintln!("podswitch: {ifname}: native XDP refused, attached in skb mode: {why}");
+    }
+    // The kernel path's sockets: they also hold the VXLAN port, so nothing else binds it.
+    let kernel = OverlayPort::bind_queues(opts, queues)
+        .map_err(|e| err(format!("bind {}:{}", opts.local, opts.udp_port), e))?;
+    Ok(xdp
+        .into_iter()
+        .zip(kernel)
+        .map(|(x, k)| Box::new(OverlayXdpPort::new(x, k, opts, mac)) as Box<dyn Port>)
+        .collect())
 }

@@ -380,6 +380,7 @@ impl PodswitchNode {
                     udp_port: crate::wire::vxlan::UDP_PORT,
                     underlay_mtu,
                     udp_checksum: false,
+                    afxdp_interface: None,
                     max_peers: 64,
                     peers: peers.to_vec(),
                 });

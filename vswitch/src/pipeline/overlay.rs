@@ -322,6 +322,7 @@ mod tests {
                 udp_port: 4789,
                 underlay_mtu: 1500,
                 udp_checksum: false,
+                afxdp_interface: None,
                 max_peers: 4,
                 peers: vec![PeerConfig::parse("n2", "192.168.0.2", "10.244.2.0/24", None).unwrap()],
             });

@@ -101,6 +101,16 @@ impl AfXdpOptions {
         let xsk = XskConfig::for_frame_len(mtu as usize + L2_OVERHEAD)?;
         Some(AfXdpOptions { queue: 0, mode: XdpMode::Native, mtu, xsk })
     }
+
+    /// [`AfXdpOptions::for_mtu`] with the UMEM the configuration asks for (`[afxdp]`).
+    pub fn for_mtu_and_config(mtu: u32, c: &crate::config::AfxdpConfig) -> Option<AfXdpOptions> {
+        let xsk = XskConfig::for_frame_len_and_frames(
+            mtu as usize + L2_OVERHEAD,
+            c.rx_frames,
+            c.tx_frames,
+        )?;
+        Some(AfXdpOptions { queue: 0, mode: XdpMode::Native, mtu, xsk })
+    }
 }
 
 /// What the ports on the queues of one device share: the attachment, the program and its
@@ -186,9 +196,12 @@ impl AfXdpPort {
         ports.pop().ok_or_else(|| io::Error::other("no port for queue"))
     }
 
+    /// [`AfXdpPort::open_queues`] with another XDP program, as
+    /// [`AfXdpPort::open_with_program`] (the AF_XDP underlay of the overlay).
+    ///
     /// Everything per queue first (sockets, wake-up fds), then the map, the program and the
     /// attachment, then the ports, which cannot fail: an error leaves nothing attached.
-    fn open_queues_with(
+    pub fn open_queues_with(
         ifname: &str,
         ifindex: u32,
         opts: AfXdpOptions,
@@ -293,6 +306,45 @@ impl AfXdpPort {
     /// The XSKMAP the program redirects through (shared by the ports of all queues).
     pub fn xsk_map(&self) -> &BpfMap {
         &self.attach.xsks
+    }
+
+    /// Queues one frame made of `head` followed by `body` for transmit (a port that builds
+    /// its own headers in front of a packet, as the overlay does), counting the outcome in
+    /// `out` as [`Port::tx_burst`] does. It leaves with the next [`AfXdpPort::flush`].
+    pub fn queue_parts(&mut self, head: &[u8], body: &[u8], out: &mut TxOutcome) {
+        let len = head.len() + body.len();
+        if len > self.max_frame || body.is_empty() {
+            out.errors += 1;
+            return;
+        }
+        if !self.make_room(1) {
+            out.queue_full += 1;
+            return;
+        }
+        let w = self.xsk.tx_write(|buf| {
+            buf[..head.len()].copy_from_slice(head);
+            buf[head.len()..len].copy_from_slice(body);
+            Some(len)
+        });
+        match w {
+            TxWrite::Queued => {
+                out.sent += 1;
+                out.bytes += len as u64;
+            }
+            TxWrite::Full => out.queue_full += 1,
+            TxWrite::Cancelled => out.errors += 1,
+        }
+    }
+
+    /// Sends what [`AfXdpPort::queue_parts`] queued.
+    pub fn flush(&mut self) {
+        self.xsk.tx_submit();
+        self.kick();
+    }
+
+    /// The longest frame the port sends.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// Kicks the kernel while the tx ring holds frames it has not taken, at most
@@ -614,6 +666,45 @@ mod tests {
         }
         assert_eq!(joined, payload);
         assert_eq!([frames[segments][40], frames[segments][41]], good);
+    }
+
+    #[test]
+    fn configured_rx_frames_bound_what_an_unread_queue_holds() {
+        if !crate::sys::process::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (ns, ha) = veth_ns(1500);
+        let umem = crate::config::AfxdpConfig { rx_frames: 64, tx_frames: 128 };
+        let opts = AfXdpOptions::for_mtu_and_config(1500, &umem).unwrap();
+        assert_eq!((opts.xsk.fill_size, opts.xsk.rx_size, opts.xsk.frame_count), (64, 64, 192));
+        assert_eq!((opts.xsk.tx_size, opts.xsk.comp_size), (128, 128));
+        let mut port = ns.run(|| AfXdpPort::open("ha", ha, opts));
+        let port = port.as_mut().unwrap().as_mut().unwrap();
+        let tx = ns.run(|| packet_socket("pb")).unwrap();
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2);
+        let mut f = Vec::new();
+        b.write(&mut f, &[7u8; 100]).unwrap();
+        // 200 frames arrive while nobody reads: the 64 receive frames fill, the rest drop.
+        for _ in 0..200 {
+            assert_eq!(tx.send(&f).unwrap(), f.len());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut batch = Batch::new();
+        let mut total = 0;
+        loop {
+            batch.clear();
+            let n = port.rx_burst(&mut batch, PortId(3)).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert_eq!(total, 64);
+        let st = port.statistics().unwrap();
+        assert_eq!(st.rx_dropped, 200 - 64, "{st:?}");
     }
 
     #[test]

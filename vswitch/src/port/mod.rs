@@ -18,6 +18,7 @@ pub mod gso;
 pub mod memory;
 pub mod node_port_filter;
 pub mod overlay;
+pub mod overlay_xdp;
 pub mod tap;
 pub mod tap_steering;
 

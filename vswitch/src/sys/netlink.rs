@@ -63,6 +63,8 @@ const VETH_INFO_PEER: u16 = 1;
 /// only): a new link's queue counts.
 const IFLA_NUM_TX_QUEUES: u16 = 31;
 const IFLA_NUM_RX_QUEUES: u16 = 32;
+/// `IFLA_STATS64` (`<linux/if_link.h>`).
+const IFLA_STATS64: u16 = 23;
 /// `IFLA_XDP` and, nested in it, `IFLA_XDP_PROG_ID` (`<linux/if_link.h>`).
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_PROG_ID: u16 = 4;
@@ -139,6 +141,9 @@ pub struct LinkInfo {
     /// The id of the XDP program attached to the link, in any mode (`IFLA_XDP_PROG_ID`
     /// inside `IFLA_XDP`); `None` when there is none.
     pub xdp_prog_id: Option<u32>,
+    /// Packets the device dropped on transmit (`tx_dropped` of `IFLA_STATS64`): for a TAP,
+    /// frames its namespace sent that found the queue to the reader full.
+    pub tx_dropped: u64,
 }
 
 /// One IPv4 address as the kernel reports it.
@@ -978,6 +983,7 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
         master: None,
         kind: None,
         xdp_prog_id: None,
+        tx_dropped: 0,
     };
     for (ty, data) in Attrs(payload.get(IFINFOMSG_LEN..)?) {
         match ty {
@@ -985,6 +991,13 @@ fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
             libc::IFLA_ADDRESS => link.mac = data.try_into().ok(),
             libc::IFLA_MTU => link.mtu = u32_at(data, 0).unwrap_or(0),
             libc::IFLA_MASTER => link.master = u32_at(data, 0).filter(|&m| m != 0),
+            // struct rtnl_link_stats64: rx/tx packets, bytes, errors, then rx_dropped (48)
+            // and tx_dropped (56).
+            IFLA_STATS64 => {
+                link.tx_dropped = data
+                    .get(56..64)
+                    .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+            }
             libc::IFLA_LINKINFO => {
                 link.kind = Attrs(data)
                     .find(|(ty, _)| *ty == libc::IFLA_INFO_KIND)
@@ -1541,6 +1554,9 @@ mod tests {
         let mut xdp = nlattr(2, &[1]);
         xdp.extend(nlattr(IFLA_XDP_PROG_ID, &77u32.to_ne_bytes()));
         payload.extend(nlattr(IFLA_XDP, &xdp));
+        let mut stats = vec![0u8; 64];
+        stats[56..64].copy_from_slice(&1234u64.to_ne_bytes());
+        payload.extend(nlattr(IFLA_STATS64, &stats));
         let full = LinkInfo {
             index: 3,
             name: "eth0".into(),
@@ -1551,6 +1567,7 @@ mod tests {
             master: Some(9),
             kind: Some("veth".into()),
             xdp_prog_id: Some(77),
+            tx_dropped: 1234,
         };
         assert_eq!(parse_link(&payload), Some(full));
         // Every truncation parses or is refused, never panics; short of a header is refused.

@@ -96,6 +96,24 @@ impl XskConfig {
         Some(XskConfig { frame_size, ..XskConfig::default() })
     }
 
+    /// [`XskConfig::for_frame_len`] with `rx_frames` set aside for receive (fill and rx
+    /// rings) and `tx_frames` for transmit (tx and completion rings); both powers of two.
+    pub fn for_frame_len_and_frames(
+        max_frame: usize,
+        rx_frames: u32,
+        tx_frames: u32,
+    ) -> Option<XskConfig> {
+        let base = XskConfig::for_frame_len(max_frame)?;
+        Some(XskConfig {
+            frame_count: rx_frames.checked_add(tx_frames)?,
+            fill_size: rx_frames,
+            rx_size: rx_frames,
+            comp_size: tx_frames,
+            tx_size: tx_frames,
+            ..base
+        })
+    }
+
     /// Longest frame a socket with this geometry receives.
     pub fn max_rx_frame(&self) -> usize {
         (self.frame_size - XDP_PACKET_HEADROOM) as usize
