@@ -30,8 +30,8 @@ use crate::pipeline::gateway::NodePortPath;
 use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
 use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
+use crate::port::queue_steering;
 use crate::port::tap::TapPort;
-use crate::port::tap_steering;
 use crate::port::{Port, PortId, PortKind};
 use crate::sys::bpf::SocketFilterProgram;
 use crate::sys::netlink::Netlink;
@@ -148,7 +148,7 @@ pub struct Controller {
     /// The cluster DNS responder and the names it answers from, when it runs.
     dns: Option<(DnsServer, SharedNames)>,
     /// With several workers: the program that picks each TAP frame's queue (worker) the way
-    /// flow steering would (`port/tap_steering.rs`); `None` if the kernel refused it (the
+    /// flow steering would (`port/queue_steering.rs`); `None` if the kernel refused it (the
     /// kernel's own per-flow choice applies, and the switch steers what arrives elsewhere).
     tap_steering: Option<SocketFilterProgram>,
 }
@@ -211,7 +211,7 @@ impl Controller {
         let queues = worker.count();
         let tap_steering = (queues > 1)
             .then(|| {
-                tap_steering::load(config.node.gateway, config.services.cidr)
+                queue_steering::load_tap(config.node.gateway, config.services.cidr)
                     .map_err(|e| {
                         eprintln!(
                             "podswitch: TAP queue steering program refused ({e}); the kernel \

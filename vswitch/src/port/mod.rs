@@ -18,8 +18,8 @@ pub mod gso;
 pub mod memory;
 pub mod node_port_filter;
 pub mod overlay;
+pub mod queue_steering;
 pub mod tap;
-pub mod tap_steering;
 
 use std::io;
 use std::os::fd::RawFd;
