@@ -288,6 +288,20 @@ fn port_info(n: &PodswitchNode, name: &str) -> PortInfo {
     }
 }
 
+/// The tcx egress programs of an AF_XDP pod's `eth0`: the switch's queue-steering program
+/// when it runs several workers, nothing with one; `None` on a kernel without tcx.
+fn steering_programs(n: &PodswitchNode, ns: &NetNs) -> Option<Vec<u32>> {
+    match pod_egress_programs(ns) {
+        Ok(ids) => {
+            let want = usize::from(n.config.worker.count > 1);
+            assert_eq!(ids.len(), want, "{} workers: {ids:?}", n.config.worker.count);
+            Some(ids)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[test]
 fn removing_an_afxdp_port_removes_its_veth_and_its_xdp_program() {
     require_root!();
@@ -300,6 +314,9 @@ fn removing_an_afxdp_port_removes_its_veth_and_its_xdp_program() {
     assert!(ends.iter().all(|l| l.kind.as_deref() == Some("veth") && l.up), "{ends:?}");
     let progs: Vec<u32> = ends.iter().map(|l| l.xdp_prog_id.expect("XDP attached")).collect();
     assert_ne!(progs[0], progs[1], "a program per port");
+    // With several workers each pod end carries the queue-steering program (one for all).
+    let steering = steering_programs(&n, &n.pods[0].ns);
+    assert_eq!(steering, steering_programs(&n, &gone.ns));
     assert!(progs.iter().all(|&id| vswitch::sys::bpf::prog_loaded(id).unwrap()));
     let Reply::Port(info) =
         n.switch.call(&Request::PortDel(PortDelArgs { name: "pod2".into() })).unwrap()
@@ -330,6 +347,7 @@ fn removing_an_afxdp_port_removes_its_veth_and_its_xdp_program() {
         .unwrap();
     ping_ok(&n.pods[0].ns, gone.ip);
     assert_eq!(host_ends(&n.ns).len(), 2);
+    assert_eq!(steering_programs(&n, &ns), steering);
     // A switch that stops takes its veth pairs with it, as TAPs vanish with their fds.
     n.switch.stop().unwrap();
     assert!(host_ends(&n.ns).is_empty(), "{:?}", host_ends(&n.ns));

@@ -824,10 +824,11 @@ fn conntrack_entries_expire_after_their_timeouts() {
 
 /// Connections from two client pods to a Service with two endpoints, on a switch with
 /// `workers` workers: every connection is answered by its endpoint through the VIP, tracked
-/// once, and nothing is dropped. With two workers and AF_XDP pods the packets arrive on
-/// whichever queue the pod's veth picks by flow hash, so some must be steered to the worker
-/// that tracks their connection; TAP pods' frames are put on that worker's queue by the
-/// TAP's steering program, so none are; with one worker none are.
+/// once, and nothing is dropped. With two workers every frame a pod sends is put on the
+/// queue of the worker that tracks its connection, by the TAP's steering program or, for
+/// AF_XDP pods, by the program on the egress of the pod's veth end, so none is steered
+/// inside the switch; with one worker none is. On a kernel without tcx the AF_XDP pods'
+/// veth picks queues by flow hash, and then some packets must be steered.
 fn connections_meet_their_tracked_state(kind: PortAddKind, workers: usize) {
     let n = node_with_kind(EXE, 4, kind, |c| c.worker.count = workers);
     let (clients, backends) = (&n.pods[..2], &n.pods[2..]);
@@ -873,9 +874,37 @@ fn connections_meet_their_tracked_state(kind: PortAddKind, workers: usize) {
         (_, PortAddKind::Tap) => {
             assert_eq!(steered, 0, "the kernel's queue choice agreed with the switch: {st:?}")
         }
-        // A veth picks its queue by flow hash: the switch moves what arrived elsewhere.
+        // So did the program on each pod's veth end.
+        _ if afxdp_pods_steer_their_queues(&n) => {
+            assert_eq!(steered, 0, "the pods' queue choice agreed with the switch: {st:?}")
+        }
+        // Without it a veth picks its queue by flow hash: the switch moves what arrived
+        // elsewhere.
         _ => assert!(steered > 0, "some packets crossed to their connection's worker: {st:?}"),
     }
+}
+
+/// Whether every pod's veth end carries the switch's queue-steering program on its egress.
+/// False only on a kernel without tcx; a kernel with tcx where any pod end lacks the
+/// program fails the test.
+fn afxdp_pods_steer_their_queues(n: &PodswitchNode) -> bool {
+    let on: Vec<bool> = n
+        .pods
+        .iter()
+        .map(|p| match pod_egress_programs(&p.ns) {
+            Ok(ids) => {
+                assert_eq!(ids.len(), 1, "{}: one steering program on eth0: {ids:?}", p.name);
+                true
+            }
+            Err(e) if e.kind() == IoKind::InvalidInput => {
+                eprintln!("{}: no tcx on this kernel ({e})", p.name);
+                false
+            }
+            Err(e) => panic!("{}: {e}", p.name),
+        })
+        .collect();
+    assert!(on.iter().all(|&o| o == on[0]), "{on:?}");
+    on[0]
 }
 
 /// What a client keeps open until the end (so no two flows share a source port).

@@ -126,6 +126,19 @@ pub fn arp_cache_entry(ns: &NetNs, ip: Ipv4Addr) -> Option<MacAddr> {
     })
 }
 
+/// The tcx programs on the egress of the pod's interface `eth0` in `ns`, where the switch
+/// attaches an AF_XDP pod's queue-steering program; an `InvalidInput` error on a kernel
+/// without tcx.
+pub fn pod_egress_programs(ns: &NetNs) -> io::Result<Vec<u32>> {
+    use vswitch::sys::bpf::{tcx_prog_ids, TcxDirection};
+    ns.run(|| {
+        let eth0 = Netlink::open()?
+            .link_get("eth0")?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no eth0"))?;
+        tcx_prog_ids(eth0.index, TcxDirection::Egress)
+    })?
+}
+
 /// Interface names inside a namespace.
 pub fn links(ns: &NetNs) -> Vec<String> {
     let mut nl = Netlink::open_in(ns).expect("netlink");

@@ -31,10 +31,10 @@ use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
 use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
 use crate::port::overlay_xdp::OverlayXdpPort;
+use crate::port::queue_steering;
 use crate::port::tap::TapPort;
-use crate::port::tap_steering;
 use crate::port::{Port, PortId, PortKind};
-use crate::sys::bpf::SocketFilterProgram;
+use crate::sys::bpf::{SchedClsProgram, SocketFilterProgram, TcxLink};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
 use crate::sys::tun::{self, TapDevice, TapOptions};
@@ -51,7 +51,7 @@ pub const DEFAULT_IFNAME: &str = "eth0";
 pub const MAX_PORT_NAME_LEN: usize = 128;
 
 /// A port as the control plane knows it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct PortRecord {
     id: PortId,
     kind: PortKind,
@@ -60,6 +60,8 @@ struct PortRecord {
     mac: MacAddr,
     ip: Option<Ipv4IfAddr>,
     mtu: u32,
+    /// An AF_XDP pod end's queue-steering program, attached while this lives.
+    pod_steering: Option<TcxLink>,
 }
 
 #[derive(Debug)]
@@ -149,9 +151,13 @@ pub struct Controller {
     /// The cluster DNS responder and the names it answers from, when it runs.
     dns: Option<(DnsServer, SharedNames)>,
     /// With several workers: the program that picks each TAP frame's queue (worker) the way
-    /// flow steering would (`port/tap_steering.rs`); `None` if the kernel refused it (the
+    /// flow steering would (`port/queue_steering.rs`); `None` if the kernel refused it (the
     /// kernel's own per-flow choice applies, and the switch steers what arrives elsewhere).
     tap_steering: Option<SocketFilterProgram>,
+    /// The same for AF_XDP pods: the tc program on each pod end's egress that picks a frame's
+    /// tx queue, which veth delivers on the host end's rx queue of that number (read by the
+    /// worker of that number); `None` if the kernel refused it.
+    veth_steering: Option<SchedClsProgram>,
 }
 
 /// Namespace of the built-in DNS Services.
@@ -212,7 +218,7 @@ impl Controller {
         let queues = worker.count();
         let tap_steering = (queues > 1)
             .then(|| {
-                tap_steering::load(config.node.gateway, config.services.cidr)
+                queue_steering::load_tap(config.node.gateway, config.services.cidr)
                     .map_err(|e| {
                         eprintln!(
                             "podswitch: TAP queue steering program refused ({e}); the kernel \
@@ -223,6 +229,18 @@ impl Controller {
             })
             .flatten();
         let steer_fd = tap_steering.as_ref().map(|p| p.fd());
+        let veth_steering = (queues > 1)
+            .then(|| {
+                queue_steering::load_veth(config.node.gateway, config.services.cidr, queues)
+                    .map_err(|e| {
+                        eprintln!(
+                            "podswitch: veth queue steering program refused ({e}); AF_XDP pods' \
+                             flows spread by hash and the switch steers the rest"
+                        )
+                    })
+                    .ok()
+            })
+            .flatten();
         let mut ports = BTreeMap::new();
         let mut ids = vec![false; config.ports.max_ports];
         let mut macs = HashSet::new();
@@ -253,6 +271,7 @@ impl Controller {
                 mac: config.node.gateway_mac,
                 ip: Some(Ipv4IfAddr { addr: gw, prefix_len: config.node.pod_cidr.prefix_len() }),
                 mtu: config.node.mtu,
+                pod_steering: None,
             };
             add_own_port(&worker, &mut ids, &mut ports, &hp.name, port, record, |id| {
                 worker.call(|reply| Command::SetHostPort { id: Some(id), reply })
@@ -297,6 +316,7 @@ impl Controller {
                 mac: config.node.gateway_mac,
                 ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
                 mtu: ov.underlay_mtu,
+                pod_steering: None,
             };
             add_own_port(&worker, &mut ids, &mut ports, OVERLAY_PORT_NAME, queues, record, |id| {
                 worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply })
@@ -350,6 +370,7 @@ impl Controller {
                 mac,
                 ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
                 mtu: link.mtu,
+                pod_steering: None,
             };
             add_own_port(
                 &worker,
@@ -405,6 +426,7 @@ impl Controller {
             started: Instant::now(),
             dns,
             tap_steering,
+            veth_steering,
         };
         controller.services_changed(&mut controller.state(), None);
         Ok(controller)
@@ -863,6 +885,7 @@ impl Controller {
             mac,
             ip,
             mtu,
+            pod_steering: None,
         })
     }
 
@@ -916,14 +939,16 @@ impl Controller {
         let tmp_name = format!("pst{:04x}{:04x}", std::process::id() & 0xffff, st.tmp_seq & 0xffff);
         let attached = match rec.kind {
             PortKind::Afxdp => self.attach_afxdp(&mut st.netlink, &ns, &tmp_name, &rec, ip),
-            _ => self.attach(&mut st.netlink, &ns, &tmp_name, &rec, ip),
+            _ => self.attach(&mut st.netlink, &ns, &tmp_name, &rec, ip).map(|()| None),
         };
         match attached {
-            Ok(()) => {
+            Ok(pod_steering) => {
+                rec.pod_steering = pod_steering;
                 st.ids[rec.id.index()] = true;
                 st.macs.insert(rec.mac);
-                st.ports.insert(args.name.clone(), rec.clone());
-                Ok(self.info(&args.name, &rec, None))
+                let info = self.info(&args.name, &rec, None);
+                st.ports.insert(args.name.clone(), rec);
+                Ok(info)
             }
             Err(e) => {
                 st.pool.undo(ip.addr, checkpoint);
@@ -954,8 +979,9 @@ impl Controller {
     }
 
     /// Creates a pod's veth pair, configures the pod end as [`Controller::attach`] does a
-    /// TAP, and attaches the host end ([`afxdp_host_name`]) through AF_XDP. On error the
-    /// host end is deleted, which deletes the pod end wherever it is.
+    /// TAP, and attaches the host end ([`afxdp_host_name`]) through AF_XDP. Returns the pod
+    /// end's queue-steering attachment, if any. On error the host end is deleted, which
+    /// deletes the pod end wherever it is.
     fn attach_afxdp(
         &self,
         netlink: &mut Netlink,
@@ -963,7 +989,7 @@ impl Controller {
         tmp_name: &str,
         rec: &PortRecord,
         ip: Ipv4IfAddr,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<TcxLink>, ApiError> {
         let host = afxdp_host_name(rec.id);
         // One queue per worker on both ends: the pod's flows spread over the host end's
         // receive queues, each driven by one worker's AF_XDP socket.
@@ -986,7 +1012,7 @@ impl Controller {
         pod_end: &str,
         rec: &PortRecord,
         ip: Ipv4IfAddr,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<TcxLink>, ApiError> {
         let index = |nl: &mut Netlink, name: &str| {
             nl.link_get(name)
                 .map_err(|e| failed("look up veth", e))?
@@ -999,7 +1025,18 @@ impl Controller {
         // The switch's kernel has no business on the host end: no IPv6 autoconfiguration
         // traffic toward the pod. Best effort (IPv6 may be disabled altogether).
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1");
-        self.configure_pod_side(netlink, ns, pod_index, rec, ip)?;
+        let pod_index = self.configure_pod_side(netlink, ns, pod_index, rec, ip)?;
+        // Before the host end is up, so no frame the pod sends leaves unsteered.
+        let pod_steering = self.veth_steering.as_ref().and_then(|prog| {
+            queue_steering::attach_to_veth(prog, ns, pod_index)
+                .map_err(|e| {
+                    eprintln!(
+                        "podswitch: {host}: queue steering program not attached to the pod end \
+                         ({e}); its flows spread by hash and the switch steers the rest"
+                    )
+                })
+                .ok()
+        });
         netlink.link_set_up(host_index, true).map_err(|e| failed("set host end up", e))?;
         let opts =
             AfXdpOptions::for_mtu_and_config(rec.mtu, &self.config.afxdp).ok_or_else(|| {
@@ -1017,13 +1054,15 @@ impl Controller {
             eprintln!("podswitch: {host}: native XDP refused, attached in skb mode: {why}");
         }
         let ports = ports.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect();
-        self.hand_to_worker(rec, ip, ports)
+        self.hand_to_worker(rec, ip, ports)?;
+        Ok(pod_steering)
     }
 
     /// Configures a pod's interface, which exists as link `index` in the switch's
     /// namespace: MAC and MTU, moved into the pod's namespace as `rec.ifname`, then (there)
     /// TX checksum offload off for an AF_XDP port, the address, up, and routes to and via
-    /// the gateway. Shared by every port kind with a pod side.
+    /// the gateway. Shared by every port kind with a pod side. Returns the interface's index
+    /// in the pod's namespace.
     fn configure_pod_side(
         &self,
         netlink: &mut Netlink,
@@ -1031,7 +1070,7 @@ impl Controller {
         index: u32,
         rec: &PortRecord,
         ip: Ipv4IfAddr,
-    ) -> Result<(), ApiError> {
+    ) -> Result<u32, ApiError> {
         netlink.link_set_mac(index, rec.mac.0).map_err(|e| failed("set MAC", e))?;
         netlink.link_set_mtu(index, rec.mtu).map_err(|e| failed("set MTU", e))?;
         netlink.link_move_to_netns(index, ns, Some(&rec.ifname)).map_err(|e| {
@@ -1066,7 +1105,7 @@ impl Controller {
         }
         pod.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(gw), index)
             .map_err(|e| failed("add default route", e))?;
-        Ok(())
+        Ok(index)
     }
 
     /// Hands a finished pod port to the worker with the pod's address as its neighbor.
@@ -1084,7 +1123,7 @@ impl Controller {
 
     fn port_del(&self, name: &str) -> Result<PortInfo, ApiError> {
         let mut st = self.state();
-        let rec = st.ports.get(name).cloned().ok_or_else(|| {
+        let rec = st.ports.get(name).ok_or_else(|| {
             ApiError::field(ErrorKind::NotFound, "args.name", format!("no port named {name:?}"))
         })?;
         if matches!(rec.kind, PortKind::Host | PortKind::Overlay | PortKind::NodePort) {
@@ -1096,14 +1135,15 @@ impl Controller {
         }
         let id = rec.id;
         let removed = self.worker.remove_port(id).map_err(unavailable)?;
+        let rec = st.ports.remove(name).expect("looked up under the same lock");
         // Dropping the port closes the TAP: the pod's interface, its address and routes go.
         // An AF_XDP port's drop detaches its program and closes its socket; its veth goes
-        // with the host end.
+        // with the host end, and the pod end's steering program with it (its link with the
+        // record).
         drop(removed);
         if rec.kind == PortKind::Afxdp {
             delete_link(&mut st.netlink, &afxdp_host_name(id));
         }
-        st.ports.remove(name);
         st.ids[id.index()] = false;
         st.macs.remove(&rec.mac);
         if let Some(ip) = rec.ip {

@@ -22,14 +22,16 @@
 //! `rx_queue_index = k`, and the pod end picks the tx queue by the flow's hash (veth has no
 //! XPS map and no `ndo_select_queue`), so flows spread over the queues and each flow stays
 //! on one: the tests see it for UDP sockets, and raw packet sockets spread the same way
-//! whatever CPU sends. Nothing needs configuring beyond giving both ends the same number of
-//! queues in use
+//! whatever CPU sends. With several workers the control plane overrides that choice with a
+//! tc program on the pod end ([`super::queue_steering`]), so each frame reaches the queue of
+//! the worker flow steering names. Nothing needs configuring beyond giving both ends the same
+//! number of queues in use
 //! ([`Netlink::veth_add_queues`](crate::sys::netlink::Netlink::veth_add_queues)): by
 //! default a veth allocates a queue per possible CPU but uses one, and an AF_XDP socket
 //! cannot bind to a queue not in use. The caveat is skb mode, the fallback when native XDP
 //! is refused: veth then delivers without its per-queue NAPI, frames reach XDP with rx
-//! queue 0 (on a 2-queue pair, as a test shows) and the first port gets every flow. Nothing
-//! is lost.
+//! queue 0 (on a 2-queue pair, as a test shows) and the first port gets every flow, whatever
+//! the pod end picked. Nothing is lost.
 //!
 //! Receive copies each frame from the UMEM into a batch packet and gives the frame straight
 //! back to the fill ring, so the fill ring stays full and the kernel never waits for the

@@ -19,8 +19,8 @@ pub mod memory;
 pub mod node_port_filter;
 pub mod overlay;
 pub mod overlay_xdp;
+pub mod queue_steering;
 pub mod tap;
-pub mod tap_steering;
 
 use std::io;
 use std::os::fd::RawFd;

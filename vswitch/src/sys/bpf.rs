@@ -1,18 +1,20 @@
-//! Raw `bpf(2)`: maps, XDP program loading and XDP attachment through a `bpf_link`, with no
-//! C toolchain, no libbpf and no BPF object files.
+//! Raw `bpf(2)`: maps, loading XDP programs, socket filters and tc classifiers, and
+//! attaching XDP and tc programs through a `bpf_link`, with no C toolchain, no libbpf and no
+//! BPF object files.
 //!
 //! Programs are written here as arrays of [`Insn`] (the kernel's `struct bpf_insn`) built
 //! with `const fn` constructors, the way the kernel's own `tools/include/linux/filter.h`
-//! macros build them; the one podswitch needs is [`xsk_redirect_program`] (5 instructions).
-//! The verifier checks them at [`XdpProgram::load`]; a rejection comes back as an error
-//! carrying the verifier's log.
+//! macros build them; the simplest podswitch needs is [`xsk_redirect_program`] (5
+//! instructions). The verifier checks them at load ([`XdpProgram::load`] and the like); a
+//! rejection comes back as an error carrying the verifier's log.
 //!
 //! Lifetimes: every object is an fd owned by its Rust value. A map or program lives while an
 //! fd or an attachment refers to it. [`XdpLink`] attaches through `BPF_LINK_CREATE` rather
-//! than the older netlink `IFLA_XDP` way: the attachment belongs to the link fd, so dropping
-//! the [`XdpLink`] detaches the program, and a switch that dies leaves no program behind
-//! (the kernel closes the fd). Nothing here needs bpffs (`/sys/fs/bpf`), which is not mounted
-//! on these machines.
+//! than the older netlink `IFLA_XDP` way, and [`TcxLink`] through tcx rather than a clsact
+//! qdisc with a `cls_bpf` filter: the attachment belongs to the link fd, so dropping the
+//! link detaches the program, and a switch that dies leaves no program behind (the kernel
+//! closes the fd). Nothing here needs bpffs (`/sys/fs/bpf`), which is not mounted on these
+//! machines.
 //!
 //! Namespaces: `ifindex` arguments are looked up in the network namespace of the calling
 //! thread (like netlink), so attach from a thread inside the device's namespace.
@@ -191,6 +193,13 @@ pub const XDP_REDIRECT: i32 = 4;
 /// ingress_ifindex, rx_queue_index, ...: all u32).
 pub const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 
+/// tc verdict: let the frame go on (what tcx calls `TCX_PASS`).
+pub const TC_ACT_OK: i32 = 0;
+
+/// Offset of `queue_mapping` in `struct __sk_buff` (len, pkt_type, mark, queue_mapping:
+/// all u32). A tc program may write it; the kernel ignores values from `0xffff` up.
+pub const SKB_QUEUE_MAPPING: i16 = 12;
+
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +364,7 @@ const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_PROG_GET_FD_BY_ID: u32 = 13;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_PROG_QUERY: u32 = 16;
 const BPF_LINK_CREATE: u32 = 28;
 
 /// `enum bpf_map_type`.
@@ -367,8 +377,15 @@ const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `BPF_PROG_TYPE_SOCKET_FILTER` (also what a TUN device's steering program is).
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+/// `BPF_PROG_TYPE_SCHED_CLS`: a tc classifier (what tcx runs).
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `BPF_XDP` in `enum bpf_attach_type`.
 const BPF_XDP: u32 = 37;
+/// `BPF_TCX_INGRESS` in `enum bpf_attach_type` (Linux 6.6 and later; values as the
+/// kernel's BTF has them, older `<linux/bpf.h>` copies lack them).
+const BPF_TCX_INGRESS: u32 = 46;
+/// `BPF_TCX_EGRESS` in `enum bpf_attach_type` (Linux 6.6 and later).
+const BPF_TCX_EGRESS: u32 = 47;
 /// `BPF_ANY`: create or replace.
 const BPF_ANY: u64 = 0;
 /// `XDP_FLAGS_SKB_MODE` (`<linux/if_link.h>`).
@@ -437,7 +454,31 @@ struct TestRunAttr {
     data_out: u64,
     repeat: u32,
     duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
 }
+
+/// `union bpf_attr` for `BPF_PROG_QUERY` (up to `revision`, which the kernel writes for
+/// tcx queries whatever size it was given).
+#[repr(C)]
+#[derive(Default)]
+struct QueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    count: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+const _: () = assert!(size_of::<QueryAttr>() == 64);
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` (the common head).
 #[repr(C)]
@@ -487,6 +528,19 @@ struct LinkInfoXdp {
     _pad: u32,
     ifindex: u32,
     _pad2: u32,
+}
+
+/// The head of `struct bpf_link_info`, tcx variant: type, id, prog_id, then
+/// `tcx.ifindex` and `tcx.attach_type`.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfoTcx {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    attach_type: u32,
 }
 
 /// Calls `bpf(cmd, attr, sizeof attr)`.
@@ -705,24 +759,181 @@ impl SocketFilterProgram {
     /// The kernel treats the first 14 bytes as an Ethernet header and starts the program's
     /// packet after them.
     pub fn test_run(&self, packet: &[u8]) -> io::Result<u32> {
-        let mut attr = TestRunAttr {
-            prog_fd: self.fd.as_raw_fd() as u32,
-            data_size_in: packet.len() as u32,
-            data_in: packet.as_ptr() as u64,
-            repeat: 1,
-            ..Default::default()
-        };
-        // SAFETY: the kernel reads data_size_in bytes at data_in (the borrowed slice) and
-        // writes nothing through pointers (data_out is null, data_size_out 0).
-        unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut attr) }
-            .map_err(|e| context(e, "BPF_PROG_TEST_RUN"))?;
-        Ok(attr.retval)
+        test_run(self.fd.as_raw_fd(), packet, None)
     }
 
     /// The program's fd.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// A loaded tc classifier (`BPF_PROG_TYPE_SCHED_CLS`), attached with [`TcxLink`]; unloaded
+/// when this fd and every attachment are gone.
+#[derive(Debug)]
+pub struct SchedClsProgram {
+    fd: OwnedFd,
+}
+
+impl SchedClsProgram {
+    /// Loads a tc classifier (licence "GPL"); a verifier rejection carries the log.
+    pub fn load(name: &str, insns: &[Insn]) -> io::Result<SchedClsProgram> {
+        load_program(BPF_PROG_TYPE_SCHED_CLS, 0, "tc classifier", name, insns)
+            .map(|fd| SchedClsProgram { fd })
+    }
+
+    /// Runs the program once on `frame` (`BPF_PROG_TEST_RUN`, the program's packet starts
+    /// at the Ethernet header) and returns what it returned.
+    pub fn test_run(&self, frame: &[u8]) -> io::Result<u32> {
+        test_run(self.fd.as_raw_fd(), frame, None)
+    }
+
+    /// The program's fd.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The program's kernel-wide id.
+    pub fn id(&self) -> io::Result<u32> {
+        let mut info = ProgInfoHead::default();
+        obj_info(self.fd.as_raw_fd(), &mut info).map_err(|e| context(e, "BPF_OBJ_GET_INFO"))?;
+        Ok(info.id)
+    }
+}
+
+/// `BPF_PROG_TEST_RUN` of program `fd` on `packet`, with `ctx` (a `struct __sk_buff` head)
+/// passed in and read back when given. Returns the program's return value.
+fn test_run(fd: RawFd, packet: &[u8], ctx: Option<&mut [u8]>) -> io::Result<u32> {
+    let (ctx_ptr, ctx_len) = match ctx {
+        Some(c) => (c.as_mut_ptr() as u64, c.len() as u32),
+        None => (0, 0),
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: fd as u32,
+        data_size_in: packet.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: ctx_len,
+        ctx_size_out: ctx_len,
+        ctx_in: ctx_ptr,
+        ctx_out: ctx_ptr,
+        ..Default::default()
+    };
+    // SAFETY: the kernel reads data_size_in bytes at data_in (the borrowed slice), and reads
+    // then writes at most ctx_size bytes at ctx (an exclusively borrowed slice of that
+    // length); data_out is null.
+    unsafe { sys_bpf(BPF_PROG_TEST_RUN, &mut attr) }
+        .map_err(|e| context(e, "BPF_PROG_TEST_RUN"))?;
+    Ok(attr.retval)
+}
+
+/// A tc hook of a device: where its received frames enter the stack, or where frames to be
+/// sent enter the device's queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcxDirection {
+    /// `BPF_TCX_INGRESS`.
+    Ingress,
+    /// `BPF_TCX_EGRESS`: before the kernel picks the transmit queue.
+    Egress,
+}
+
+impl TcxDirection {
+    fn attach_type(self) -> u32 {
+        match self {
+            TcxDirection::Ingress => BPF_TCX_INGRESS,
+            TcxDirection::Egress => BPF_TCX_EGRESS,
+        }
+    }
+}
+
+impl std::fmt::Display for TcxDirection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcxDirection::Ingress => "ingress",
+            TcxDirection::Egress => "egress",
+        })
+    }
+}
+
+/// A tc classifier attached to a device through tcx (a `bpf_link`, Linux 6.6 and later, no
+/// qdisc needed): detached when dropped, when the process dies, or when the device goes.
+/// Other tcx programs on the same hook run too (this one is appended).
+#[derive(Debug)]
+pub struct TcxLink {
+    fd: OwnedFd,
+    ifindex: u32,
+    direction: TcxDirection,
+}
+
+impl TcxLink {
+    /// Attaches `prog` to `direction` of the device with index `ifindex` in the calling
+    /// thread's network namespace. A kernel without tcx refuses with `InvalidInput`
+    /// (`EINVAL`).
+    pub fn attach(
+        prog: &SchedClsProgram,
+        ifindex: u32,
+        direction: TcxDirection,
+    ) -> io::Result<TcxLink> {
+        let mut attr = LinkCreateAttr {
+            prog_fd: prog.fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: direction.attach_type(),
+            flags: 0,
+        };
+        // SAFETY: LINK_CREATE reads only the attr itself, which holds no pointers.
+        let fd = unsafe { sys_bpf(BPF_LINK_CREATE, &mut attr) }
+            .map_err(|e| context(e, format_args!("tcx {direction} attach to ifindex {ifindex}")))?;
+        Ok(TcxLink { fd: owned(fd), ifindex, direction })
+    }
+
+    /// The device's interface index (in the namespace it was attached from).
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The hook.
+    pub fn direction(&self) -> TcxDirection {
+        self.direction
+    }
+
+    /// The id of the program the link holds (it holds it until dropped).
+    pub fn prog_id(&self) -> io::Result<u32> {
+        Ok(self.info()?.prog_id)
+    }
+
+    /// The index of the device the program is attached to, as the kernel reports it now:
+    /// the device's index in its current namespace, `None` once the device is gone (the
+    /// link then holds nothing attached).
+    pub fn device(&self) -> io::Result<Option<u32>> {
+        Ok(Some(self.info()?.ifindex).filter(|&i| i != 0))
+    }
+
+    fn info(&self) -> io::Result<LinkInfoTcx> {
+        let mut info = LinkInfoTcx::default();
+        obj_info(self.fd.as_raw_fd(), &mut info).map_err(|e| context(e, "BPF_OBJ_GET_INFO"))?;
+        Ok(info)
+    }
+}
+
+/// The ids of the tcx programs on `direction` of the device with index `ifindex` in the
+/// calling thread's namespace, in the order they run (`BPF_PROG_QUERY`). A kernel without
+/// tcx refuses with `InvalidInput`; a device that does not exist is an error naming
+/// `ENODEV`.
+pub fn tcx_prog_ids(ifindex: u32, direction: TcxDirection) -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; 64];
+    let mut attr = QueryAttr {
+        target_ifindex: ifindex,
+        attach_type: direction.attach_type(),
+        prog_ids: ids.as_mut_ptr() as u64,
+        count: ids.len() as u32,
+        ..Default::default()
+    };
+    // SAFETY: the kernel writes at most `count` u32s at prog_ids (the vector has that many),
+    // and writes count, attach_flags and revision into the attr, which covers them.
+    unsafe { sys_bpf(BPF_PROG_QUERY, &mut attr) }
+        .map_err(|e| context(e, format_args!("tcx {direction} query of ifindex {ifindex}")))?;
+    ids.truncate(attr.count as usize);
+    Ok(ids)
 }
 
 /// Loads a program of `prog_type`; on verifier rejection loads it again with a log, whose
@@ -891,7 +1102,7 @@ mod tests {
     use super::reg::*;
     use super::*;
     use crate::sys::netlink::Netlink;
-    use crate::sys::netns::NamedNetNs;
+    use crate::sys::netns::{NamedNetNs, NetNs};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn bytes(insns: &[Insn]) -> Vec<u8> {
@@ -1064,6 +1275,51 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(!prog_loaded(pass_id).unwrap(), "program {pass_id} unloaded");
+    }
+
+    #[test]
+    fn tc_programs_attach_through_tcx_follow_their_device_and_detach_by_drop() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let ok = [Insn::mov64_imm(R0, TC_ACT_OK), Insn::exit()];
+        let a = SchedClsProgram::load("psw_tc_a", &ok).expect("load a tc program");
+        let b = SchedClsProgram::load("psw_tc_b", &ok).unwrap();
+        let (a_id, b_id) = (a.id().unwrap(), b.id().unwrap());
+        let v = veth_ns();
+        let egress = |ns: &NetNs, i| ns.run(|| tcx_prog_ids(i, TcxDirection::Egress)).unwrap();
+        assert_eq!(egress(&v.ns, v.xa).unwrap(), [] as [u32; 0]);
+        let attach = |p: &SchedClsProgram, dir| v.ns.run(|| TcxLink::attach(p, v.xa, dir)).unwrap();
+        let la = attach(&a, TcxDirection::Egress).expect("tcx attach");
+        assert_eq!((la.ifindex(), la.direction()), (v.xa, TcxDirection::Egress));
+        assert_eq!((la.prog_id().unwrap(), la.device().unwrap()), (a_id, Some(v.xa)));
+        // A second program runs after the first; ingress is a hook of its own.
+        let lb = attach(&b, TcxDirection::Egress).unwrap();
+        assert_eq!(egress(&v.ns, v.xa).unwrap(), [a_id, b_id]);
+        let ingress = v.ns.run(|| tcx_prog_ids(v.xa, TcxDirection::Ingress)).unwrap().unwrap();
+        assert!(ingress.is_empty(), "{ingress:?}");
+        drop(lb);
+        assert_eq!(egress(&v.ns, v.xa).unwrap(), [a_id]);
+        // The attachment moves with its device to another namespace...
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("pswtcx-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let other = NamedNetNs::create(&name).unwrap();
+        Netlink::open_in(&v.ns).unwrap().link_move_to_netns(v.xa, &other, Some("moved")).unwrap();
+        let moved = Netlink::open_in(&other).unwrap().link_get("moved").unwrap().unwrap().index;
+        assert_eq!(egress(&other, moved).unwrap(), [a_id]);
+        assert_eq!(la.device().unwrap(), Some(moved));
+        // ...and goes with the link's drop, or with the device.
+        drop(la);
+        assert_eq!(egress(&other, moved).unwrap(), [] as [u32; 0]);
+        let la = other.run(|| TcxLink::attach(&a, moved, TcxDirection::Egress)).unwrap().unwrap();
+        let mut nl = Netlink::open_in(&other).unwrap();
+        nl.link_del(moved).unwrap();
+        assert_eq!(la.device().unwrap(), None);
+        assert_eq!(la.prog_id().unwrap(), a_id, "the link holds its program until dropped");
+        // A device that does not exist.
+        let e = egress(&other, 999_999).unwrap_err();
+        assert!(e.to_string().contains("ifindex 999999: No such device"), "{e}");
     }
 
     #[test]
