@@ -4,7 +4,7 @@
 //! The two passes run at different points of the pipeline: [`learn`] right after classify,
 //! so a station is learned from every frame it sends (including the ARP requests and pings
 //! the switch answers itself); [`forward`] last, for whatever no earlier stage settled.
-//! Table behaviour (limit, aging, moves) is the MAC table's, see `tables/fdb.rs`.
+//! Table behaviour (limit, aging, moves) is the MAC table's, see `tables/fdb`.
 
 use std::time::Instant;
 
