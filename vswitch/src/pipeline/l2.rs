@@ -6,10 +6,11 @@
 //! the switch answers itself); [`forward`] last, for whatever no earlier stage settled.
 //! Table behaviour (limit, aging, moves) is the MAC table's, see `tables/fdb`.
 //!
-//! Both passes go over each burst twice: first every frame's key is hashed and its table
-//! slot prefetched, then the frames are learned or looked up in order, as if each were
-//! alone (prefetching changes no result). With many stations the cache misses of a burst
-//! overlap instead of adding up.
+//! Each goes over a burst twice: first every frame's key is hashed and its table slot
+//! prefetched, then the frames are learned or looked up in order, as if each were alone
+//! (prefetching changes no result). With many stations the cache misses of a burst overlap
+//! instead of adding up. The keys wait in an array on the stack, one burst long (a longer
+//! batch is taken a burst at a time).
 
 use std::time::Instant;
 

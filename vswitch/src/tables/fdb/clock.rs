@@ -122,7 +122,7 @@ impl Clock {
     }
 
     /// How long the table may go without a whole sweep before stored times could be
-    /// misread (2^30 ticks: 12 days at 1 ms).
+    /// misread (2^30 ticks: 13 days at the finest tick).
     pub(super) fn wrap_guard(&self) -> Duration {
         self.duration(1 << 30)
     }

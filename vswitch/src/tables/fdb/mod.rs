@@ -27,12 +27,13 @@
 //! **Layout** (why): learning and forwarding touch one entry per frame, spread over the
 //! whole table, so with many stations the cost is cache misses, not instructions. The table
 //! is therefore an open-addressing array of 16-byte slots (key, port, two `u32` coarse
-//! timestamps), four to a cache line, at most half full (see the `index` module; 32 bytes
-//! per entry at full load, 2 MiB for the default 65,536), and a caller with a burst of
-//! frames hashes them all and prefetches their slots ([`Fdb::hash`], [`Fdb::prefetch`])
-//! before learning or looking up any ([`Fdb::learn_hashed`], [`Fdb::lookup_hashed`]), so
-//! the misses of a burst overlap. Timestamps are ticks of about a millisecond (see the
-//! `clock` module): aging is accurate to two ticks. Room for `max_entries` (up to 65,536)
+//! timestamps; a `HashMap` entry with two `Instant`s took 48), four to a cache line, at
+//! least twice as many slots as entries (see the `index` module: 32 to 64 bytes per entry,
+//! 2 MiB for the default 65,536), and a caller with a burst of frames hashes them all and
+//! prefetches their slots ([`Fdb::hash`], [`Fdb::prefetch`]) before learning or looking up
+//! any ([`Fdb::learn_hashed`], [`Fdb::lookup_hashed`]), so the misses of a burst overlap.
+//! Timestamps are ticks of about a millisecond that wrap around (see the `clock` module): an
+//! entry expires up to two ticks early, never late. Room for `max_entries` (up to 65,536)
 //! is allocated up front; a table configured larger grows by doubling while learning past
 //! that, which allocates and rehashes (rare, amortized).
 
@@ -52,7 +53,8 @@ use index::{Index, Probe, Slot};
 /// learning past it; the default size fits.
 const PREALLOCATE_MAX: usize = 65_536;
 
-/// `(network, MAC)` packed as `vlan << 48 | mac`.
+/// `(network, MAC)` packed as `vlan << 48 | mac`, the VLAN id 12 bits: bits 60 to 63 are
+/// always zero (the slot array marks occupied slots with bit 63).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FdbKey(u64);
 
@@ -150,8 +152,9 @@ pub struct FdbEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdbHash(u64);
 
-/// A time as one table stores it ([`Fdb::clock`], [`Fdb::time`]): coarse ticks since the
-/// table was created. Only meaningful for that table.
+/// A time as one table stores it ([`Fdb::clock`], [`Fdb::time`]), for
+/// [`Fdb::learn_hashed`] and [`Fdb::lookup_hashed`]: coarse ticks since the table was
+/// created. Only meaningful for that table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdbTime {
     ticks: u32,
@@ -208,11 +211,11 @@ impl Fdb {
     }
 
     /// `now` as this table's time, for [`Fdb::learn_hashed`] (and [`Fdb::lookup_hashed`]).
-    /// Sweeps the table first (as [`Fdb::age`]) when it went unswept for 2^30 ticks (12
-    /// days; the worker sweeps every second). Stored ticks wrap every 2^32 ticks, and are
-    /// read right while less than 2^31 old: entries either all aged out (nothing stored
-    /// for the aging time, which the sweep checks on `Instant`s), or are at most 2^30 ticks
-    /// plus the aging time older than the last sweep.
+    /// Stored ticks wrap around every 2^32 ticks and are read right while less than 2^31
+    /// old, so this first sweeps the table (as [`Fdb::age`]) when it went 2^30 ticks (13
+    /// days) without a sweep; the worker sweeps every second. That sweep reads right too:
+    /// either nothing was stored for the aging time and everything goes (decided on
+    /// `Instant`s), or no entry is older than 2^30 ticks plus the aging time.
     #[inline]
     pub fn clock(&mut self, now: Instant) -> FdbTime {
         if now.saturating_duration_since(self.swept) >= self.clock.wrap_guard() {
@@ -249,6 +252,7 @@ impl Fdb {
         let stamp = self.clock.stamp(t);
         match self.index.find(key, h.0) {
             Probe::Found(pos) => {
+                // Always there: `find` returned it.
                 let Some(e) = self.index.slot_mut(pos) else { return Learned::LimitReached };
                 // An expired entry was last announced longer ago than that.
                 let expired = self.clock.expired(t, e.seen);
