@@ -39,10 +39,12 @@ pub fn learn(
     now: Instant,
     mut announced: Option<&mut Vec<(FdbKey, PortId)>>,
 ) {
-    let now = fdb.clock(now);
+    // Taken on first use: a burst with nothing to learn (VXLAN from peers) costs nothing.
+    let mut table_now = None;
     for burst in batch.packets_mut().chunks_mut(BATCH_SIZE) {
         let mut todo: [Option<(FdbKey, FdbHash, PortId)>; BATCH_SIZE] = [None; BATCH_SIZE];
-        for (pkt, slot) in burst.iter_mut().zip(todo.iter_mut()) {
+        let mut n = 0;
+        for pkt in burst.iter_mut() {
             if pkt.meta.action != Action::Continue {
                 continue;
             }
@@ -60,9 +62,16 @@ pub fn learn(
             let key = FdbKey::new(pkt.meta.vlan, src);
             let h = fdb.hash(key);
             fdb.prefetch(h);
-            *slot = Some((key, h, in_port));
+            if let Some(slot) = todo.get_mut(n) {
+                *slot = Some((key, h, in_port));
+                n += 1;
+            }
         }
-        for &(key, h, in_port) in todo.iter().flatten() {
+        if n == 0 {
+            continue;
+        }
+        let now = *table_now.get_or_insert_with(|| fdb.clock(now));
+        for &(key, h, in_port) in todo.iter().take(n).flatten() {
             let learned = fdb.learn_hashed(key, h, in_port, now);
             if let Some(out) = announced.as_deref_mut() {
                 if learned.announce() && out.len() < out.capacity() {
@@ -75,10 +84,12 @@ pub fn learn(
 
 /// Forwards every undecided packet by its destination MAC.
 pub fn forward(batch: &mut Batch, fdb: &Fdb, counters: &mut [PortCounters], now: Instant) {
-    let now = fdb.time(now);
+    // Taken on first use: most bursts routed by the gateway need no lookup.
+    let mut table_now = None;
     for burst in batch.packets_mut().chunks_mut(BATCH_SIZE) {
-        let mut todo: [Option<(FdbKey, FdbHash)>; BATCH_SIZE] = [None; BATCH_SIZE];
-        for (pkt, slot) in burst.iter_mut().zip(todo.iter_mut()) {
+        let mut todo: [Option<(usize, FdbKey, FdbHash)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        let mut n = 0;
+        for (i, pkt) in burst.iter_mut().enumerate() {
             if pkt.meta.action != Action::Continue {
                 continue;
             }
@@ -93,10 +104,17 @@ pub fn forward(batch: &mut Batch, fdb: &Fdb, counters: &mut [PortCounters], now:
             let key = FdbKey::new(pkt.meta.vlan, dst);
             let h = fdb.hash(key);
             fdb.prefetch(h);
-            *slot = Some((key, h));
+            if let Some(slot) = todo.get_mut(n) {
+                *slot = Some((i, key, h));
+                n += 1;
+            }
         }
-        for (pkt, slot) in burst.iter_mut().zip(todo.iter()) {
-            let Some((key, h)) = *slot else { continue };
+        if n == 0 {
+            continue;
+        }
+        let now = *table_now.get_or_insert_with(|| fdb.time(now));
+        for &(i, key, h) in todo.iter().take(n).flatten() {
+            let Some(pkt) = burst.get_mut(i) else { continue };
             let in_port = pkt.meta.in_port;
             match fdb.lookup_hashed(key, h, now) {
                 Some(p) if p == in_port => drop_packet(

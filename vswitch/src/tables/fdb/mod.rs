@@ -167,10 +167,11 @@ pub struct FdbTime {
 pub struct Fdb {
     index: Index,
     clock: Clock,
-    /// When the table was last swept whole ([`Fdb::age`]).
-    swept: Instant,
-    /// The latest time stored ([`Fdb::clock`]). With `swept`, what keeps wrapped ticks from
-    /// being misread: see [`Fdb::clock`].
+    /// When [`Fdb::clock`] sweeps, unless [`Fdb::age`] did before (`None`: never, as the
+    /// guard time overflows `Instant`).
+    sweep_due: Option<Instant>,
+    /// The latest time stored ([`Fdb::clock`]). With `sweep_due`, what keeps wrapped ticks
+    /// from being misread: see [`Fdb::clock`].
     last: Instant,
     max_entries: usize,
     aging: Duration,
@@ -185,10 +186,11 @@ impl Fdb {
             std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
         };
         let now = Instant::now();
+        let clock = Clock::new(now, config.aging);
         Fdb {
             index: Index::with_capacity(config.max_entries.min(PREALLOCATE_MAX), seed),
-            clock: Clock::new(now, config.aging),
-            swept: now,
+            clock,
+            sweep_due: now.checked_add(clock.wrap_guard()),
             last: now,
             max_entries: config.max_entries,
             aging: config.aging,
@@ -218,11 +220,12 @@ impl Fdb {
     /// `Instant`s), or no entry is older than 2^30 ticks plus the aging time.
     #[inline]
     pub fn clock(&mut self, now: Instant) -> FdbTime {
-        if now.saturating_duration_since(self.swept) >= self.clock.wrap_guard() {
+        if self.sweep_due.is_some_and(|due| now >= due) {
             self.age(now);
         }
         self.last = self.last.max(now);
-        self.time(now)
+        // Stale only if nothing can live: `now` is no later than `last` now.
+        FdbTime { ticks: self.clock.ticks(now), stale: self.aging.is_zero() }
     }
 
     /// `now` as this table's time, for lookups ([`Fdb::clock`] for learning).
@@ -334,7 +337,10 @@ impl Fdb {
             let clock = self.clock;
             self.index.retain(|e| !clock.expired(t, e.seen))
         };
-        self.swept = self.swept.max(now);
+        if let Some(due) = now.checked_add(self.clock.wrap_guard()) {
+            // Never earlier (an `age` with an older `now`).
+            self.sweep_due = self.sweep_due.max(Some(due));
+        }
         self.counters.aged += removed as u64;
         removed
     }
