@@ -73,6 +73,8 @@ mod index;
 
 use index::Index;
 
+use super::prefetch;
+
 /// Entries reserved up front. Tables configured larger than this grow (and allocate) while
 /// creating past it.
 pub const PREALLOCATE_MAX: usize = 65_536;
@@ -442,20 +444,6 @@ const _: () = assert!(std::mem::size_of::<Cell>() == 128);
 /// computed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowHash(u32);
-
-/// Brings the cache line holding `p` towards the CPU: a hint only, whatever `p` is.
-#[inline(always)]
-#[allow(unsafe_code)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect,
-    // whatever the address (here always one inside a live allocation).
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// The connection-tracking table. See the module doc for its behaviour.
 #[derive(Debug)]
