@@ -218,6 +218,57 @@ fn an_afxdp_underlay_carries_the_overlay_past_the_kernel_stack() {
     }
 }
 
+/// Two nodes whose underlay interface has one queue per worker: each worker drives its own
+/// AF_XDP socket (and kernel-path sockets), and flows spread over both still arrive whole.
+#[test]
+fn an_afxdp_underlay_with_a_queue_per_worker() {
+    require_root!();
+    let mut ul = underlay();
+    ul.queues = 2;
+    let node = |ul: &mut Underlay, n: u8, other: u8| {
+        PodswitchNode::build_on_underlay(
+            EXE.as_ref(),
+            "psq",
+            ul,
+            n,
+            2,
+            &[podswitch_peer(other)],
+            1500,
+            None,
+            |c| {
+                c.worker.count = 2;
+                c.overlay.as_mut().expect("overlay").afxdp_interface = Some("ul0".into());
+            },
+        )
+        .unwrap_or_else(|e| panic!("node {n}: {e}"))
+    };
+    let nodes = [node(&mut ul, 1, 2), node(&mut ul, 2, 1)];
+    for a in &nodes[0].pods {
+        for b in &nodes[1].pods {
+            ping_ok(&a.ns, b.ip);
+            ping_ok(&b.ns, a.ip);
+        }
+    }
+    // Several TCP flows (their outer source ports differ, so the underlay spreads them over
+    // both queues), each verified byte for byte.
+    for (i, from) in nodes[0].pods.iter().enumerate() {
+        let to = &nodes[1].pods[i];
+        let r = traffic::tcp_transfer_verified(
+            Endpoint { ns: &to.ns, addr: to.ip },
+            &from.ns,
+            5_000_000,
+            Duration::from_secs(120),
+        )
+        .expect("verified transfer");
+        assert_eq!(r.bytes, 5_000_000);
+    }
+    for n in &nodes {
+        let s = port_stats(n, "overlay");
+        assert!(s.rx_packets > 0 && s.tx_packets > 0, "{s:?}");
+        assert_eq!(s.drops.values().sum::<u64>(), 0, "{s:?}");
+    }
+}
+
 #[test]
 fn podswitch_and_a_kernel_vxlan_node_exchange_traffic_both_ways() {
     require_root!();

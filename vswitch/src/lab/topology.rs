@@ -529,6 +529,9 @@ pub struct Underlay {
     pub ns: NamedNetNs,
     bridge: u32,
     next: u32,
+    /// Queues of the veth pairs [`Underlay::plug`] makes from now on (1 unless set; a node
+    /// with an AF_XDP underlay and several workers can use one per worker).
+    pub queues: u32,
 }
 
 /// The underlay's prefix length.
@@ -558,7 +561,7 @@ impl Underlay {
         nl.bridge_add("br0")?;
         let bridge = nl.link_get("br0")?.ok_or_else(|| io::Error::other("br0 vanished"))?.index;
         nl.link_set_up(bridge, true)?;
-        Ok(Underlay { ns, bridge, next: 0 })
+        Ok(Underlay { ns, bridge, next: 0, queues: 1 })
     }
 
     /// Plugs `node` in: a veth pair whose node end is `ul0`, up, with `ip/24` and `mtu`.
@@ -566,7 +569,11 @@ impl Underlay {
         self.next += 1;
         let name = format!("port{}", self.next);
         let mut nl = Netlink::open_in(&self.ns)?;
-        nl.veth_add(&name, "ul0", Some(node))?;
+        if self.queues > 1 {
+            nl.veth_add_queues(&name, "ul0", Some(node), self.queues)?;
+        } else {
+            nl.veth_add(&name, "ul0", Some(node))?;
+        }
         let here = nl.link_get(&name)?.ok_or_else(|| io::Error::other("veth vanished"))?.index;
         nl.link_set_mtu(here, mtu)?;
         nl.link_set_master(here, Some(self.bridge))?;
