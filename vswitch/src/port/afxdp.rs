@@ -670,6 +670,16 @@ mod tests {
         assert_eq!([frames[segments][40], frames[segments][41]], good);
     }
 
+    /// A 142-byte UDP frame from the veth's far end.
+    fn udp_frame_100() -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2);
+        let mut f = Vec::new();
+        b.write(&mut f, &[7u8; 100]).unwrap();
+        f
+    }
+
     #[test]
     fn configured_rx_frames_bound_what_an_unread_queue_holds() {
         if !crate::sys::process::is_root() {
@@ -684,11 +694,7 @@ mod tests {
         let mut port = ns.run(|| AfXdpPort::open("ha", ha, opts));
         let port = port.as_mut().unwrap().as_mut().unwrap();
         let tx = ns.run(|| packet_socket("pb")).unwrap();
-        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .udp(1, 2);
-        let mut f = Vec::new();
-        b.write(&mut f, &[7u8; 100]).unwrap();
+        let f = udp_frame_100();
         // 200 frames arrive while nobody reads: the 64 receive frames fill, the rest drop.
         for _ in 0..200 {
             assert_eq!(tx.send(&f).unwrap(), f.len());
@@ -719,11 +725,7 @@ mod tests {
         let mut port = ns.run(|| AfXdpPort::open("ha", ha, AfXdpOptions::for_mtu(1500).unwrap()));
         let port = port.as_mut().unwrap().as_mut().unwrap();
         let tx = ns.run(|| packet_socket("pb")).unwrap();
-        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .udp(1, 2);
-        let mut f = Vec::new();
-        b.write(&mut f, &[7u8; 100]).unwrap();
+        let f = udp_frame_100();
         for _ in 0..40 {
             assert_eq!(tx.send(&f).unwrap(), f.len());
         }
