@@ -103,8 +103,6 @@ pub struct OverlayXdpPort {
     epoch: Instant,
     /// Indices handed to the kernel path this burst (never more than a batch).
     to_kernel: Vec<u16>,
-    /// Frames the filter handed over whose outer headers did not check out.
-    bad_outer: u64,
 }
 
 impl OverlayXdpPort {
@@ -120,7 +118,6 @@ impl OverlayXdpPort {
             next_hops: NextHops::new(),
             epoch: Instant::now(),
             to_kernel: Vec::with_capacity(BATCH_SIZE),
-            bad_outer: 0,
         }
     }
 
@@ -175,10 +172,9 @@ impl Port for OverlayXdpPort {
                     self.next_hops.learn(src, mac, now);
                 }
                 None => {
-                    // Empty: the decap stage drops it as too short, counted per reason.
+                    // Empty: the decap stage drops it, counted as `vxlan_malformed`.
                     pkt.set_len(0);
                     pkt.meta.tunnel = None;
-                    self.bad_outer += 1;
                 }
             }
         }
@@ -231,9 +227,7 @@ impl Port for OverlayXdpPort {
     }
 
     fn device_drops(&self) -> Vec<(&'static str, u64)> {
-        let mut v = self.xdp.device_drops();
-        v.push(("underlay_bad_outer_headers", self.bad_outer));
-        v
+        self.xdp.device_drops()
     }
 }
 
