@@ -1,4 +1,5 @@
-//! MAC learning: unknown unicast floods until the destination is learned, entries age out,
+//! MAC learning: unknown unicast floods until the destination is learned (a pod's own MAC is
+//! known from its attachment), entries age out,
 //! a full table stops learning (and floods) without forgetting what it knows, and a station
 //! that moves is followed. Every scenario runs with TAP pods and with AF_XDP pods (the
 //! `_afxdp` tests), each with two workers (whose MAC tables must agree through their
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use podswitch_tests::topology::PodswitchNode;
 use podswitch_tests::*;
+use vswitch::control::api::{Reply, Request};
 use vswitch::wire::MacAddr;
 
 const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
@@ -67,6 +69,35 @@ fn flood_until_learned(kind: PortAddKind, workers: usize) {
     // Now x -> y is unicast to pod2 only.
     assert_eq!(send_and_watch(&n, 0, &[frame(y, x)], &[1, 2]), vec![1, 0]);
     assert_eq!(port_stats(&n, "pod1").unknown_unicast, before + 1, "no new unknown unicast");
+}
+
+/// A pod that has sent nothing (a UDP sink, a server before its first answer) is known by
+/// the MAC the switch gave it: frames to it are not flooded to the others. Here the pods'
+/// IPv6 is turned off (no more autoconfiguration frames), the MAC table flushed, and the
+/// switch puts the pods' MACs back at its next aging sweep (once a second).
+fn pod_macs_known_from_attach(kind: PortAddKind, workers: usize) {
+    let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
+    let pod2 = n.pods[1].mac;
+    assert_eq!(fdb_port_of(&n, pod2).as_deref(), Some("pod2"), "known from the start");
+    for p in &n.pods {
+        p.ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"))
+            .unwrap()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    match n.switch.call(&Request::FdbFlush(Default::default())).unwrap() {
+        Reply::Flushed { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), || fdb_port_of(&n, pod2).as_deref() == Some("pod2")),
+        "pod2's MAC not put back: {:?}",
+        fdb(&n).entries
+    );
+    let before = port_stats(&n, "pod1").unknown_unicast;
+    let f = frame(n.pods[1].mac, test_mac(20));
+    assert_eq!(send_and_watch(&n, 0, &[f], &[1, 2]), vec![1, 0], "to pod2 only");
+    assert_eq!(port_stats(&n, "pod1").unknown_unicast, before);
 }
 
 fn age_out(kind: PortAddKind, workers: usize) {
@@ -164,6 +195,12 @@ matrix!(flood_until_learned:
     unknown_unicast_is_flooded_until_learned_afxdp,
     unknown_unicast_is_flooded_until_learned_one_worker,
     unknown_unicast_is_flooded_until_learned_afxdp_one_worker);
+
+matrix!(pod_macs_known_from_attach:
+    a_silent_pod_is_reached_without_flooding,
+    a_silent_pod_is_reached_without_flooding_afxdp,
+    a_silent_pod_is_reached_without_flooding_one_worker,
+    a_silent_pod_is_reached_without_flooding_afxdp_one_worker);
 
 matrix!(age_out:
     entries_age_out_after_the_configured_time,

@@ -37,7 +37,7 @@ use crate::pipeline::Pipeline;
 use crate::port::{Port, PortId};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{ConntrackCounters, Entry as CtEntry};
-use crate::tables::fdb::{FdbCounters, FdbEntry};
+use crate::tables::fdb::{FdbCounters, FdbEntry, FdbKey};
 use crate::tables::neigh::Neighbor;
 use crate::tables::services::{Endpoint as ServiceEndpoint, ServiceSpec, ServiceTable};
 use crate::wire::MacAddr;
@@ -271,6 +271,9 @@ struct Slot {
     /// On the ready list.
     queued: bool,
     has_fd: bool,
+    /// The pod's own MAC, as the control plane gave it: kept in the MAC table while the
+    /// port exists ([`Worker::keep_pod_macs`]).
+    mac: Option<MacAddr>,
 }
 
 /// One worker's state. Built by [`WorkerHandle::spawn_with`] and moved onto its thread.
@@ -711,11 +714,28 @@ impl Worker {
             let now = Instant::now();
             if now.duration_since(self.last_sweep) >= AGING_SWEEP_INTERVAL {
                 self.pipeline.fdb.age(now);
+                self.keep_pod_macs(now);
                 self.last_sweep = now;
             }
             // A slice of the conntrack table per turn: expiry never stalls forwarding.
             if !self.pipeline.nat.conntrack.is_empty() {
                 self.pipeline.nat.conntrack.sweep(now, CONNTRACK_SWEEP_BUDGET);
+            }
+        }
+    }
+
+    /// Keeps every pod's own MAC in the MAC table on its port, refreshed at each aging
+    /// sweep: a pod that only receives (a UDP sink, a server that has not answered yet) is
+    /// never reached by flooding. A MAC seen moving to another port is left there.
+    fn keep_pod_macs(&mut self, now: Instant) {
+        for &id in &self.live {
+            let Some(Some(Slot { mac: Some(mac), .. })) = self.slots.get(id.index()) else {
+                continue;
+            };
+            let key = FdbKey::new(None, *mac);
+            match self.pipeline.fdb.lookup(key, now) {
+                Some(p) if p != id => {}
+                _ => self.pipeline.fdb.apply_announced(key, id, now),
             }
         }
     }
@@ -1116,8 +1136,12 @@ impl Worker {
         } else if port.is_some() {
             self.fdless.push(id);
         }
+        let mac = neighbor.map(|(_, mac)| mac);
         self.slots[id.index()] =
-            Some(Slot { port, owner, failed: None, queued: false, has_fd: fd.is_some() });
+            Some(Slot { port, owner, failed: None, queued: false, has_fd: fd.is_some(), mac });
+        if let Some(mac) = mac {
+            self.pipeline.fdb.apply_announced(FdbKey::new(None, mac), id, Instant::now());
+        }
         self.counters[id.index()] = PortCounters::default();
         self.live.push(id);
         self.live.sort_unstable();
