@@ -1224,15 +1224,16 @@ mod tests {
 
     fn switches_between_memory_ports_and_counts(workers: usize) {
         let (w, h) = start(workers);
-        // A floods (unknown B), B answers (A learned), then A -> B is unicast.
-        h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"1"));
+        // A floods (C, a station behind port 2, is unknown), C answers (C learned), then
+        // A -> C is unicast. (The pods' own MACs, A and B, are known from the start.)
+        h[1].inject(&udp_frame(MAC_A, MAC_C, IP_A, IP_C, 1, 2, b"1"));
         assert_eq!(wait_for(&h[2], 1).len(), 1);
         assert_eq!(wait_for(&h[0], 1).len(), 1, "flood reaches the third port");
-        h[2].inject(&udp_frame(MAC_B, MAC_A, IP_B, IP_A, 2, 1, b"2"));
+        h[2].inject(&udp_frame(MAC_C, MAC_A, IP_C, IP_A, 2, 1, b"2"));
         assert_eq!(wait_for(&h[1], 1).len(), 1);
-        // Give the announcement of B time to reach the worker that polls A.
+        // Give the announcement of C time to reach the worker that polls A.
         std::thread::sleep(Duration::from_millis(20));
-        h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"3"));
+        h[1].inject(&udp_frame(MAC_A, MAC_C, IP_A, IP_C, 1, 2, b"3"));
         assert_eq!(wait_for(&h[2], 1).len(), 1);
         std::thread::sleep(Duration::from_millis(20));
         assert!(h[0].take_sent().is_empty(), "known unicast is not flooded");
@@ -1246,7 +1247,26 @@ mod tests {
         }
         assert_eq!(stats.neighbors, 2);
         let fdb = w.fdb_list().unwrap();
-        assert_eq!(fdb.entries.len(), 2);
+        assert_eq!(fdb.entries.len(), 3, "A and B from attach, C learned: {:?}", fdb.entries);
+    }
+
+    #[test]
+    fn pods_own_macs_are_known_from_attach_and_come_back_after_a_flush() {
+        for workers in [1, 2] {
+            let (w, h) = start(workers);
+            h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"to a silent B"));
+            assert_eq!(wait_for(&h[2], 1).len(), 1);
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(h[0].take_sent().is_empty(), "not flooded");
+            w.fdb_flush(None).unwrap();
+            assert!(w.fdb_list().unwrap().entries.is_empty());
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while w.fdb_list().unwrap().entries.len() < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let ports: Vec<PortId> = w.fdb_list().unwrap().entries.iter().map(|e| e.port).collect();
+            assert_eq!(ports, [PortId(1), PortId(2)], "put back by the aging sweep");
+        }
     }
 
     #[test]
@@ -1262,16 +1282,17 @@ mod tests {
     #[test]
     fn stations_learned_by_one_worker_are_known_to_the_other() {
         let (w, h) = start(2);
-        // B talks first (learned by worker 0, which polls port 2), then A -> B must be
-        // unicast on worker 1 without a flood.
-        h[2].inject(&udp_frame(MAC_B, MAC_C, IP_B, IP_C, 2, 1, b"hello"));
+        // C (a station behind port 2, not a pod the switch attached) talks first, learned
+        // by worker 0, which polls port 2; then A -> C must be unicast on worker 1 without a
+        // flood.
+        let x = MacAddr([0x02, 0, 0, 0, 0, 0x33]);
+        h[2].inject(&udp_frame(x, MAC_A, IP_C, IP_A, 2, 1, b"hello"));
         assert_eq!(wait_for(&h[1], 1).len(), 1);
-        wait_for(&h[0], 1);
         std::thread::sleep(Duration::from_millis(20));
-        h[1].inject(&udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"to B"));
+        h[1].inject(&udp_frame(MAC_A, x, IP_A, IP_C, 1, 2, b"to C"));
         assert_eq!(wait_for(&h[2], 1).len(), 1);
         std::thread::sleep(Duration::from_millis(20));
-        assert!(h[0].take_sent().is_empty(), "not flooded: worker 1 knew B");
+        assert!(h[0].take_sent().is_empty(), "not flooded: worker 1 knew C");
         let c1 = w.stats().unwrap().ports.iter().find(|p| p.id == PortId(1)).unwrap().counters;
         assert_eq!(c1.unknown_unicast, 0);
     }
