@@ -315,7 +315,23 @@ impl AfXdpPort {
     /// `out` as [`Port::tx_burst`] does. It leaves with the next [`AfXdpPort::flush`].
     pub fn queue_parts(&mut self, head: &[u8], body: &[u8], out: &mut TxOutcome) {
         let len = head.len() + body.len();
-        if len > self.max_frame || body.is_empty() {
+        self.queue_frame(len, body.is_empty(), out, |b| {
+            b[..head.len()].copy_from_slice(head);
+            b[head.len()..].copy_from_slice(body);
+            true
+        });
+    }
+
+    /// Queues one frame of `len` bytes that `write` fills (false: give the frame back, an
+    /// error), counting the outcome; refused as an error when `empty` or too long.
+    fn queue_frame(
+        &mut self,
+        len: usize,
+        empty: bool,
+        out: &mut TxOutcome,
+        write: impl FnOnce(&mut [u8]) -> bool,
+    ) {
+        if empty || len > self.max_frame {
             out.errors += 1;
             return;
         }
@@ -323,12 +339,7 @@ impl AfXdpPort {
             out.queue_full += 1;
             return;
         }
-        let w = self.xsk.tx_write(|buf| {
-            buf[..head.len()].copy_from_slice(head);
-            buf[head.len()..len].copy_from_slice(body);
-            Some(len)
-        });
-        match w {
+        match self.xsk.tx_write(|buf| write(&mut buf[..len]).then_some(len)) {
             TxWrite::Queued => {
                 out.sent += 1;
                 out.bytes += len as u64;
@@ -422,27 +433,10 @@ impl AfXdpPort {
             }
             return;
         }
-        if frame.is_empty() || frame.len() > self.max_frame {
-            out.errors += 1;
-            return;
-        }
-        if !self.make_room(1) {
-            out.queue_full += 1;
-            return;
-        }
-        let w = self.xsk.tx_write(|buf| {
-            let b = &mut buf[..frame.len()];
+        self.queue_frame(frame.len(), frame.is_empty(), out, |b| {
             b.copy_from_slice(frame);
-            vnet.complete_checksum(b).then_some(frame.len())
+            vnet.complete_checksum(b)
         });
-        match w {
-            TxWrite::Queued => {
-                out.sent += 1;
-                out.bytes += frame.len() as u64;
-            }
-            TxWrite::Full => out.queue_full += 1,
-            TxWrite::Cancelled => out.errors += 1,
-        }
     }
 }
 
