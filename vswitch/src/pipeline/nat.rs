@@ -39,7 +39,10 @@ use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
-use crate::wire::{checksum, EtherType, IpProtocol, MacAddr};
+use crate::wire::{
+    checksum, icmp, udp, EtherType, EthernetFrame, IcmpMessage, IcmpPacket, IpProtocol, Ipv4Packet,
+    MacAddr, QuotedIpv4, TcpPacket, UdpPacket,
+};
 
 use super::gateway::NodePortPath;
 use super::{drop_packet, Gateway};
@@ -181,13 +184,16 @@ impl Affinity {
     }
 }
 
-/// Where the addresses and ports of an IPv4 TCP/UDP packet sit.
+/// Where the headers of an IPv4 TCP/UDP packet sit, as [`layout`] checked them: the IPv4
+/// header at `l3` (version, IHL and total length agree with the frame), the TCP header
+/// (data offset within the frame) or UDP header (8 bytes) at `l4`. Frames are never resized
+/// in this stage, so views built at these offsets with `new_unchecked` read and write only
+/// bytes the checks covered.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     l3: usize,
     l4: usize,
-    proto: u8,
-    csum_at: usize,
+    proto: IpProtocol,
 }
 
 #[inline]
@@ -195,34 +201,36 @@ fn layout(pkt: &Packet) -> Option<Layout> {
     if pkt.meta.vlan.is_some() || pkt.meta.ethertype != u16::from(EtherType::Ipv4) {
         return None;
     }
-    let (l3, l4) = (usize::from(pkt.meta.l3_offset), usize::from(pkt.meta.l4_offset));
-    let proto = pkt.meta.ip_proto;
-    let csum_at = match proto {
-        6 => l4 + 16,
-        17 => l4 + 6,
-        _ => return None,
-    };
-    let d = pkt.data();
+    let l3 = usize::from(pkt.meta.l3_offset);
+    let ip = Ipv4Packet::new_checked(pkt.data().get(l3..)?).ok()?;
     // Fragments other than the first carry no ports.
-    if l4 == 0 || d.len() < csum_at + 2 || (d[l3 + 6] & 0x1f != 0 || d[l3 + 7] != 0) {
+    if ip.frag_offset() != 0 {
         return None;
     }
-    Some(Layout { l3, l4, proto, csum_at })
+    let proto = ip.next_header();
+    let l4 = ip.payload();
+    let ok = match proto {
+        IpProtocol::Tcp => TcpPacket::new_checked(l4).is_ok(),
+        // A first fragment holds the UDP header but not the length it announces.
+        IpProtocol::Udp => l4.len() >= udp::HEADER_LEN,
+        _ => false,
+    };
+    ok.then_some(Layout { l3, l4: l3 + usize::from(ip.header_len()), proto })
 }
 
-/// The 5-tuple at `lay` (which [`layout`] checked lies within `d`), read as whole words.
+/// The 5-tuple at `lay`.
 #[inline]
-fn flow_key(d: &[u8], lay: &Layout) -> FlowKey {
-    let word =
-        |o: usize| d.get(o..o + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let ports = word(lay.l4);
-    FlowKey {
-        src: Ipv4Addr::from(word(lay.l3 + 12)),
-        dst: Ipv4Addr::from(word(lay.l3 + 16)),
-        sport: (ports >> 16) as u16,
-        dport: ports as u16,
-        proto: lay.proto,
-    }
+fn flow_key(d: &[u8], lay: &Layout) -> Option<FlowKey> {
+    let (ip, l4) = (d.get(lay.l3..)?, d.get(lay.l4..)?);
+    let ip = Ipv4Packet::new_unchecked(ip);
+    let ports = UdpPacket::new_unchecked(l4);
+    Some(FlowKey {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        sport: ports.src_port(),
+        dport: ports.dst_port(),
+        proto: u8::from(lay.proto),
+    })
 }
 
 /// A packet's layout, 5-tuple and conntrack bucket, computed ahead of its turn.
@@ -250,8 +258,7 @@ pub fn run(
         if pkt.meta.action != Action::Continue {
             continue;
         }
-        if let Some(lay) = layout(pkt) {
-            let key = flow_key(pkt.data(), &lay);
+        if let Some((lay, key)) = layout(pkt).and_then(|l| Some((l, flow_key(pkt.data(), &l)?))) {
             let h = nat.conntrack.hash(&key);
             nat.conntrack.prefetch_index(h);
             *prep = Some((lay, key, h));
@@ -269,9 +276,9 @@ pub fn run(
         // Prepared above unless the batch is larger than a burst.
         let prep = match prepared.get(i) {
             Some(p) => *p,
-            None => layout(pkt).map(|lay| {
-                let key = flow_key(pkt.data(), &lay);
-                (lay, key, nat.conntrack.hash(&key))
+            None => layout(pkt).and_then(|lay| {
+                let key = flow_key(pkt.data(), &lay)?;
+                Some((lay, key, nat.conntrack.hash(&key)))
             }),
         };
         let Some((lay, key, h)) = prep else {
@@ -316,14 +323,19 @@ fn handle(
     node_port: Option<NodePortPath>,
     now: Instant,
 ) -> Result<Verdict, DropReason> {
-    let tcp_flags = (lay.proto == 6).then(|| pkt.data().get(lay.l4 + 13).copied()).flatten();
+    let tcp_flags = match lay.proto {
+        IpProtocol::Tcp => pkt.data().get(lay.l4..).map(|t| TcpPacket::new_unchecked(t).flags().0),
+        _ => None,
+    };
     let len = pkt.len();
     let proto = proto_of(lay.proto);
     if let Some(np) = node_port {
-        nat.node_clients.learn(key.src, mac_at(pkt.data(), 6));
         if key.dst != np.ip {
             return Err(DropReason::NodePortUnknown);
         }
+        // Learned only from packets for this node: a forged frame for another address
+        // cannot redirect a client's replies.
+        nat.node_clients.learn(key.src, EthernetFrame::new_unchecked(pkt.data()).src_addr());
     }
     // The mac to answer rejects with: the node-port interface's own, or the gateway's.
     let reply_mac = node_port.map_or(gw.mac, |np| np.mac);
@@ -347,7 +359,7 @@ fn handle(
             }
             if node_port.is_some() {
                 // Routed by the gateway stage from here on, like a pod's packet.
-                pkt.data_mut()[..6].copy_from_slice(&gw.mac.0);
+                EthernetFrame::new_unchecked(pkt.data_mut()).set_dst_addr(gw.mac);
             }
         } else {
             nat.conntrack.update(id, dir, tcp_flags, len, now);
@@ -358,9 +370,7 @@ fn handle(
             if let Some(np) = np_flow {
                 let client =
                     nat.node_clients.get(entry.original.src).ok_or(DropReason::NodePortUnknown)?;
-                let d = pkt.data_mut();
-                d[..6].copy_from_slice(&client.0);
-                d[6..12].copy_from_slice(&np.mac.0);
+                set_macs(pkt, client, np.mac);
                 return Ok(Verdict::Settled(Action::Forward(np.port)));
             }
         }
@@ -419,7 +429,7 @@ fn handle(
                 rewrite_src(pkt, lay, ip, port);
             }
             if node_port.is_some() {
-                pkt.data_mut()[..6].copy_from_slice(&gw.mac.0);
+                EthernetFrame::new_unchecked(pkt.data_mut()).set_dst_addr(gw.mac);
             }
             Ok(Verdict::Continue)
         }
@@ -470,13 +480,12 @@ fn create_error(e: CreateError) -> DropReason {
     }
 }
 
+/// Addresses the frame `src` -> `dst` (classify checked it holds an Ethernet header).
 #[inline]
-fn mac_at(d: &[u8], at: usize) -> MacAddr {
-    let mut m = [0u8; 6];
-    if let Some(b) = d.get(at..at + 6) {
-        m.copy_from_slice(b);
-    }
-    MacAddr(m)
+fn set_macs(pkt: &mut Packet, dst: MacAddr, src: MacAddr) {
+    let mut eth = EthernetFrame::new_unchecked(pkt.data_mut());
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
 }
 
 /// An ICMP error (destination unreachable, time exceeded, parameter problem) that an endpoint
@@ -497,25 +506,32 @@ fn icmp_error_from_endpoint(
     {
         return None;
     }
-    let (l3, l4) = (usize::from(pkt.meta.l3_offset), usize::from(pkt.meta.l4_offset));
-    let d = pkt.data();
-    if l4 == 0 || !matches!(d.get(l4), Some(3 | 11 | 12)) {
-        return None;
-    }
-    let q = l4 + 8;
-    let &vihl = d.get(q)?;
-    let q4 = q + usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || d.len() < q4 + 4 || !matches!(d[q + 9], 6 | 17) {
-        return None;
-    }
-    let ip = |o: usize| Ipv4Addr::new(d[o], d[o + 1], d[o + 2], d[o + 3]);
-    let port = |o: usize| u16::from_be_bytes([d[o], d[o + 1]]);
-    let quoted = FlowKey {
-        src: ip(q + 12),
-        dst: ip(q + 16),
-        sport: port(q4),
-        dport: port(q4 + 2),
-        proto: d[q + 9],
+    let l3 = usize::from(pkt.meta.l3_offset);
+    let (outer_src, quoted) = {
+        let ip = Ipv4Packet::new_checked(pkt.data().get(l3..)?).ok()?;
+        if ip.frag_offset() != 0 {
+            return None;
+        }
+        let icmp = IcmpPacket::new_checked(ip.payload()).ok()?;
+        if !matches!(
+            icmp.msg_type(),
+            IcmpMessage::DstUnreachable | IcmpMessage::TimeExceeded | IcmpMessage::ParamProblem
+        ) {
+            return None;
+        }
+        let q = QuotedIpv4::new_checked(icmp.data()).ok()?;
+        let proto = q.next_header();
+        if !matches!(proto, IpProtocol::Tcp | IpProtocol::Udp) {
+            return None;
+        }
+        let key = FlowKey {
+            src: q.src_addr(),
+            dst: q.dst_addr(),
+            sport: q.src_port(),
+            dport: q.dst_port(),
+            proto: u8::from(proto),
+        };
+        (ip.src_addr(), key)
     };
     // The quoted packet went client -> endpoint: the reverse of the connection's reply key.
     let Some((id, Dir::Reply)) = nat.conntrack.lookup(&quoted.reversed(), now) else {
@@ -523,50 +539,48 @@ fn icmp_error_from_endpoint(
     };
     let entry = *nat.conntrack.get(id)?;
     let n = entry.nat;
-    let outer_src = ip(l3 + 12);
-    let d = pkt.data_mut();
-    if let Some((snat_ip, _)) = n.snat {
-        // Source-NATed (hairpin, NodePort): the endpoint quoted, and answered, the address
-        // the switch stood in with; the client is who must hear it.
-        let (client, cport) = (entry.original.src, entry.original.sport);
-        d[q + 12..q + 16].copy_from_slice(&client.octets());
-        d[q4..q4 + 2].copy_from_slice(&cport.to_be_bytes());
-        let c =
-            checksum::update_addr(u16::from_be_bytes([d[q + 10], d[q + 11]]), &snat_ip, &client);
-        d[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
-        d[l3 + 16..l3 + 20].copy_from_slice(&client.octets());
-        let c =
-            checksum::update_addr(u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]), &snat_ip, &client);
-        d[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    {
+        // Checked above, on these same bytes.
+        let mut ip = Ipv4Packet::new_unchecked(pkt.data_mut().get_mut(l3..)?);
+        let mut ip_csum = ip.checksum();
+        let icmp_buf = ip.payload_mut();
+        let mut q = QuotedIpv4::new_checked(icmp_buf.get_mut(icmp::HEADER_LEN..)?).ok()?;
+        let mut q_csum = q.checksum();
+        if let Some((snat_ip, _)) = n.snat {
+            // Source-NATed (hairpin, NodePort): the endpoint quoted, and answered, the
+            // address the switch stood in with; the client is who must hear it.
+            let (client, cport) = (entry.original.src, entry.original.sport);
+            q.set_src_addr(client);
+            q.set_src_port(cport);
+            q_csum = checksum::update_addr(q_csum, &snat_ip, &client);
+            ip_csum = checksum::update_addr(ip_csum, &snat_ip, &client);
+        }
+        q.set_dst_addr(n.vip);
+        q.set_dst_port(n.vport);
+        q.set_checksum(checksum::update_addr(q_csum, &n.backend, &n.vip));
+        // The ICMP checksum covers the whole (short) message: recompute it.
+        let mut icmp = IcmpPacket::new_unchecked(&mut icmp_buf[..]);
+        icmp.fill_checksum();
+        if n.snat.is_some() {
+            ip.set_dst_addr(entry.original.src);
+        }
+        if outer_src == n.backend {
+            ip.set_src_addr(n.vip);
+            ip_csum = checksum::update_addr(ip_csum, &n.backend, &n.vip);
+        }
+        ip.set_checksum(ip_csum);
     }
-    if outer_src == n.backend {
-        d[l3 + 12..l3 + 16].copy_from_slice(&n.vip.octets());
-        let c =
-            checksum::update_addr(u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]), &n.backend, &n.vip);
-        d[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-    }
-    d[q + 16..q + 20].copy_from_slice(&n.vip.octets());
-    d[q4 + 2..q4 + 4].copy_from_slice(&n.vport.to_be_bytes());
-    let c = checksum::update_addr(u16::from_be_bytes([d[q + 10], d[q + 11]]), &n.backend, &n.vip);
-    d[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
-    // The ICMP checksum covers the whole (short) message: recompute it.
-    let end = (l3 + usize::from(u16::from_be_bytes([d[l3 + 2], d[l3 + 3]]))).min(d.len());
-    d[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
-    let c = checksum::checksum(&d[l4..end]);
-    d[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
     // A NodePort client is reached through the node-port interface, like the replies.
     let np = gw.node_port.filter(|np| n.vip == np.ip)?;
     let Some(mac) = nat.node_clients.get(entry.original.src) else {
         return Some(Action::Drop(DropReason::NodePortUnknown));
     };
-    let d = pkt.data_mut();
-    d[..6].copy_from_slice(&mac.0);
-    d[6..12].copy_from_slice(&np.mac.0);
+    set_macs(pkt, mac, np.mac);
     Some(Action::Forward(np.port))
 }
 
-fn proto_of(p: u8) -> L4Proto {
-    if p == 6 {
+fn proto_of(p: IpProtocol) -> L4Proto {
+    if p == IpProtocol::Tcp {
         L4Proto::Tcp
     } else {
         L4Proto::Udp
@@ -576,62 +590,77 @@ fn proto_of(p: u8) -> L4Proto {
 /// Answers a packet the Service cannot take: a TCP reset, or ICMP port unreachable, from the
 /// address the client used.
 fn reject(pkt: &mut Packet, lay: &Layout, mac: MacAddr) -> Action {
-    if lay.proto == 6 {
+    if lay.proto == IpProtocol::Tcp {
         super::reply::tcp_reset(pkt, mac);
     } else {
-        let d = pkt.data();
-        let o = lay.l3 + 16;
-        let vip = Ipv4Addr::new(d[o], d[o + 1], d[o + 2], d[o + 3]);
-        super::reply::icmp_error(pkt, vip, mac, 3, 3, 0);
+        let vip = pkt.data().get(lay.l3..).map(|ip| Ipv4Packet::new_unchecked(ip).dst_addr());
+        super::reply::icmp_error(pkt, vip.unwrap_or(Ipv4Addr::UNSPECIFIED), mac, 3, 3, 0);
     }
     Action::Reply
 }
 
-/// Rewrites the destination address and port (offsets `l3 + 16`, `l4 + 2`).
+/// Which end of a connection a rewrite changes.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Src,
+    Dst,
+}
+
+/// Rewrites the destination address and port.
 fn rewrite_dst(pkt: &mut Packet, lay: &Layout, ip: Ipv4Addr, port: u16) {
-    rewrite(pkt, lay, lay.l3 + 16, lay.l4 + 2, ip, port);
+    rewrite(pkt, lay, End::Dst, ip, port);
 }
 
-/// Rewrites the source address and port (offsets `l3 + 12`, `l4`).
+/// Rewrites the source address and port.
 fn rewrite_src(pkt: &mut Packet, lay: &Layout, ip: Ipv4Addr, port: u16) {
-    rewrite(pkt, lay, lay.l3 + 12, lay.l4, ip, port);
+    rewrite(pkt, lay, End::Src, ip, port);
 }
 
-fn rewrite(
-    pkt: &mut Packet,
-    lay: &Layout,
-    addr_at: usize,
-    port_at: usize,
-    ip: Ipv4Addr,
-    port: u16,
-) {
+fn rewrite(pkt: &mut Packet, lay: &Layout, end: End, ip: Ipv4Addr, port: u16) {
     let partial = pkt.meta.vnet.needs_csum();
-    let d = pkt.data_mut();
-    let old_ip = Ipv4Addr::new(d[addr_at], d[addr_at + 1], d[addr_at + 2], d[addr_at + 3]);
-    let old_port = u16::from_be_bytes([d[port_at], d[port_at + 1]]);
+    let Some((front, l4)) = pkt.data_mut().split_at_mut_checked(lay.l4) else { return };
+    let Some(l3) = front.get_mut(lay.l3..) else { return };
+    // Both headers were checked by `layout` (see [`Layout`]).
+    let mut iph = Ipv4Packet::new_unchecked(l3);
+    let mut ports = UdpPacket::new_unchecked(&mut *l4);
+    let (old_ip, old_port) = match end {
+        End::Src => (iph.src_addr(), ports.src_port()),
+        End::Dst => (iph.dst_addr(), ports.dst_port()),
+    };
     if old_ip == ip && old_port == port {
         return;
     }
-    d[addr_at..addr_at + 4].copy_from_slice(&ip.octets());
-    d[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-    let ip_csum = u16::from_be_bytes([d[lay.l3 + 10], d[lay.l3 + 11]]);
-    let ip_csum = checksum::update_addr(ip_csum, &old_ip, &ip);
-    d[lay.l3 + 10..lay.l3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
-    let l4 = u16::from_be_bytes([d[lay.csum_at], d[lay.csum_at + 1]]);
+    match end {
+        End::Src => {
+            iph.set_src_addr(ip);
+            ports.set_src_port(port);
+        }
+        End::Dst => {
+            iph.set_dst_addr(ip);
+            ports.set_dst_port(port);
+        }
+    }
+    iph.set_checksum(checksum::update_addr(iph.checksum(), &old_ip, &ip));
+    let udp = lay.proto == IpProtocol::Udp;
+    let l4_csum = if udp { ports.checksum() } else { TcpPacket::new_unchecked(&*l4).checksum() };
     let new = if partial {
         // The field holds the pseudo-header sum, uncomplemented; ports are not in it.
-        !checksum::update_addr(!l4, &old_ip, &ip)
-    } else if lay.proto == u8::from(IpProtocol::Udp) && l4 == 0 {
+        !checksum::update_addr(!l4_csum, &old_ip, &ip)
+    } else if udp && l4_csum == 0 {
         0
     } else {
-        let c = checksum::update16(checksum::update_addr(l4, &old_ip, &ip), old_port, port);
-        if lay.proto == u8::from(IpProtocol::Udp) && c == 0 {
+        let c = checksum::update16(checksum::update_addr(l4_csum, &old_ip, &ip), old_port, port);
+        if udp && c == 0 {
             0xffff
         } else {
             c
         }
     };
-    d[lay.csum_at..lay.csum_at + 2].copy_from_slice(&new.to_be_bytes());
+    if udp {
+        UdpPacket::new_unchecked(l4).set_checksum(new);
+    } else {
+        TcpPacket::new_unchecked(l4).set_checksum(new);
+    }
 }
 
 #[cfg(test)]
@@ -770,6 +799,60 @@ mod tests {
         let qh = etherparse::Ipv4HeaderSlice::from_slice(&inner[..20]).unwrap().to_header();
         assert_eq!(qh.header_checksum, qh.calc_header_checksum(), "quoted header checksum");
         assert_ne!(sport, 5555);
+    }
+
+    /// An ICMP destination unreachable from `MAC_B`/`IP_B` (the endpoint) to the gateway,
+    /// whose data is `quote` as given: any IHL, any length.
+    fn icmp_error_quoting(quote: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&GW_MAC.0);
+        f.extend_from_slice(&MAC_B.0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + quote.len()) as u16;
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 1;
+        ip[12..16].copy_from_slice(&IP_B.octets());
+        ip[16..20].copy_from_slice(&IP_A.octets());
+        let c = crate::wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(quote);
+        f
+    }
+
+    #[test]
+    fn icmp_errors_with_any_quoted_ihl_or_truncation_are_survived_with_conntrack_populated() {
+        let mut p = pipeline();
+        let mut c = vec![PortCounters::default(); 4];
+        p.neigh.insert(IP_A, Neighbor { mac: MAC_A, port: PortId(1) }).unwrap();
+        let vip = Ipv4Addr::new(10, 96, 0, 20);
+        let q = udp_frame(MAC_A, GW_MAC, IP_A, vip, 4000, 80, b"query");
+        let (action, out) = run(&mut p, PortId(1), &q, &mut c);
+        assert_eq!(action, Action::Forward(PortId(2)));
+        assert_eq!(p.nat.conntrack.len(), 1, "a tracked flow: the state the crash needed");
+        // What the endpoint got, quoted as a kernel would: header and 8 bytes of UDP.
+        let good = out[14..14 + 28].to_vec();
+        for ihl in 0..16u8 {
+            for cut in 0..=good.len() + 40 {
+                let mut quote = good.clone();
+                quote[0] = 0x40 | ihl;
+                quote.resize(cut, 0);
+                let f = icmp_error_quoting(&quote);
+                let _ = run(&mut p, PortId(2), &f, &mut c);
+            }
+        }
+        // The flow still works, and a well-formed error is still translated.
+        let (action, _) = run(&mut p, PortId(1), &q, &mut c);
+        assert_eq!(action, Action::Forward(PortId(2)));
+        let (_, out) = run(&mut p, PortId(2), &icmp_error_quoting(&good), &mut c);
+        let inner = &out[14 + 20 + 8..];
+        assert_eq!(&inner[16..20], &vip.octets(), "quoted destination: the VIP again");
+        assert_eq!(&inner[22..24], &80u16.to_be_bytes());
+        assert_eq!(&out[14 + 12..14 + 16], &vip.octets(), "from the VIP");
     }
 
     #[test]

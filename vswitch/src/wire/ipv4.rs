@@ -22,6 +22,9 @@
 //! (`Invalid "version"`), IHL ≥ 5 (`Invalid "ihl"`), header within the buffer (`Truncated`),
 //! header ≤ total length ≤ buffer (`Invalid "total_len"`). Bytes past the total length are
 //! Ethernet padding and not part of `payload()`. After it succeeds no accessor panics.
+//!
+//! [`Quoted`] is the view over the header an ICMP error quotes: the same header checks, no
+//! total-length check (the quote is cut short on purpose), and the quoted ports present.
 
 use std::net::Ipv4Addr;
 
@@ -89,6 +92,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();
+        let hl = self.check_header()?;
+        let total = usize::from(self.total_len());
+        if total < hl || total > b.len() {
+            return Err(Error::Invalid {
+                layer: Layer::Ipv4,
+                field: "total_len",
+                value: total as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates version and IHL, and that the whole header is in the buffer: its length.
+    #[inline]
+    fn check_header(&self) -> Result<usize> {
+        let b = self.buffer.as_ref();
         need(Layer::Ipv4, b, HEADER_LEN)?;
         if self.version() != 4 {
             return Err(Error::Invalid {
@@ -106,15 +125,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             });
         }
         need(Layer::Ipv4, b, hl)?;
-        let total = usize::from(self.total_len());
-        if total < hl || total > b.len() {
-            return Err(Error::Invalid {
-                layer: Layer::Ipv4,
-                field: "total_len",
-                value: total as u32,
-            });
-        }
-        Ok(())
+        Ok(hl)
     }
 
     /// The underlying buffer.
@@ -306,6 +317,109 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// Bytes of the original datagram an ICMP error quotes after its IPv4 header (RFC 792): in
+/// TCP and UDP, the port pair and the next four bytes.
+pub const QUOTED_L4_LEN: usize = 8;
+
+/// A view over the IPv4 header an ICMP error quotes, followed by (at least) the first
+/// [`QUOTED_L4_LEN`] bytes of the datagram's payload.
+///
+/// `new_checked` validates the header as [`Packet::check_len`] does (version, IHL, the header
+/// within the buffer) but not the total length, which speaks of the original datagram, not of
+/// the quote; then that the first [`QUOTED_L4_LEN`] payload bytes are there. After it succeeds
+/// no accessor panics. The quoted datagram's transport ports are the first four payload bytes
+/// (TCP and UDP alike).
+#[derive(Debug, Clone)]
+pub struct Quoted<T: AsRef<[u8]>> {
+    inner: Packet<T>,
+    header_len: usize,
+}
+
+impl<T: AsRef<[u8]>> Quoted<T> {
+    /// A checked view over an ICMP error's data.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Quoted<T>> {
+        let inner = Packet::new_unchecked(buffer);
+        let header_len = inner.check_header()?;
+        need(Layer::Ipv4, inner.buffer.as_ref(), header_len + QUOTED_L4_LEN)?;
+        Ok(Quoted { inner, header_len })
+    }
+
+    /// Header length in bytes.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        self.header_len
+    }
+
+    /// Protocol of the quoted datagram.
+    #[inline]
+    pub fn next_header(&self) -> IpProtocol {
+        self.inner.next_header()
+    }
+
+    /// Header checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        self.inner.checksum()
+    }
+
+    /// Source address of the quoted datagram.
+    #[inline]
+    pub fn src_addr(&self) -> Ipv4Addr {
+        self.inner.src_addr()
+    }
+
+    /// Destination address of the quoted datagram.
+    #[inline]
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        self.inner.dst_addr()
+    }
+
+    /// The first two payload bytes: a TCP or UDP source port.
+    #[inline]
+    pub fn src_port(&self) -> u16 {
+        get_u16(self.inner.buffer.as_ref(), self.header_len)
+    }
+
+    /// Payload bytes 2-3: a TCP or UDP destination port.
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        get_u16(self.inner.buffer.as_ref(), self.header_len + 2)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Quoted<T> {
+    /// Sets the header checksum field.
+    #[inline]
+    pub fn set_checksum(&mut self, v: u16) {
+        self.inner.set_checksum(v);
+    }
+
+    /// Sets the quoted source address.
+    #[inline]
+    pub fn set_src_addr(&mut self, a: Ipv4Addr) {
+        self.inner.set_src_addr(a);
+    }
+
+    /// Sets the quoted destination address.
+    #[inline]
+    pub fn set_dst_addr(&mut self, a: Ipv4Addr) {
+        self.inner.set_dst_addr(a);
+    }
+
+    /// Sets the quoted TCP or UDP source port.
+    #[inline]
+    pub fn set_src_port(&mut self, v: u16) {
+        set_u16(self.inner.buffer.as_mut(), self.header_len, v);
+    }
+
+    /// Sets the quoted TCP or UDP destination port.
+    #[inline]
+    pub fn set_dst_port(&mut self, v: u16) {
+        set_u16(self.inner.buffer.as_mut(), self.header_len + 2, v);
+    }
+}
+
 /// An IPv4 header without options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
@@ -378,6 +492,55 @@ mod tests {
         let mut v = HEADER.to_vec();
         v.resize(0x73, 0xee);
         v
+    }
+
+    #[test]
+    fn quoted_header_is_read_without_its_total_length() {
+        // What an ICMP error quotes: the header and 8 bytes, total length 0x73 far past it.
+        let mut q = HEADER.to_vec();
+        q.extend_from_slice(&[0x13, 0x88, 0x00, 0x35, 0, 0, 0, 0]);
+        assert!(Packet::new_checked(&q[..]).is_err(), "a quote is not a whole packet");
+        let v = Quoted::new_checked(&q[..]).unwrap();
+        assert_eq!((v.src_port(), v.dst_port()), (5000, 53));
+        assert_eq!(v.dst_addr(), Ipv4Addr::new(192, 168, 0, 199));
+        assert_eq!(v.next_header(), IpProtocol::Udp);
+        let mut q2 = q.clone();
+        let mut w = Quoted::new_checked(&mut q2[..]).unwrap();
+        w.set_dst_port(8080);
+        w.set_src_addr(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(&q2[20..24], &[0x13, 0x88, 0x1f, 0x90]);
+        assert_eq!(&q2[12..16], &[10, 0, 0, 1]);
+    }
+
+    #[test]
+    fn quoted_header_refuses_short_ihl_and_cut_quotes() {
+        let mut q = HEADER.to_vec();
+        q.extend_from_slice(&[0; 8]);
+        for ihl in 0..5u8 {
+            q[0] = 0x40 | ihl;
+            assert!(Quoted::new_checked(&q[..]).is_err(), "ihl {ihl}");
+        }
+        q[0] = 0x46; // a 24-byte header leaves only 4 of the 8 quoted payload bytes
+        assert!(Quoted::new_checked(&q[..]).is_err());
+        q[0] = 0x45;
+        for cut in 0..q.len() {
+            assert!(Quoted::new_checked(&q[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(Quoted::new_checked(&q[..]).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn quoted_view_never_panics(b in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if let Ok(v) = Quoted::new_checked(&b[..]) {
+                let _ = (v.src_addr(), v.dst_addr(), v.src_port(), v.dst_port(), v.checksum());
+                let mut c = b.clone();
+                let mut w = Quoted::new_checked(&mut c[..]).unwrap();
+                w.set_src_port(1);
+                w.set_dst_port(2);
+                w.set_checksum(3);
+            }
+        }
     }
 
     #[test]
