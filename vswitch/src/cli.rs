@@ -351,6 +351,19 @@ fn ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
+/// The workers' line of `status`: how many run, which are down, what panics cost.
+fn render_workers(s: &crate::control::api::StatusReply) -> String {
+    let mut line = format!("workers      {}", s.workers);
+    if !s.workers_down.is_empty() {
+        let down: Vec<String> = s.workers_down.iter().map(|w| w.to_string()).collect();
+        line += &format!(", DOWN: {} (their ports move no frames)", down.join(", "));
+    }
+    if s.worker_panics > 0 {
+        line += &format!(", {} bursts dropped by pipeline panics", s.worker_panics);
+    }
+    line + "\n"
+}
+
 /// Renders a reply as text for people.
 pub fn render(reply: &Reply) -> String {
     match reply {
@@ -367,7 +380,7 @@ pub fn render(reply: &Reply) -> String {
             s.uptime_secs,
             s.version,
             s.api_version
-        ) + &s
+        ) + &render_workers(s) + &s
             .overlay
             .as_ref()
             .map(|o| {

@@ -122,6 +122,9 @@ drop_reasons! {
     /// the output port's only queue) while the ring to it was full or no spare buffer was
     /// free.
     HandoffFull => "handoff_full",
+    /// The pipeline panicked while handling the burst this frame was in (a bug): the burst
+    /// was dropped and the worker went on. See the worker's module doc.
+    WorkerPanic => "worker_panic",
 }
 
 /// Counters of one port. See the module doc for which ones add up.

@@ -392,6 +392,15 @@ pub struct StatusReply {
     pub max_ports: usize,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Packet workers started.
+    #[serde(default)]
+    pub workers: usize,
+    /// Workers whose thread has exited: their ports move no frames. Empty when healthy.
+    #[serde(default)]
+    pub workers_down: Vec<usize>,
+    /// Bursts dropped because the pipeline panicked on them (a bug; see `worker_panic`).
+    #[serde(default)]
+    pub worker_panics: u64,
     /// The overlay, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlayStatus>,

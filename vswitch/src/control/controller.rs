@@ -541,6 +541,7 @@ impl Controller {
     fn status(&self) -> StatusReply {
         let st = self.state();
         let n = &self.config.node;
+        let health = self.worker.health();
         StatusReply {
             api_version: API_VERSION,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -553,6 +554,9 @@ impl Controller {
             ports: st.ports.len(),
             max_ports: self.config.ports.max_ports,
             uptime_secs: self.started.elapsed().as_secs(),
+            workers: health.workers,
+            workers_down: health.down,
+            worker_panics: health.panics,
             overlay: self.config.overlay.as_ref().map(|o| OverlayStatus {
                 underlay_ip: o.underlay_ip,
                 vni: o.vni,
