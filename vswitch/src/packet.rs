@@ -9,8 +9,29 @@
 //! Every buffer keeps [`HEADROOM`] bytes in front of the frame so that an encapsulation
 //! (VXLAN adds 50 bytes) can prepend headers without moving the frame.
 
-use crate::port::PortId;
+use serde::{Deserialize, Serialize};
+
 use crate::stats::DropReason;
+
+/// Index of a port in the switch's port table.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct PortId(pub u16);
+
+impl PortId {
+    /// The id as an index into per-port arrays.
+    #[inline]
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl std::fmt::Display for PortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// Bytes reserved in front of every received frame for headers pushed later (VXLAN + outer
 /// IPv4/UDP/Ethernet is 50 bytes; 128 keeps the frame start cache-line aligned).

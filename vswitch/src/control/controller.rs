@@ -440,12 +440,12 @@ impl Controller {
             let want: BTreeSet<(L4Proto, u16)> =
                 st.services.node_ports().map(|(port, proto)| (proto, port)).collect();
             for &(proto, port) in want.difference(in_map) {
-                if let Err(e) = map.insert(proto, port) {
+                if let Err(e) = map.insert(proto.number().into(), port) {
                     eprintln!("podswitch: node port {port}/{proto}: {e}");
                 }
             }
             for &(proto, port) in in_map.difference(&want) {
-                if let Err(e) = map.remove(proto, port) {
+                if let Err(e) = map.remove(proto.number().into(), port) {
                     eprintln!("podswitch: node port {port}/{proto}: {e}");
                 }
             }
@@ -1441,7 +1441,8 @@ fn xdp_underlay(
         err(ifname.to_string(), invalid(format!("MTU {} is too large for AF_XDP", link.mtu)))
     })?;
     let map = NodePortMap::create().map_err(|e| err("port map".into(), e))?;
-    map.insert(L4Proto::Udp, opts.udp_port).map_err(|e| err("port map entry".into(), e))?;
+    map.insert(crate::wire::IpProtocol::Udp, opts.udp_port)
+        .map_err(|e| err("port map entry".into(), e))?;
     let map_fd = map.fd();
     let xdp =
         AfXdpPort::open_queues_with(ifname, link.index, xopts, queues, PortKind::Overlay, |xsks| {

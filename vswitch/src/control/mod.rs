@@ -5,8 +5,10 @@
 //! - [`server`]: socket and framing; no packet or table code.
 //! - [`controller`]: what each request does; talks to the worker only through commands.
 //! - [`client`]: the client side.
+//! - [`render`]: replies as text for people (`ctl`, the lab).
 
 pub mod api;
 pub mod client;
 pub mod controller;
+pub mod render;
 pub mod server;

@@ -531,7 +531,7 @@ fn us(d: Duration) -> f64 {
 
 fn print_switch_stats(s: &crate::control::api::StatsReply) {
     println!("\nswitch counters (podswitch ctl stats)");
-    print!("{}", crate::cli::render(&Reply::Stats(s.clone())));
+    print!("{}", crate::control::render::render(&Reply::Stats(s.clone())));
 }
 
 fn print_table(m: &[Summary], rounds: u64) {
@@ -575,5 +575,5 @@ fn print_table(m: &[Summary], rounds: u64) {
         table_rows.push(r);
     }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    print!("{}", crate::cli::table(&header, &table_rows));
+    print!("{}", crate::control::render::table(&header, &table_rows));
 }

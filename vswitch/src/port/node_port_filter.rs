@@ -31,7 +31,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use crate::sys::bpf::{helper, op, reg, BpfMap, Insn, MapKind, XDP_MD_RX_QUEUE_INDEX, XDP_PASS};
-use crate::tables::services::L4Proto;
+use crate::wire::IpProtocol;
 
 /// Most (protocol, port) pairs the filter holds.
 pub const MAX_NODE_PORTS: u32 = 8192;
@@ -51,12 +51,12 @@ impl NodePortMap {
     }
 
     /// Starts handing `proto`/`port` packets to the switch.
-    pub fn insert(&self, proto: L4Proto, port: u16) -> io::Result<()> {
+    pub fn insert(&self, proto: IpProtocol, port: u16) -> io::Result<()> {
         self.map.update(&key(proto, port), &1u32.to_ne_bytes())
     }
 
     /// Leaves `proto`/`port` packets to the kernel again (absent is fine).
-    pub fn remove(&self, proto: L4Proto, port: u16) -> io::Result<()> {
+    pub fn remove(&self, proto: IpProtocol, port: u16) -> io::Result<()> {
         match self.map.delete(&key(proto, port)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
@@ -64,7 +64,7 @@ impl NodePortMap {
     }
 
     /// Whether `proto`/`port` is in the map.
-    pub fn contains(&self, proto: L4Proto, port: u16) -> io::Result<bool> {
+    pub fn contains(&self, proto: IpProtocol, port: u16) -> io::Result<bool> {
         let mut v = [0u8; 4];
         self.map.lookup(&key(proto, port), &mut v)
     }
@@ -77,11 +77,8 @@ impl NodePortMap {
 
 /// The map key as the program builds it: the protocol number above the port as a 16-bit
 /// load from the packet sees it (network byte order read in host order).
-fn key(proto: L4Proto, port: u16) -> [u8; 4] {
-    let p: u32 = match proto {
-        L4Proto::Tcp => 6,
-        L4Proto::Udp => 17,
-    };
+fn key(proto: IpProtocol, port: u16) -> [u8; 4] {
+    let p = u32::from(u8::from(proto));
     let as_loaded = u16::from_ne_bytes(port.to_be_bytes());
     ((p << 16) | u32::from(as_loaded)).to_ne_bytes()
 }
@@ -161,11 +158,11 @@ mod tests {
     #[test]
     fn keys_match_what_the_program_loads() {
         // Port 30080 = 0x7580 arrives as bytes 75 80; a little-endian u16 load gives 0x8075.
-        let k = u32::from_ne_bytes(key(L4Proto::Tcp, 30_080));
+        let k = u32::from_ne_bytes(key(IpProtocol::Tcp, 30_080));
         if cfg!(target_endian = "little") {
             assert_eq!(k, (6 << 16) | 0x8075);
         }
-        assert_ne!(key(L4Proto::Tcp, 30_080), key(L4Proto::Udp, 30_080));
+        assert_ne!(key(IpProtocol::Tcp, 30_080), key(IpProtocol::Udp, 30_080));
     }
 
     #[test]
@@ -189,11 +186,11 @@ mod tests {
         if crate::sys::process::is_root() {
             let ports = NodePortMap::create().expect("port map");
             let xsks = BpfMap::create(MapKind::XskMap, "psw_np_xsks", 4, 4, 64).expect("xskmap");
-            ports.insert(L4Proto::Tcp, 30_080).unwrap();
-            assert!(ports.contains(L4Proto::Tcp, 30_080).unwrap());
-            assert!(!ports.contains(L4Proto::Udp, 30_080).unwrap());
-            ports.remove(L4Proto::Tcp, 30_080).unwrap();
-            ports.remove(L4Proto::Tcp, 30_080).unwrap();
+            ports.insert(IpProtocol::Tcp, 30_080).unwrap();
+            assert!(ports.contains(IpProtocol::Tcp, 30_080).unwrap());
+            assert!(!ports.contains(IpProtocol::Udp, 30_080).unwrap());
+            ports.remove(IpProtocol::Tcp, 30_080).unwrap();
+            ports.remove(IpProtocol::Tcp, 30_080).unwrap();
             let insns = program(Ipv4Addr::new(192, 168, 1, 1), ports.fd(), xsks.fd());
             XdpProgram::load("psw_nodeport", &insns).expect("verifier accepts the filter");
         }
