@@ -22,7 +22,7 @@ use crate::packet::{Action, Batch, Packet, VnetHdr};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::peers::PeerTable;
-use crate::wire::{vxlan, EthernetFrame, Ipv4Packet, MacAddr};
+use crate::wire::{self, vxlan, EtherType, EthernetFrame, Ipv4Packet, MacAddr, VxlanHeader};
 
 use super::{drop_packet, Gateway};
 
@@ -38,11 +38,6 @@ pub struct Overlay {
     /// Largest inner IPv4 packet the underlay carries (underlay MTU − 50).
     pub inner_mtu: u16,
 }
-
-const ETH_LEN: usize = 14;
-/// The I flag: the VNI field is valid (RFC 7348 §5). Other flag bits are reserved, ignored on
-/// receipt.
-const FLAG_I: u8 = 0x08;
 
 /// Validates and strips the VXLAN header of every packet from the overlay port.
 pub fn decap(
@@ -65,25 +60,28 @@ pub fn decap(
 #[inline]
 fn decap_one(pkt: &mut Packet, overlay: &Overlay, gateway_mac: MacAddr) -> Result<(), DropReason> {
     let d = pkt.data();
-    if d.len() < vxlan::HEADER_LEN + ETH_LEN {
-        return Err(DropReason::VxlanMalformed);
-    }
-    if d[0] & FLAG_I == 0 {
-        return Err(DropReason::VxlanBadFlags);
-    }
-    if u32::from_be_bytes([0, d[4], d[5], d[6]]) != overlay.vni {
+    let inner = d.get(vxlan::HEADER_LEN..).ok_or(DropReason::VxlanMalformed)?;
+    EthernetFrame::new_checked(inner).map_err(|_| DropReason::VxlanMalformed)?;
+    let header = VxlanHeader::new_checked(d).map_err(|e| match e {
+        wire::Error::Truncated { .. } => DropReason::VxlanMalformed,
+        wire::Error::Invalid { .. } => DropReason::VxlanBadFlags,
+    })?;
+    if header.vni().get() != overlay.vni {
         return Err(DropReason::VxlanUnknownVni);
     }
     match pkt.meta.tunnel {
         Some(ip) if overlay.peers.by_underlay(ip).is_some() => {}
         _ => return Err(DropReason::VxlanUnknownPeer),
     }
-    pkt.pull_front(vxlan::HEADER_LEN);
-    let inner = pkt.data_mut();
-    if inner[12..14] != [0x08, 0x00] {
+    if !pkt.pull_front(vxlan::HEADER_LEN) {
+        return Err(DropReason::VxlanMalformed);
+    }
+    let mut inner =
+        EthernetFrame::new_checked(pkt.data_mut()).map_err(|_| DropReason::VxlanMalformed)?;
+    if inner.ethertype() != EtherType::Ipv4 {
         return Err(DropReason::VxlanInnerNotIpv4);
     }
-    inner[..6].copy_from_slice(&gateway_mac.0);
+    inner.set_dst_addr(gateway_mac);
     Ok(())
 }
 
@@ -120,7 +118,9 @@ fn encap_decision(
         }
         let seg = crate::port::gso::tcp4_segmentation(pkt.data(), vnet.gso_size)
             .ok_or(DropReason::L4Truncated)?;
-        (seg.hdr_len - usize::from(pkt.meta.l3_offset) + seg.mss) as u16
+        let headers =
+            seg.hdr_len.checked_sub(usize::from(pkt.meta.l3_offset)).ok_or(DropReason::Runt)?;
+        u16::try_from(headers + seg.mss).unwrap_or(u16::MAX)
     } else {
         if vnet.needs_csum() && !pkt.complete_checksum() {
             return Err(DropReason::L4Truncated);
@@ -128,8 +128,9 @@ fn encap_decision(
         0
     };
     let l3 = usize::from(pkt.meta.l3_offset);
-    let frame = pkt.data_mut();
-    let (eth, ip_bytes) = frame.split_at_mut(l3.min(frame.len()));
+    let (eth, ip_bytes) =
+        pkt.data_mut().split_at_mut_checked(l3).ok_or(DropReason::Ipv4BadHeader)?;
+    let mut eth = EthernetFrame::new_checked(eth).map_err(|_| DropReason::Runt)?;
     let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Ipv4BadHeader)?;
     if ip.hop_limit() <= 1 {
         return Err(DropReason::TtlExpired);
@@ -139,11 +140,12 @@ fn encap_decision(
         if !ip.dont_frag() {
             return Err(DropReason::OverlayTooBig);
         }
-        frag_needed_reply(pkt, gw, inner_mtu);
+        if !frag_needed_reply(pkt, gw, inner_mtu) {
+            return Err(DropReason::OverlayTooBig);
+        }
         return Ok(Action::Reply);
     }
     super::gateway::decrement_ttl(&mut ip);
-    let mut eth = EthernetFrame::new_unchecked(eth);
     eth.set_src_addr(gw.mac);
     eth.set_dst_addr(vtep_mac);
     pkt.meta.tunnel = Some(tunnel);
@@ -151,9 +153,10 @@ fn encap_decision(
 }
 
 /// Rewrites `pkt` (an untagged IPv4 frame too big for the overlay) into an ICMP destination
-/// unreachable / fragmentation needed (RFC 1191) from the gateway to its sender.
-pub fn frag_needed_reply(pkt: &mut Packet, gw: &Gateway, mtu: u16) {
-    super::reply::icmp_error(pkt, gw.ip, gw.mac, 3, 4, mtu);
+/// unreachable / fragmentation needed (RFC 1191) from the gateway to its sender. False when
+/// the frame is not one (see [`super::reply::icmp_error`]): the caller drops it.
+pub fn frag_needed_reply(pkt: &mut Packet, gw: &Gateway, mtu: u16) -> bool {
+    super::reply::icmp_error(pkt, gw.ip, gw.mac, 3, 4, mtu)
 }
 
 #[cfg(test)]
@@ -360,5 +363,67 @@ mod tests {
         let mut pkt = classified(&big_frame(true, 1450 - 28));
         let r = to_peer(&mut pkt, &overlay(), &gw(), Ipv4Addr::new(10, 244, 2, 7)).unwrap();
         assert_eq!(r, Ok(Action::Forward(OV)));
+    }
+
+    #[test]
+    fn every_truncation_of_a_datagram_is_decapsulated_or_dropped_as_malformed() {
+        let inner = udp_frame(MAC_C, MAC_A, Ipv4Addr::new(10, 244, 2, 5), IP_A, 1, 2, b"x");
+        let datagram = vxlan_datagram(0x08, 1, &inner);
+        for cut in 0..=datagram.len() {
+            let mut pkt = Packet::new();
+            assert!(pkt.fill_from(&datagram[..cut]));
+            pkt.meta.tunnel = Some(PEER_IP);
+            let r = decap_one(&mut pkt, &overlay(), GW_MAC);
+            if cut < vxlan::HEADER_LEN + 14 {
+                assert_eq!(r, Err(DropReason::VxlanMalformed), "cut {cut}");
+            } else {
+                assert_eq!(r, Ok(()), "cut {cut}");
+                assert_eq!(&pkt.data()[..6], &GW_MAC.0);
+                assert_eq!(pkt.data()[6..], inner[6..cut - vxlan::HEADER_LEN]);
+            }
+        }
+    }
+
+    #[test]
+    fn encapsulation_survives_truncations_and_metadata_that_lies() {
+        let dst = Ipv4Addr::new(10, 244, 2, 7);
+        let frames = [
+            udp_frame(MAC_A, GW_MAC, IP_A, dst, 1, 2, b"hello"),
+            big_frame(true, 1450),
+            tcp_frame(MAC_A, GW_MAC, IP_A, dst, 1, 2, 0x10, &[7u8; 3000]),
+        ];
+        let gso = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1400,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        for frame in &frames {
+            let whole = classified(frame);
+            for cut in 0..=frame.len() {
+                for l3 in [0, 1, 13, 14, 15, 18, 34, cut, cut + 1, usize::from(u16::MAX)] {
+                    for vnet in [VnetHdr::default(), gso] {
+                        let mut pkt = Packet::new();
+                        assert!(pkt.fill_from(&frame[..cut]));
+                        pkt.meta = whole.meta;
+                        pkt.meta.l3_offset = l3 as u16;
+                        pkt.meta.vnet = vnet;
+                        let r = to_peer(&mut pkt, &overlay(), &gw(), dst).unwrap();
+                        if r == Ok(Action::Reply) {
+                            let p = etherparse::SlicedPacket::from_ethernet(pkt.data()).unwrap();
+                            assert!(matches!(
+                                p.transport,
+                                Some(etherparse::TransportSlice::Icmpv4(_))
+                            ));
+                        }
+                        if cut == frame.len() && l3 == 14 && vnet == VnetHdr::default() {
+                            assert!(r.is_ok(), "{r:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }
