@@ -80,8 +80,9 @@ pub fn run(
         {
             continue;
         }
-        if pkt.data().get(..6) != Some(&gateway.mac.0[..]) {
-            continue;
+        match EthernetFrame::new_checked(pkt.data()) {
+            Ok(eth) if eth.dst_addr() == gateway.mac => {}
+            _ => continue,
         }
         let in_port = pkt.meta.in_port;
         match handle(pkt, gateway, neigh, overlay) {
@@ -106,9 +107,14 @@ pub fn run(
 }
 
 /// Whether a settled reply is an ICMP "fragmentation needed" the overlay produced (an echo
-/// reply has type 0 there).
+/// reply is the other kind).
 fn is_frag_needed(pkt: &Packet) -> bool {
-    pkt.data().get(23) == Some(&1) && pkt.data().get(34..36) == Some(&[3, 4][..])
+    let Ok(eth) = EthernetFrame::new_checked(pkt.data()) else { return false };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+    ip.next_header() == IpProtocol::Icmp
+        && IcmpPacket::new_checked(ip.payload()).is_ok_and(|icmp| {
+            icmp.msg_type() == IcmpMessage::DstUnreachable && icmp.msg_code() == 4
+        })
 }
 
 #[inline]
@@ -124,14 +130,13 @@ fn handle(
         Some(h) if h != in_port => Ok(Action::Forward(h)),
         _ => Err(DropReason::NoRoute),
     };
-    let frame = pkt.data_mut();
-    let (eth_bytes, ip_bytes) = frame.split_at_mut(l3.min(frame.len()));
+    let (eth_bytes, ip_bytes) =
+        pkt.data_mut().split_at_mut_checked(l3).ok_or(DropReason::Ipv4BadHeader)?;
+    let mut eth = EthernetFrame::new_checked(eth_bytes).map_err(|_| DropReason::Runt)?;
     let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Ipv4BadHeader)?;
     let dst = ip.dst_addr();
     if dst == gw.ip {
-        if is_echo_request(&ip) {
-            echo_reply(&mut ip);
-            let mut eth = EthernetFrame::new_unchecked(eth_bytes);
+        if echo_reply(&mut ip) {
             let requester = eth.src_addr();
             eth.set_dst_addr(requester);
             eth.set_src_addr(gw.mac);
@@ -145,7 +150,6 @@ fn handle(
             return Err(DropReason::TtlExpired);
         }
         decrement_ttl(&mut ip);
-        let mut eth = EthernetFrame::new_unchecked(eth_bytes);
         eth.set_src_addr(gw.mac);
         eth.set_dst_addr(n.mac);
         return Ok(Action::Forward(n.port));
@@ -164,19 +168,17 @@ fn handle(
     to_host()
 }
 
-/// An unfragmented ICMP echo request with a complete header.
-fn is_echo_request<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> bool {
-    ip.next_header() == IpProtocol::Icmp
-        && ip.frag_offset() == 0
-        && !ip.more_frags()
-        && IcmpPacket::new_checked(ip.payload())
-            .map(|icmp| icmp.msg_type() == IcmpMessage::EchoRequest && icmp.msg_code() == 0)
-            .unwrap_or(false)
-}
-
-/// Turns an echo request into its reply: swap addresses (the IPv4 checksum does not change,
-/// the sum is commutative), fresh TTL, type 8 -> 0; both checksums updated incrementally.
-fn echo_reply(ip: &mut Ipv4Packet<&mut [u8]>) {
+/// Turns an unfragmented ICMP echo request with a complete header into its reply: swap
+/// addresses (the IPv4 checksum does not change, the sum is commutative), fresh TTL, type
+/// 8 -> 0; both checksums updated incrementally. False, packet untouched, for anything else.
+fn echo_reply(ip: &mut Ipv4Packet<&mut [u8]>) -> bool {
+    if ip.next_header() != IpProtocol::Icmp || ip.frag_offset() != 0 || ip.more_frags() {
+        return false;
+    }
+    match IcmpPacket::new_checked(ip.payload()) {
+        Ok(icmp) if icmp.msg_type() == IcmpMessage::EchoRequest && icmp.msg_code() == 0 => {}
+        _ => return false,
+    }
     let src = ip.src_addr();
     let dst = ip.dst_addr();
     ip.set_src_addr(dst);
@@ -186,23 +188,26 @@ fn echo_reply(ip: &mut Ipv4Packet<&mut [u8]>) {
     let new = u16::from_be_bytes([REPLY_TTL, u8::from(ip.next_header())]);
     let csum = checksum::update16(ip.checksum(), old, new);
     ip.set_checksum(csum);
+    // Checked as an echo request just above, on these bytes.
     let mut icmp = IcmpPacket::new_unchecked(ip.payload_mut());
     let old = u16::from_be_bytes([u8::from(IcmpMessage::EchoRequest), icmp.msg_code()]);
     icmp.set_msg_type(IcmpMessage::EchoReply);
     let new = u16::from_be_bytes([u8::from(IcmpMessage::EchoReply), icmp.msg_code()]);
     let csum = checksum::update16(icmp.checksum(), old, new);
     icmp.set_checksum(csum);
+    true
 }
 
-/// Decrements the TTL (the caller checked it is above 1) and updates the checksum.
+/// Decrements the TTL (the caller checked it is above 1; 0 stays 0) and updates the checksum.
 pub(crate) fn decrement_ttl(ip: &mut Ipv4Packet<&mut [u8]>) {
     let ttl = ip.hop_limit();
     let proto = u8::from(ip.next_header());
-    ip.set_hop_limit(ttl - 1);
+    let next = ttl.saturating_sub(1);
+    ip.set_hop_limit(next);
     let csum = checksum::update16(
         ip.checksum(),
         u16::from_be_bytes([ttl, proto]),
-        u16::from_be_bytes([ttl - 1, proto]),
+        u16::from_be_bytes([next, proto]),
     );
     ip.set_checksum(csum);
 }
@@ -210,6 +215,7 @@ pub(crate) fn decrement_ttl(ip: &mut Ipv4Packet<&mut [u8]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::Meta;
     use crate::pipeline::classify;
     use crate::pipeline::testutil::*;
     use crate::tables::neigh::Neighbor;
@@ -309,5 +315,61 @@ mod tests {
     fn frames_to_other_macs_are_not_touched() {
         let f = udp_frame(MAC_A, MAC_B, IP_A, GW_IP, 1, 2, b"");
         assert_eq!(run_one(&gw(Some(HOST)), 1, &f).0, Action::Continue);
+    }
+
+    #[test]
+    fn truncated_frames_and_lying_offsets_are_dropped_or_passed_never_a_panic() {
+        let mut n = NeighTable::new(8);
+        n.insert(IP_B, Neighbor { mac: MAC_B, port: PortId(2) }).unwrap();
+        let g = gw(Some(HOST));
+        let frames = [
+            icmp_echo(MAC_A, GW_MAC, IP_A, GW_IP, 0x1234, 7, b"abcdefgh"),
+            udp_frame(MAC_A, GW_MAC, IP_A, IP_B, 1, 2, b"routed"),
+            tcp_frame(MAC_A, GW_MAC, IP_A, Ipv4Addr::new(192, 168, 7, 7), 1, 2, 0x02, b""),
+        ];
+        for frame in &frames {
+            let mut whole = Batch::new();
+            whole.push_frame(PortId(1), frame);
+            classify::run(&mut whole, &mut vec![PortCounters::default(); 4]);
+            let meta = whole.packets()[0].meta;
+            for cut in 0..=frame.len() {
+                for l3 in [0, 1, 6, 13, 14, 15, 18, cut, cut + 1, usize::from(u16::MAX)] {
+                    let mut b = Batch::new();
+                    b.push_frame(PortId(1), &frame[..cut]);
+                    b.packets_mut()[0].meta = Meta { l3_offset: l3 as u16, ..meta };
+                    let mut c = vec![PortCounters::default(); 4];
+                    run(&mut b, &g, &n, None, &mut c);
+                    let p = &b.packets()[0];
+                    if cut < 14 {
+                        assert_eq!(p.meta.action, Action::Continue, "no Ethernet header");
+                    }
+                    if let Action::Drop(r) = p.meta.action {
+                        assert_eq!(c[1].drops[r as usize], 1);
+                    }
+                    if cut == frame.len() && l3 == 14 {
+                        assert!(matches!(p.meta.action, Action::Reply | Action::Forward(_)));
+                    }
+                    assert!(!is_frag_needed(p));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frag_needed_is_told_from_its_bytes_and_truncations_are_neither() {
+        let big = udp_frame(MAC_A, GW_MAC, IP_A, IP_B, 1, 2, &[0u8; 100]);
+        let mut p = Packet::new();
+        assert!(p.fill_from(&big));
+        assert!(super::super::reply::icmp_error(&mut p, GW_IP, GW_MAC, 3, 4, 1450));
+        let answer = p.data().to_vec();
+        assert!(is_frag_needed(&p));
+        for cut in 0..answer.len() {
+            assert!(p.fill_from(&answer[..cut]));
+            assert!(!is_frag_needed(&p), "cut {cut}");
+        }
+        let mut unreachable = Packet::new();
+        assert!(unreachable.fill_from(&big));
+        assert!(super::super::reply::icmp_error(&mut unreachable, GW_IP, GW_MAC, 3, 3, 0));
+        assert!(!is_frag_needed(&unreachable));
     }
 }
