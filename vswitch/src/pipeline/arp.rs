@@ -52,8 +52,10 @@ fn answer(
 ) -> bool {
     let l3 = usize::from(pkt.meta.l3_offset);
     let in_port = pkt.meta.in_port;
-    let frame = pkt.data_mut();
-    let Some(l3_bytes) = frame.get_mut(l3..) else { return false };
+    let Some((eth_bytes, l3_bytes)) = pkt.data_mut().split_at_mut_checked(l3) else {
+        return false;
+    };
+    let Ok(mut eth) = EthernetFrame::new_checked(eth_bytes) else { return false };
     let Ok(mut arp) = ArpPacket::new_checked(l3_bytes) else { return false };
     if arp.operation() != ArpOperation::Request {
         return false;
@@ -85,7 +87,6 @@ fn answer(
     arp.set_target_protocol_addr(sender_ip);
     arp.set_source_hardware_addr(answer_mac);
     arp.set_source_protocol_addr(target_ip);
-    let mut eth = EthernetFrame::new_unchecked(frame);
     eth.set_dst_addr(requester);
     eth.set_src_addr(answer_mac);
     true
@@ -184,5 +185,25 @@ mod tests {
         let (action, reply, _) = run_one(1, &arp_request(MAC_A, Ipv4Addr::UNSPECIFIED, IP_B));
         assert_eq!(action, Action::Reply);
         check_reply(&reply, MAC_A, Ipv4Addr::UNSPECIFIED, MAC_B, IP_B);
+    }
+
+    #[test]
+    fn truncations_and_lying_offsets_are_left_alone() {
+        let request = arp_request(MAC_A, IP_A, GW_IP);
+        for cut in 0..=request.len() {
+            for l3 in [0, 1, 13, 14, 15, 18, 32, cut, cut + 1, usize::from(u16::MAX)] {
+                let mut p = Packet::new();
+                assert!(p.fill_from(&request[..cut]));
+                p.meta.in_port = PortId(1);
+                p.meta.ethertype = u16::from(EtherType::Arp);
+                p.meta.l3_offset = l3 as u16;
+                let answered = answer(&mut p, &gw(), &neigh(), None);
+                let fits = l3 >= 14 && cut >= l3 + crate::wire::arp::PACKET_LEN;
+                assert_eq!(answered, fits && l3 == 14, "cut {cut}, l3 {l3}");
+                if !answered {
+                    assert_eq!(p.data(), &request[..cut]);
+                }
+            }
+        }
     }
 }
