@@ -18,14 +18,9 @@ use crate::packet::{Action, Batch, BATCH_SIZE};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::fdb::{Fdb, FdbHash, FdbKey};
-use crate::wire::MacAddr;
+use crate::wire::EthernetFrame;
 
 use super::{drop_packet, Gateway};
-
-#[inline]
-fn mac_at(frame: &[u8], offset: usize) -> MacAddr {
-    frame.get(offset..offset + 6).and_then(MacAddr::from_slice).unwrap_or(MacAddr::ZERO)
-}
 
 /// Learns the source MAC of every undecided packet on its ingress port. The gateway MAC is
 /// only accepted from the host port (it is the host port's address); from anywhere else the
@@ -54,7 +49,9 @@ pub fn learn(
             {
                 continue;
             }
-            let src = mac_at(pkt.data(), 6);
+            // Classify dropped runts; anything else without a header is forward's to drop.
+            let Ok(eth) = EthernetFrame::new_checked(pkt.data()) else { continue };
+            let src = eth.src_addr();
             if src == gateway.mac && gateway.host_port != Some(in_port) {
                 drop_packet(&mut pkt.meta.action, in_port, DropReason::SrcMacGateway, counters);
                 continue;
@@ -93,7 +90,12 @@ pub fn forward(batch: &mut Batch, fdb: &Fdb, counters: &mut [PortCounters], now:
             if pkt.meta.action != Action::Continue {
                 continue;
             }
-            let dst = mac_at(pkt.data(), 0);
+            let Ok(eth) = EthernetFrame::new_checked(pkt.data()) else {
+                let in_port = pkt.meta.in_port;
+                drop_packet(&mut pkt.meta.action, in_port, DropReason::Runt, counters);
+                continue;
+            };
+            let dst = eth.dst_addr();
             if dst.is_multicast() {
                 pkt.meta.action = Action::Flood;
                 if let Some(c) = counters.get_mut(pkt.meta.in_port.index()) {
@@ -145,6 +147,7 @@ mod tests {
     use crate::pipeline::classify;
     use crate::pipeline::testutil::*;
     use crate::port::PortId;
+    use crate::wire::MacAddr;
 
     fn setup(max: usize) -> (Fdb, Gateway, Vec<PortCounters>) {
         let fdb = Fdb::new(FdbConfig { max_entries: max, aging: Duration::from_secs(300) });
@@ -262,7 +265,7 @@ mod tests {
     ) -> (Vec<Action>, Vec<(FdbKey, PortId)>) {
         let mut announced = Vec::new();
         for (port, f) in frames {
-            let key = FdbKey::new(None, mac_at(f, 6));
+            let key = FdbKey::new(None, EthernetFrame::new_checked(&f[..]).unwrap().src_addr());
             if fdb.learn(key, PortId(*port), now).announce() {
                 announced.push((key, PortId(*port)));
             }
@@ -270,7 +273,7 @@ mod tests {
         let actions = frames
             .iter()
             .map(|(port, f)| {
-                let dst = mac_at(f, 0);
+                let dst = EthernetFrame::new_checked(&f[..]).unwrap().dst_addr();
                 if dst.is_multicast() {
                     return Action::Flood;
                 }
@@ -320,5 +323,28 @@ mod tests {
                 proptest::prop_assert_eq!(fdb.counters(), reference.counters());
             }
         }
+    }
+
+    #[test]
+    fn frames_without_an_ethernet_header_are_not_learned_and_dropped_as_runts() {
+        let (mut fdb, gw, mut c) = setup(8);
+        let t = Instant::now();
+        let frame = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"x");
+        for cut in 0..=frame.len() {
+            let mut b = Batch::new();
+            // Not classified: these stages see whatever is there.
+            b.push_frame(PortId(1), &frame[..cut]);
+            learn(&mut b, &mut fdb, &gw, &mut c, t, None);
+            forward(&mut b, &fdb, &mut c, t);
+            let action = b.packets()[0].meta.action;
+            if cut < 14 {
+                assert_eq!(action, Action::Drop(DropReason::Runt), "cut {cut}");
+                assert_eq!(fdb.len(), 0, "nothing learned from cut {cut}");
+            } else {
+                assert_eq!(action, Action::Flood, "cut {cut}");
+                assert_eq!(fdb.lookup(FdbKey::new(None, MAC_A), t), Some(PortId(1)));
+            }
+        }
+        assert_eq!(c[1].drops[DropReason::Runt as usize], 14);
     }
 }
