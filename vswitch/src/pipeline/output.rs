@@ -67,13 +67,15 @@ impl TxPlan {
 
     /// The ports with something to send, and their packet indices, in first-use order.
     pub fn iter(&self) -> impl Iterator<Item = (PortId, &[u16])> + '_ {
-        self.touched.iter().map(|p| (*p, self.lists[p.index()].as_slice()))
+        self.touched.iter().filter_map(|p| Some((*p, self.lists.get(p.index())?.as_slice())))
     }
 
     /// Empties every list.
     pub fn clear(&mut self) {
         for p in self.touched.drain(..) {
-            self.lists[p.index()].clear();
+            if let Some(list) = self.lists.get_mut(p.index()) {
+                list.clear();
+            }
         }
     }
 }
@@ -112,6 +114,18 @@ mod tests {
             vec![(PortId(2), vec![0, 1, 3, 4]), (PortId(0), vec![1])],
             "port 1 never receives its own flood; the forward to a dead port is gone"
         );
+        plan.clear();
+        assert_eq!(plan.iter().count(), 0);
+    }
+
+    #[test]
+    fn ports_beyond_the_lists_send_nothing() {
+        let live = [PortId(0), PortId(1), PortId(9)];
+        let b = batch(&[(1, Action::Forward(PortId(9))), (9, Action::Reply), (1, Action::Flood)]);
+        let mut plan = TxPlan::new(2);
+        plan.build(&b, &live);
+        let got: Vec<(PortId, Vec<u16>)> = plan.iter().map(|(p, l)| (p, l.to_vec())).collect();
+        assert_eq!(got, vec![(PortId(0), vec![2])]);
         plan.clear();
         assert_eq!(plan.iter().count(), 0);
     }
