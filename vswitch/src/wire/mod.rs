@@ -26,6 +26,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ports;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;
@@ -35,6 +36,7 @@ pub use ethernet::{parse_l2, EtherType, Frame as EthernetFrame, L2Header, Repr a
 pub use icmp::{Message as IcmpMessage, Packet as IcmpPacket};
 pub use ipv4::{IpProtocol, Packet as Ipv4Packet, Quoted as QuotedIpv4, Repr as Ipv4Repr};
 pub use ipv6::Packet as Ipv6Packet;
+pub use ports::Ports;
 pub use tcp::{Packet as TcpPacket, TcpFlags};
 pub use udp::Packet as UdpPacket;
 pub use vxlan::{Header as VxlanHeader, Repr as VxlanRepr, Vni};
