@@ -26,6 +26,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::packet::Packet;
+use crate::wire::{ipv4, IcmpMessage, IcmpPacket, IpProtocol, Ipv4Packet, Ports};
 
 use super::Gateway;
 
@@ -154,36 +155,45 @@ fn flow_key(pkt: &Packet, gw: &Gateway, marks: &ReplyMarks) -> Option<u32> {
     if pkt.meta.vlan.is_some() || pkt.meta.ethertype != 0x0800 || pkt.meta.l4_offset == 0 {
         return None;
     }
-    let d = pkt.data();
-    let l3 = usize::from(pkt.meta.l3_offset);
-    let l4 = usize::from(pkt.meta.l4_offset);
-    let frag = d.get(l3 + 6..l3 + 8)?;
-    if frag[0] & 0x1f != 0 || frag[1] != 0 {
+    let l3 = pkt.data().get(usize::from(pkt.meta.l3_offset)..)?;
+    let ip = Ipv4Packet::new_checked(l3).ok()?;
+    if ip.frag_offset() != 0 {
         return None;
     }
-    let (src, dst) = (ip_at(d, l3 + 12)?, ip_at(d, l3 + 16)?);
-    match pkt.meta.ip_proto {
-        6 | 17 => {
-            let (sport, dport) = (port_at(d, l4)?, port_at(d, l4 + 2)?);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    match ip.next_header() {
+        IpProtocol::Tcp | IpProtocol::Udp => {
+            let ports = Ports::new_checked(ip.payload()).ok()?;
+            let (sport, dport) = (ports.src_port(), ports.dst_port());
             if is_frontend(dst, pkt.meta.in_port, gw) {
                 return Some(key(gw.ip, src, sport));
             }
             let k = key(gw.ip, dst, dport);
             marks.is_marked(k).then_some(k)
         }
-        1 => {
+        IpProtocol::Icmp => {
             // Destination unreachable, time exceeded, parameter problem: about a packet
             // whose headers are quoted after the 8-byte ICMP header.
-            if !matches!(d.get(l4)?, 3 | 11 | 12) {
+            let icmp = IcmpPacket::new_checked(ip.payload()).ok()?;
+            if !matches!(
+                icmp.msg_type(),
+                IcmpMessage::DstUnreachable | IcmpMessage::TimeExceeded | IcmpMessage::ParamProblem
+            ) {
                 return None;
             }
-            let q = l4 + 8;
-            let ihl = usize::from(d.get(q)? & 0x0f) * 4;
-            if ihl < 20 || !matches!(d.get(q + 9)?, 6 | 17) {
+            let quoted = icmp.data();
+            // The quote's total length is the original packet's, longer than the quote, so
+            // only its fixed 20 bytes are read, and `get` just checked they are there.
+            let q = Ipv4Packet::new_unchecked(quoted.get(..ipv4::HEADER_LEN)?);
+            let ihl = usize::from(q.header_len());
+            if ihl < ipv4::HEADER_LEN
+                || !matches!(q.next_header(), IpProtocol::Tcp | IpProtocol::Udp)
+            {
                 return None;
             }
-            let (qsrc, qdst) = (ip_at(d, q + 12)?, ip_at(d, q + 16)?);
-            let (qsport, qdport) = (port_at(d, q + ihl)?, port_at(d, q + ihl + 2)?);
+            let (qsrc, qdst) = (q.src_addr(), q.dst_addr());
+            let qports = Ports::new_checked(quoted.get(ihl..)?).ok()?;
+            let (qsport, qdport) = (qports.src_port(), qports.dst_port());
             // The quoted packet left a frontend (a translated reply): its destination is the
             // client; otherwise its source is (the client, or the source-NAT address).
             let from_frontend = gw.service_cidr.is_some_and(|c| c.contains(qsrc))
@@ -194,21 +204,10 @@ fn flow_key(pkt: &Packet, gw: &Gateway, marks: &ReplyMarks) -> Option<u32> {
     }
 }
 
-#[inline]
-fn ip_at(d: &[u8], at: usize) -> Option<Ipv4Addr> {
-    let b = d.get(at..at + 4)?;
-    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-}
-
-#[inline]
-fn port_at(d: &[u8], at: usize) -> Option<u16> {
-    let b = d.get(at..at + 2)?;
-    Some(u16::from_be_bytes([b[0], b[1]]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::Meta;
     use crate::pipeline::classify::classify;
     use crate::pipeline::testutil::*;
     use crate::port::PortId;
@@ -325,6 +324,69 @@ mod tests {
             let _ = steering(1).owner(&p, &gw());
             p.meta.ip_proto = 6;
             let _ = steering(1).owner(&p, &gw());
+        }
+    }
+
+    /// An ICMP port unreachable from `IP_B` about a TCP segment `IP_A:40000` -> `vip:80`.
+    fn icmp_error_about_tcp(vip: Ipv4Addr) -> Vec<u8> {
+        let mut p = Packet::new();
+        assert!(p.fill_from(&tcp_frame(MAC_A, GW_MAC, IP_A, vip, 40000, 80, 0x02, b"")));
+        assert!(crate::pipeline::reply::icmp_error(&mut p, IP_B, MAC_B, 3, 3, 0));
+        p.data().to_vec()
+    }
+
+    #[test]
+    fn icmp_errors_steer_by_the_quoted_connection_and_truncations_by_nothing() {
+        let g = gw();
+        let marks = ReplyMarks::new();
+        let frame = icmp_error_about_tcp(Ipv4Addr::new(10, 96, 0, 7));
+        let whole = pkt(&frame);
+        assert_eq!(flow_key(&whole, &g, &marks), Some(key(g.ip, IP_A, 40000)));
+        // The quoted packet left a frontend: keyed by its destination.
+        let mut p = Packet::new();
+        assert!(p.fill_from(&udp_frame(
+            MAC_B,
+            MAC_A,
+            Ipv4Addr::new(10, 96, 0, 7),
+            IP_A,
+            53,
+            5353,
+            b"a"
+        )));
+        assert!(crate::pipeline::reply::icmp_error(&mut p, IP_A, MAC_A, 3, 3, 0));
+        let reply_error = pkt(p.data());
+        assert_eq!(flow_key(&reply_error, &g, &marks), Some(key(g.ip, IP_A, 5353)));
+        let offsets = [(14, 34), (0, 0), (14, 0), (0, 20), (18, 38), (14, 60_000), (60_000, 34)];
+        for cut in 0..=frame.len() {
+            for (l3, l4) in offsets {
+                let mut p = Packet::new();
+                assert!(p.fill_from(&frame[..cut]));
+                p.meta = Meta { l3_offset: l3, l4_offset: l4, ..whole.meta };
+                let k = flow_key(&p, &g, &marks);
+                // The L4 offset only says whether there is one: the views find the header.
+                let keyed = cut == frame.len() && l3 == 14 && l4 != 0;
+                assert_eq!(k.is_some(), keyed, "cut {cut}, offsets {l3}/{l4}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_tcp_and_udp_steer_by_nothing() {
+        let g = gw();
+        let vip = Ipv4Addr::new(10, 96, 0, 7);
+        let frames = [
+            udp_frame(MAC_A, GW_MAC, IP_A, vip, 1000, 53, b"q"),
+            tcp_frame(MAC_A, GW_MAC, IP_A, vip, 1000, 80, 0x02, b""),
+        ];
+        for frame in &frames {
+            let whole = pkt(frame);
+            assert!(steering(1).owner(&whole, &g).or(steering(0).owner(&whole, &g)).is_some());
+            for cut in 0..frame.len() {
+                let mut p = Packet::new();
+                assert!(p.fill_from(&frame[..cut]));
+                p.meta = whole.meta;
+                assert_eq!(flow_key(&p, &g, &ReplyMarks::new()), None, "cut {cut}");
+            }
         }
     }
 }
