@@ -159,6 +159,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         (self.buffer.as_ref()[field::DOFF] >> 4) * 4
     }
 
+    /// The four bits between the data offset and the flags: reserved, and AccECN's AE flag in
+    /// the lowest one. Zero in a segment that uses neither.
+    #[inline]
+    pub fn reserved_bits(&self) -> u8 {
+        self.buffer.as_ref()[field::DOFF] & 0x0f
+    }
+
     /// Flags.
     #[inline]
     pub fn flags(&self) -> TcpFlags {
@@ -325,6 +332,7 @@ mod tests {
         assert!(p.syn() && p.ack() && !p.fin() && !p.rst());
         assert_eq!(format!("{:?}", p.flags()), "[SYN|ACK]");
         assert_eq!(p.options().len(), 4);
+        assert_eq!(p.reserved_bits(), 0);
         assert_eq!(p.payload(), b"abc");
         assert!(p.verify_checksum(&SRC, &DST));
         let mut bad = b;
@@ -335,6 +343,10 @@ mod tests {
         ));
         bad[12] = 0xf0;
         assert!(matches!(Packet::new_checked(&bad[..]), Err(Error::Truncated { needed: 60, .. })));
+        let mut ae = b;
+        ae[12] |= 0x01;
+        let p = Packet::new_checked(&ae[..]).unwrap();
+        assert_eq!((p.reserved_bits(), p.header_len()), (0x01, 24));
     }
 
     #[test]
@@ -359,7 +371,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..80)) {
             if let Ok(p) = Packet::new_checked(&data[..]) {
-                let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.flags(),
+                let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.flags(), p.reserved_bits(),
                     p.window_len(), p.urgent_at(), p.options(), p.payload(), p.verify_checksum(&SRC, &DST));
             }
         }
