@@ -14,9 +14,9 @@
 //!
 //! - Every segment is a *plain* frame (its own virtio-net header says no GSO; a partial
 //!   checksum is fine when it sits at the TCP checksum field), untagged Ethernet, IPv4
-//!   without options (IHL 5), not a fragment (only DF may be set), a valid IPv4 header
+//!   without options (IHL 5), not a fragment (MF clear, offset 0), a valid IPv4 header
 //!   checksum (20 bytes: cheap, and what `inet_gro_receive` checks too), TCP with a payload
-//!   (pure ACKs are never merged).
+//!   (pure ACKs are never merged) and a good checksum (see below).
 //! - Same Ethernet header, addresses, ports, IP TOS, TTL and DF; same TCP ACK number, window,
 //!   urgent pointer, header length and options byte for byte (timestamps included: a
 //!   segment with a newer TSval starts a new run, as in Linux).
@@ -42,32 +42,32 @@
 //! header: `NEEDS_CSUM` with `csum_start` at the TCP header and `csum_offset` 16,
 //! `GSO_TCPV4`, `gso_size` the run's segment payload, `hdr_len` the header length.
 //!
-//! # Checksums are not verified
+//! # Checksums
 //!
-//! The segments' TCP checksums are **not verified** before merging (only the 20-byte IPv4
-//! header checksum is): verifying means reading every payload byte once more, which is what
-//! this module exists to save. The merged frame carries a partial checksum, and the kernel
-//! trusts `CHECKSUM_PARTIAL` on local delivery, so a segment corrupted on the way would be
-//! delivered with the others instead of being dropped by the pod's TCP. That is the same
-//! trust the kernel's own GRO places in a NIC with receive checksum offload (which verified
-//! every segment in hardware): here the segments come from the overlay, whose underlay
-//! frames are protected by the Ethernet FCS and whose UDP checksum is either zero (RFC 7348
-//! permits it) or was verified by the underlay's kernel before the datagram reached the
-//! overlay port; or from another pod's TAP, where the kernel built them. A segment whose
-//! own header says its checksum is partial is fine: the merged checksum is recomputed from
-//! scratch either way.
+//! A segment merges only when its TCP checksum is known good: its virtio-net header says the
+//! kernel verified it (`DATA_VALID`) or will compute it over data the kernel wrote itself
+//! (`NEEDS_CSUM`, a partial checksum from another pod's TAP), or it verifies here. The merged
+//! frame carries a partial checksum, which the kernel trusts on local delivery, so a corrupted
+//! segment merged with the others would reach the pod's TCP instead of being dropped by it.
+//! A segment whose checksum is bad is written unchanged, with its own virtio-net header, and
+//! the pod's stack drops it. Segments from the overlay come without such a header (their
+//! underlay UDP checksum may be zero, RFC 7348), so theirs are verified: one pass over each
+//! payload just before it is copied, made only for a segment about to merge, so a frame that
+//! is written as it is costs nothing more. The merged checksum is recomputed from scratch
+//! either way.
 //!
 //! # Cost
 //!
 //! No allocation per packet: a [`Gro`] owns one scratch buffer of [`MAX_MERGED_LEN`] bytes
-//! (allocated on first use), and building a merged frame is one copy of the first segment's
-//! headers and one `memcpy` per segment's payload. A frame that starts a run is not copied
-//! until a second segment joins it.
-
-use std::net::Ipv4Addr;
+//! (allocated on first use), and building a merged frame is one copy of the first segment and
+//! one `memcpy` per later segment's payload, plus the checksum pass above where the
+//! virtio-net header does not vouch for it. A frame that starts a run is not copied until a
+//! second segment joins it.
 
 use crate::packet::VnetHdr;
-use crate::wire::{checksum, IpProtocol};
+use crate::wire::{
+    checksum, ethernet, ipv4, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpFlags, TcpPacket,
+};
 
 /// Most segments merged into one frame.
 pub const MAX_SEGMENTS: usize = 64;
@@ -76,20 +76,16 @@ pub const MAX_SEGMENTS: usize = 64;
 pub const MAX_IP_LEN: usize = 65_535;
 
 /// Ethernet header length (merged frames are untagged).
-const ETH: usize = 14;
+const ETH: usize = ethernet::HEADER_LEN;
 
 /// Offset of the TCP header: Ethernet + IPv4 without options.
-const L4: usize = ETH + 20;
+const L4: usize = ETH + ipv4::HEADER_LEN;
 
 /// Offset of the TCP checksum from the TCP header.
 const TCP_CSUM: usize = 16;
 
 /// Largest merged frame: Ethernet + the largest IPv4 packet.
 pub const MAX_MERGED_LEN: usize = ETH + MAX_IP_LEN;
-
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
-const IP_DF: u16 = 0x4000;
 
 /// One frame to write: a merged super-frame, or an input frame passed through unchanged.
 #[derive(Debug, Clone, Copy)]
@@ -111,13 +107,16 @@ struct Seg {
     end: usize,
     seq: u32,
     id: u16,
+    df: bool,
     psh: bool,
+    /// The virtio-net header vouches for the TCP checksum (`DATA_VALID` or `NEEDS_CSUM`).
+    csum_trusted: bool,
 }
 
 impl Seg {
     #[inline]
     fn payload(&self) -> usize {
-        self.end - self.hdr_len
+        self.end.saturating_sub(self.hdr_len)
     }
 
     /// The segment as a merge candidate, or `None` when it must be written as it is.
@@ -132,53 +131,85 @@ impl Seg {
         {
             return None;
         }
-        let h = frame.get(..L4 + 20)?;
-        if h[12..14] != [0x08, 0x00] || h[14] != 0x45 || h[23] != u8::from(IpProtocol::Tcp) {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != EtherType::Ipv4 {
             return None;
         }
-        if u16::from_be_bytes([h[20], h[21]]) & !IP_DF != 0 {
-            return None; // MF or a fragment offset
-        }
-        let end = ETH + usize::from(u16::from_be_bytes([h[16], h[17]]));
-        let doff = usize::from(h[L4 + 12] >> 4) * 4;
-        let hdr_len = L4 + doff;
-        // Reserved bits (and AccECN's AE) clear; flags ACK, or ACK|PSH.
-        if doff < 20 || hdr_len >= end || end > frame.len() || h[L4 + 12] & 0x0f != 0 {
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        if usize::from(ip.header_len()) != ipv4::HEADER_LEN
+            || ip.next_header() != IpProtocol::Tcp
+            || ip.more_frags()
+            || ip.frag_offset() != 0
+            || !ip.verify_checksum()
+        {
             return None;
         }
-        let psh = match h[L4 + 13] {
-            TCP_ACK => false,
-            f if f == TCP_ACK | TCP_PSH => true,
+        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+        // Reserved bits (and AccECN's AE) clear; flags ACK, or ACK|PSH; some payload.
+        if tcp.reserved_bits() != 0 || tcp.payload().is_empty() {
+            return None;
+        }
+        let psh = match tcp.flags() {
+            TcpFlags::ACK => false,
+            f if f == TcpFlags::ACK | TcpFlags::PSH => true,
             _ => return None,
         };
-        if checksum::checksum(&h[ETH..L4]) != 0 {
-            return None;
-        }
         Some(Seg {
-            hdr_len,
-            end,
-            seq: u32::from_be_bytes([h[L4 + 4], h[L4 + 5], h[L4 + 6], h[L4 + 7]]),
-            id: u16::from_be_bytes([h[18], h[19]]),
+            hdr_len: L4 + usize::from(tcp.header_len()),
+            end: ETH + usize::from(ip.total_len()),
+            seq: tcp.seq_number(),
+            id: ip.ident(),
+            df: ip.dont_frag(),
             psh,
+            csum_trusted: vnet.flags & (VnetHdr::NEEDS_CSUM | VnetHdr::DATA_VALID) != 0,
         })
+    }
+
+    /// True when the TCP checksum of this segment (of `frame`) is known good: its virtio-net
+    /// header vouches for it, or it verifies. Only asked of segments about to merge, so a
+    /// frame written as it is costs no pass over its payload.
+    fn checksum_good(&self, frame: &[u8]) -> bool {
+        if self.csum_trusted {
+            return true;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(frame) else { return false };
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+        TcpPacket::new_checked(ip.payload())
+            .is_ok_and(|tcp| tcp.verify_checksum(&ip.src_addr(), &ip.dst_addr()))
     }
 }
 
-/// True when `n` (headers `nh`) belongs to the flow whose first segment has headers `fh`:
-/// every header byte that a merged frame keeps only once is the same.
+/// True when frame `n` belongs to the flow whose first segment is frame `first`: every header
+/// field that a merged frame keeps only once is the same. Both are frames [`Seg::parse`]
+/// took (the first may be followed by other segments' payloads, past its total length).
 #[inline]
-fn same_flow(fh: &[u8], first: &Seg, nh: &[u8], n: &Seg) -> bool {
-    let h = first.hdr_len;
-    h == n.hdr_len
-        && fh[..ETH] == nh[..ETH] // MACs, EtherType
-        && fh[15] == nh[15] // TOS
-        && fh[20] == nh[20] // DF (the rest of the field is zero)
-        && fh[22] == nh[22] // TTL
-        && fh[26..34] == nh[26..34] // addresses
-        && fh[L4..L4 + 4] == nh[L4..L4 + 4] // ports
-        && fh[L4 + 8..L4 + 12] == nh[L4 + 8..L4 + 12] // ACK number
-        && fh[L4 + 14..L4 + 16] == nh[L4 + 14..L4 + 16] // window
-        && fh[L4 + 18..h] == nh[L4 + 18..h] // urgent pointer, options
+fn same_flow(first: &[u8], n: &[u8]) -> bool {
+    let (Ok(fe), Ok(ne)) = (EthernetFrame::new_checked(first), EthernetFrame::new_checked(n))
+    else {
+        return false;
+    };
+    let (Ok(fi), Ok(ni)) =
+        (Ipv4Packet::new_checked(fe.payload()), Ipv4Packet::new_checked(ne.payload()))
+    else {
+        return false;
+    };
+    let (Ok(ft), Ok(nt)) =
+        (TcpPacket::new_checked(fi.payload()), TcpPacket::new_checked(ni.payload()))
+    else {
+        return false;
+    };
+    ft.header_len() == nt.header_len()
+        && fe.dst_addr() == ne.dst_addr()
+        && fe.src_addr() == ne.src_addr()
+        && (fi.dscp(), fi.ecn()) == (ni.dscp(), ni.ecn())
+        && fi.dont_frag() == ni.dont_frag()
+        && fi.hop_limit() == ni.hop_limit()
+        && (fi.src_addr(), fi.dst_addr()) == (ni.src_addr(), ni.dst_addr())
+        && (ft.src_port(), ft.dst_port()) == (nt.src_port(), nt.dst_port())
+        && ft.ack_number() == nt.ack_number()
+        && ft.window_len() == nt.window_len()
+        && ft.urgent_at() == nt.urgent_at()
+        && ft.options() == nt.options()
 }
 
 /// How the IP IDs of a run go.
@@ -209,22 +240,23 @@ impl Run {
     }
 
     /// The IP ID rule the run would follow with `n` next, or `None` when `n` cannot follow.
-    /// `fh` are the first segment's headers, `nh` the candidate's.
-    fn accepts(&self, fh: &[u8], nh: &[u8], n: &Seg) -> Option<Ids> {
+    /// `first` is the first segment's frame (with the run's payloads after it, if any),
+    /// `next` the candidate's.
+    fn accepts(&self, first: &[u8], next: &[u8], n: &Seg) -> Option<Ids> {
         let mss = self.first.payload();
         if self.count >= MAX_SEGMENTS
             || self.last.psh
             || self.last.payload() != mss
             || n.payload() > mss
-            || self.len - ETH + n.payload() > MAX_IP_LEN
+            || self.len.saturating_sub(ETH) + n.payload() > MAX_IP_LEN
             || n.seq != self.last.seq.wrapping_add(self.last.payload() as u32)
-            || !same_flow(fh, &self.first, nh, n)
+            || self.first.hdr_len != n.hdr_len
+            || !same_flow(first, next)
         {
             return None;
         }
-        let df = fh[20] & 0x40 != 0;
         let incrementing = n.id == self.last.id.wrapping_add(1);
-        let fixed = n.id == self.last.id && df;
+        let fixed = n.id == self.last.id && self.first.df;
         match self.ids {
             Ids::Open if incrementing => Some(Ids::Incrementing),
             Ids::Open if fixed => Some(Ids::Fixed),
@@ -244,6 +276,12 @@ impl Run {
 #[derive(Debug, Default)]
 pub struct Gro {
     buf: Box<[u8]>,
+}
+
+/// A frame written as it came.
+#[inline]
+fn alone(frame: &[u8], vnet: VnetHdr) -> GroFrame<'_> {
+    GroFrame { vnet, frame, segments: 1 }
 }
 
 impl Gro {
@@ -267,94 +305,136 @@ impl Gro {
         for (frame, vnet) in frames {
             let Some(seg) = Seg::parse(frame, &vnet) else {
                 if let Some(r) = run.take() {
-                    write(self.finish(&r));
+                    self.finish(&r, &mut write);
                 }
                 if let Some((f, v, _)) = held.take() {
-                    write(GroFrame { vnet: v, frame: f, segments: 1 });
+                    write(alone(f, v));
                 }
-                write(GroFrame { vnet, frame, segments: 1 });
+                write(alone(frame, vnet));
                 continue;
             };
             if let Some(r) = run.take() {
-                if let Some(ids) = r.accepts(&self.buf[..r.first.hdr_len], frame, &seg) {
-                    run = self.grow(r, frame, seg, ids, &mut write);
+                let ids = r.accepts(self.buf.get(..r.len).unwrap_or_default(), frame, &seg);
+                if let Some(ids) = ids {
+                    if seg.checksum_good(frame) {
+                        run = self.grow(r, frame, vnet, seg, ids, &mut write);
+                    } else {
+                        self.finish(&r, &mut write);
+                        write(alone(frame, vnet));
+                    }
                     continue;
                 }
-                write(self.finish(&r));
+                self.finish(&r, &mut write);
             } else if let Some((f, v, first)) = held.take() {
                 let r = Run::new(first);
-                if let Some(ids) = r.accepts(f, frame, &seg) {
-                    if self.buf.is_empty() {
-                        self.buf = vec![0u8; MAX_MERGED_LEN].into_boxed_slice();
+                match r.accepts(f, frame, &seg) {
+                    Some(_) if !first.checksum_good(f) => write(alone(f, v)),
+                    Some(_) if !seg.checksum_good(frame) => {
+                        write(alone(f, v));
+                        write(alone(frame, vnet));
+                        continue;
                     }
-                    self.buf[..first.end].copy_from_slice(&f[..first.end]);
-                    run = self.grow(r, frame, seg, ids, &mut write);
-                    continue;
+                    Some(ids) if self.start(f, &first) => {
+                        run = self.grow(r, frame, vnet, seg, ids, &mut write);
+                        continue;
+                    }
+                    _ => write(alone(f, v)),
                 }
-                write(GroFrame { vnet: v, frame: f, segments: 1 });
             }
             if Run::new(seg).closed() {
-                write(GroFrame { vnet, frame, segments: 1 });
+                write(alone(frame, vnet));
             } else {
                 held = Some((frame, vnet, seg));
             }
         }
         if let Some(r) = run {
-            write(self.finish(&r));
+            self.finish(&r, &mut write);
         }
         if let Some((f, v, _)) = held {
-            write(GroFrame { vnet: v, frame: f, segments: 1 });
+            write(alone(f, v));
         }
     }
 
-    /// Appends `seg` to the run `r`: a run that can take no more is written out at once, an
-    /// open one is handed back.
+    /// Copies the first segment of a new run (its frame up to its total length) into the
+    /// scratch buffer, allocating it on first use.
+    fn start(&mut self, frame: &[u8], first: &Seg) -> bool {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; MAX_MERGED_LEN].into_boxed_slice();
+        }
+        let (Some(src), Some(dst)) = (frame.get(..first.end), self.buf.get_mut(..first.end)) else {
+            return false;
+        };
+        dst.copy_from_slice(src);
+        true
+    }
+
+    /// Appends `seg` (of `frame`) to the run `r`: a run that can take no more is written out
+    /// at once, an open one is handed back.
     fn grow<W: FnMut(GroFrame<'_>)>(
         &mut self,
         mut r: Run,
         frame: &[u8],
+        vnet: VnetHdr,
         seg: Seg,
         ids: Ids,
         write: &mut W,
     ) -> Option<Run> {
-        self.append(&mut r, frame, seg, ids);
+        if !self.append(&mut r, frame, seg, ids) {
+            self.finish(&r, write);
+            write(alone(frame, vnet));
+            return None;
+        }
         if r.closed() {
-            write(self.finish(&r));
+            self.finish(&r, write);
             None
         } else {
             Some(r)
         }
     }
 
-    /// Appends `seg`'s payload to the run.
-    fn append(&mut self, r: &mut Run, frame: &[u8], seg: Seg, ids: Ids) {
-        let payload = &frame[seg.hdr_len..seg.end];
-        self.buf[r.len..r.len + payload.len()].copy_from_slice(payload);
+    /// Appends `seg`'s payload (of `frame`) to the run; false, run unchanged, when it does
+    /// not fit.
+    fn append(&mut self, r: &mut Run, frame: &[u8], seg: Seg, ids: Ids) -> bool {
+        let Some(payload) = frame.get(seg.hdr_len..seg.end) else { return false };
+        let Some(dst) = self.buf.get_mut(r.len..r.len + payload.len()) else { return false };
+        dst.copy_from_slice(payload);
         r.len += payload.len();
         r.last = seg;
         r.count += 1;
         r.ids = ids;
+        true
     }
 
-    /// Rewrites the run's headers in the scratch buffer (lengths, checksums, PSH) and
-    /// returns it as a frame to write.
-    fn finish(&mut self, r: &Run) -> GroFrame<'_> {
-        let h = &mut self.buf[..r.len];
-        let ip_len = (r.len - ETH) as u16;
-        h[16..18].copy_from_slice(&ip_len.to_be_bytes());
-        h[24..26].copy_from_slice(&[0, 0]);
-        let c = checksum::checksum(&h[ETH..L4]);
-        h[24..26].copy_from_slice(&c.to_be_bytes());
-        if r.last.psh {
-            h[L4 + 13] |= TCP_PSH;
+    /// Rewrites the run's headers in the scratch buffer (lengths, checksums, PSH) and writes
+    /// it. The buffer holds what [`Gro::start`] and [`Gro::append`] put there, headers that
+    /// [`Seg::parse`] took, so the views below always check; were they not to, the run's
+    /// segments would be lost rather than written broken.
+    fn finish<W: FnMut(GroFrame<'_>)>(&mut self, r: &Run, write: &mut W) {
+        if let Some(frame) = self.merged(r) {
+            write(frame);
         }
-        let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
-        let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
-        let tcp_len = (r.len - L4) as u16;
-        let pseudo =
-            checksum::fold(checksum::pseudo_header_v4(&src, &dst, IpProtocol::Tcp, tcp_len));
-        h[L4 + TCP_CSUM..L4 + TCP_CSUM + 2].copy_from_slice(&pseudo.to_be_bytes());
-        GroFrame {
+    }
+
+    /// The run as one frame, its headers rewritten; `None` if they do not check.
+    fn merged(&mut self, r: &Run) -> Option<GroFrame<'_>> {
+        let ip_len = u16::try_from(r.len.checked_sub(ETH)?).ok()?;
+        let mut eth = EthernetFrame::new_checked(self.buf.get_mut(..r.len)?).ok()?;
+        let mut ip = Ipv4Packet::new_checked(eth.payload_mut()).ok()?;
+        ip.set_total_len(ip_len);
+        ip.fill_checksum();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let tcp_len = ip.payload().len() as u16;
+        let mut tcp = TcpPacket::new_checked(ip.payload_mut()).ok()?;
+        if r.last.psh {
+            tcp.set_flags(tcp.flags() | TcpFlags::PSH);
+        }
+        tcp.set_checksum(checksum::fold(checksum::pseudo_header_v4(
+            &src,
+            &dst,
+            IpProtocol::Tcp,
+            tcp_len,
+        )));
+        Some(GroFrame {
             vnet: VnetHdr {
                 flags: VnetHdr::NEEDS_CSUM,
                 gso_type: VnetHdr::GSO_TCPV4,
@@ -363,9 +443,9 @@ impl Gro {
                 csum_start: L4 as u16,
                 csum_offset: TCP_CSUM as u16,
             },
-            frame: &self.buf[..r.len],
+            frame: self.buf.get(..r.len)?,
             segments: r.count as u32,
-        }
+        })
     }
 }
 
@@ -373,8 +453,13 @@ impl Gro {
 mod tests {
     use proptest::prelude::*;
 
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::port::gso::{tcp4_segment_headers, tcp4_segmentation, MAX_HDR_LEN};
+
+    const TCP_ACK: u8 = 0x10;
+    const TCP_PSH: u8 = 0x08;
 
     /// A TCP/IPv4 segment to build.
     #[derive(Debug, Clone)]
@@ -873,9 +958,12 @@ mod tests {
                     };
                     prop_assert_eq!(mask(b), mask(&o), "segment {} of {}", i, n);
                     prop_assert_eq!(checksum::checksum(&b[14..34]), 0);
-                    // A merged segment's checksum is not verified: a corrupted one comes
-                    // back with a fresh, valid checksum.
                     prop_assert!(tcp_checksum_ok(b));
+                    // Only segments with good checksums merged: a corrupted copy of a complete
+                    // one was written alone (a partial one is the kernel's to vouch for).
+                    if ov.flags & (VnetHdr::NEEDS_CSUM | VnetHdr::DATA_VALID) == 0 {
+                        prop_assert!(tcp_checksum_ok(&o), "segment {} of {}", i, n);
+                    }
                 }
             }
             // Per flow, the payload stream is the input's (checked on valid segments).
@@ -936,5 +1024,75 @@ mod tests {
             let out = run(&frames);
             prop_assert_eq!(out.iter().map(|o| o.2 as usize).sum::<usize>(), frames.len());
         }
+    }
+
+    /// Breaks the TCP checksum of a built segment.
+    fn corrupt(f: &mut [u8]) {
+        f[50] ^= 0x5a;
+    }
+
+    #[test]
+    fn a_segment_with_a_bad_tcp_checksum_is_not_merged() {
+        let segs = stream(&[100; 4]);
+        for (bad, want) in
+            [(0, vec![1, 3]), (1, vec![1, 1, 2]), (2, vec![2, 1, 1]), (3, vec![3, 1])]
+        {
+            let mut f = frames(&segs);
+            corrupt(&mut f[bad].0);
+            let out = run(&f);
+            assert_eq!(shape(&out), want, "bad segment {bad}");
+            // The bad one is written as it came, for the pod's TCP to drop.
+            let mut k = 0;
+            for (v, frame, n) in &out {
+                if k == bad {
+                    assert_eq!((*n, frame, v), (1, &f[bad].0, &f[bad].1));
+                    assert!(!tcp_checksum_ok(frame));
+                }
+                k += *n as usize;
+            }
+        }
+        // A payload byte changed on the way is the same thing.
+        let mut f = frames(&segs);
+        f[2].0[70] ^= 1;
+        assert_eq!(shape(&run(&f)), [2, 1, 1]);
+    }
+
+    #[test]
+    fn checksums_the_virtio_header_vouches_for_are_not_reverified() {
+        let segs = stream(&[100; 3]);
+        let mut f = frames(&segs);
+        for (frame, vnet) in &mut f {
+            corrupt(frame);
+            vnet.flags = VnetHdr::DATA_VALID;
+        }
+        assert_eq!(shape(&run(&f)), [3], "DATA_VALID: the kernel verified them");
+        let mut partial = segs.clone();
+        for t in &mut partial {
+            t.partial = true;
+        }
+        assert_eq!(shape(&run(&frames(&partial))), [3], "NEEDS_CSUM: the kernel computes them");
+    }
+
+    #[test]
+    fn every_truncation_of_a_segment_is_written_once_and_never_merged_broken() {
+        let segs = stream(&[100; 3]);
+        let good = frames(&segs);
+        let victim = &good[1];
+        for cut in 0..victim.0.len() {
+            let mut f = good.clone();
+            f[1].0.truncate(cut);
+            assert!(Seg::parse(&f[1].0, &f[1].1).is_none(), "cut {cut}");
+            let out = run(&f);
+            assert_eq!(shape(&out), [1, 1, 1], "cut {cut}");
+            assert_eq!(out[1].1, f[1].0);
+        }
+        // Padding after the IPv4 total length is not payload.
+        let mut f = good.clone();
+        for (frame, _) in &mut f {
+            frame.extend_from_slice(&[0xee; 6]);
+        }
+        let out = run(&f);
+        assert_eq!(shape(&out), [3]);
+        assert_eq!(out[0].1.len(), ETH + 20 + 32 + 300);
     }
 }
