@@ -35,13 +35,13 @@ pub fn icmp_error(
 ) -> bool {
     let mut quote = [0u8; MAX_QUOTE];
     let (requester_mac, requester_ip, quote_len) = {
-        let Some((eth, ip)) = ipv4_of(pkt.data()) else { return false };
+        let Some((requester_mac, ip)) = ipv4_of(pkt.data()) else { return false };
         let quote_len = (usize::from(ip.header_len()) + 8).min(usize::from(ip.total_len()));
         let requester_ip = ip.src_addr();
         let Some(original) = ip.into_inner().get(..quote_len) else { return false };
         let Some(q) = quote.get_mut(..quote_len) else { return false };
         q.copy_from_slice(original);
-        (eth.src_addr(), requester_ip, quote_len)
+        (requester_mac, requester_ip, quote_len)
     };
     let icmp_len = icmp::HEADER_LEN + quote_len;
     let Some(mut ip) = answer(pkt, requester_mac, from_mac, IpProtocol::Icmp, icmp_len) else {
@@ -67,7 +67,7 @@ pub fn icmp_error(
 /// written, the caller drops it.
 pub fn tcp_reset(pkt: &mut Packet, from_mac: MacAddr) -> bool {
     let ((sender_mac, src, dst), (sport, dport), (rseq, rack, rflags)) = {
-        let Some((eth, ip)) = ipv4_of(pkt.data()) else { return false };
+        let Some((sender_mac, ip)) = ipv4_of(pkt.data()) else { return false };
         if ip.next_header() != IpProtocol::Tcp {
             return false;
         }
@@ -82,7 +82,7 @@ pub fn tcp_reset(pkt: &mut Packet, from_mac: MacAddr) -> bool {
             (0, t.seq_number().wrapping_add(payload + syn_fin), TcpFlags::RST | TcpFlags::ACK)
         };
         (
-            (eth.src_addr(), ip.src_addr(), ip.dst_addr()),
+            (sender_mac, ip.src_addr(), ip.dst_addr()),
             (t.src_port(), t.dst_port()),
             (rseq, rack, rflags),
         )
@@ -109,14 +109,14 @@ pub fn tcp_reset(pkt: &mut Packet, from_mac: MacAddr) -> bool {
     true
 }
 
-/// The Ethernet and IPv4 views of an untagged IPv4 frame whose IPv4 header checks.
-fn ipv4_of(d: &[u8]) -> Option<(EthernetFrame<&[u8]>, Ipv4Packet<&[u8]>)> {
+/// The sender's MAC and the IPv4 view of an untagged IPv4 frame whose IPv4 header checks.
+fn ipv4_of(d: &[u8]) -> Option<(MacAddr, Ipv4Packet<&[u8]>)> {
     let (eth_bytes, ip_bytes) = d.split_at_checked(ethernet::HEADER_LEN)?;
     let eth = EthernetFrame::new_checked(eth_bytes).ok()?;
     if eth.ethertype() != EtherType::Ipv4 {
         return None;
     }
-    Some((eth, Ipv4Packet::new_checked(ip_bytes).ok()?))
+    Some((eth.src_addr(), Ipv4Packet::new_checked(ip_bytes).ok()?))
 }
 
 /// Resizes `pkt` to an untagged IPv4 frame carrying `payload_len` bytes of `proto`, writes
