@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::packet::Packet;
-use crate::wire::{ipv4, IcmpMessage, IcmpPacket, IpProtocol, Ipv4Packet, Ports};
+use crate::wire::{IcmpMessage, IcmpPacket, IpProtocol, Ipv4Packet, Ports, QuotedIpv4};
 
 use super::Gateway;
 
@@ -181,19 +181,12 @@ fn flow_key(pkt: &Packet, gw: &Gateway, marks: &ReplyMarks) -> Option<u32> {
             ) {
                 return None;
             }
-            let quoted = icmp.data();
-            // The quote's total length is the original packet's, longer than the quote, so
-            // only its fixed 20 bytes are read, and `get` just checked they are there.
-            let q = Ipv4Packet::new_unchecked(quoted.get(..ipv4::HEADER_LEN)?);
-            let ihl = usize::from(q.header_len());
-            if ihl < ipv4::HEADER_LEN
-                || !matches!(q.next_header(), IpProtocol::Tcp | IpProtocol::Udp)
-            {
+            let q = QuotedIpv4::new_checked(icmp.data()).ok()?;
+            if !matches!(q.next_header(), IpProtocol::Tcp | IpProtocol::Udp) {
                 return None;
             }
             let (qsrc, qdst) = (q.src_addr(), q.dst_addr());
-            let qports = Ports::new_checked(quoted.get(ihl..)?).ok()?;
-            let (qsport, qdport) = (qports.src_port(), qports.dst_port());
+            let (qsport, qdport) = (q.src_port(), q.dst_port());
             // The quoted packet left a frontend (a translated reply): its destination is the
             // client; otherwise its source is (the client, or the source-NAT address).
             let from_frontend = gw.service_cidr.is_some_and(|c| c.contains(qsrc))
