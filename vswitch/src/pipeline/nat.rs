@@ -350,7 +350,7 @@ fn handle(
             };
             if !svc.is_some_and(|svc| nat.services.has_endpoint(&svc, n.backend, n.bport)) {
                 nat.conntrack.remove(id);
-                return Ok(Verdict::Reject(reject(pkt, lay, reply_mac)));
+                return Ok(Verdict::Reject(reject(pkt, lay, reply_mac)?));
             }
             nat.conntrack.update(id, dir, tcp_flags, len, now);
             rewrite_dst(pkt, lay, n.backend, n.bport);
@@ -384,7 +384,7 @@ fn handle(
     };
     if nat.services.get(&svc).is_none() {
         if nat.services.is_vip(key.dst) {
-            return Ok(Verdict::Reject(reject(pkt, lay, reply_mac)));
+            return Ok(Verdict::Reject(reject(pkt, lay, reply_mac)?));
         }
         return Ok(Verdict::Continue);
     }
@@ -433,7 +433,7 @@ fn handle(
             }
             Ok(Verdict::Continue)
         }
-        Selection::NoEndpoints => Ok(Verdict::Reject(reject(pkt, lay, reply_mac))),
+        Selection::NoEndpoints => Ok(Verdict::Reject(reject(pkt, lay, reply_mac)?)),
         Selection::NotAService => Ok(Verdict::Continue),
     }
 }
@@ -589,14 +589,19 @@ fn proto_of(p: IpProtocol) -> L4Proto {
 
 /// Answers a packet the Service cannot take: a TCP reset, or ICMP port unreachable, from the
 /// address the client used.
-fn reject(pkt: &mut Packet, lay: &Layout, mac: MacAddr) -> Action {
-    if lay.proto == IpProtocol::Tcp {
-        super::reply::tcp_reset(pkt, mac);
+/// Dropped (`l4_truncated`) when no answer could be built from it.
+fn reject(pkt: &mut Packet, lay: &Layout, mac: MacAddr) -> Result<Action, DropReason> {
+    let answered = if lay.proto == IpProtocol::Tcp {
+        super::reply::tcp_reset(pkt, mac)
     } else {
         let vip = pkt.data().get(lay.l3..).map(|ip| Ipv4Packet::new_unchecked(ip).dst_addr());
-        super::reply::icmp_error(pkt, vip.unwrap_or(Ipv4Addr::UNSPECIFIED), mac, 3, 3, 0);
+        super::reply::icmp_error(pkt, vip.unwrap_or(Ipv4Addr::UNSPECIFIED), mac, 3, 3, 0)
+    };
+    if answered {
+        Ok(Action::Reply)
+    } else {
+        Err(DropReason::L4Truncated)
     }
-    Action::Reply
 }
 
 /// Which end of a connection a rewrite changes.
