@@ -221,3 +221,60 @@ fn icmp_quote_storm_with_conntrack_populated_afxdp_two_workers() {
     require_root!();
     icmp_quote_storm(PortAddKind::Afxdp, 2);
 }
+
+/// Item 6 of the hostile-pods issue, control socket: 64 idle connections (and a slow one
+/// mid-line) must not lock out a new client, a CNI call among them; a line past the limit
+/// is refused without the daemon keeping it; a user other than root is refused by
+/// `SO_PEERCRED` even when the socket's mode lets it connect.
+#[test]
+fn idle_and_oversized_control_clients_lock_nobody_out() {
+    require_root!();
+    let mut n = node(EXE, 1);
+    let socket = n.switch.socket().to_path_buf();
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    }
+    // One more mid-way through a (never finished) request line.
+    let mut slow = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    slow.write_all(b"{\"command\":").unwrap();
+    for i in 0..5 {
+        let st = status(&n);
+        assert!(st.workers_down.is_empty(), "round {i}: {st:?}");
+    }
+    // Attaching a pod (a port add, as CNI ADD does) through a fresh connection still works.
+    n.add_pod("late", None).expect("a pod attached while 65 clients sit idle");
+    assert_eq!(status(&n).ports, 3, "host port and both pods");
+    // An oversized line: refused, connection closed, the switch still answers.
+    let mut big = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![b' '; 1 << 20];
+    let mut refused = false;
+    for _ in 0..80 {
+        if big.write_all(&chunk).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(refused || answer.contains("longer than"), "oversized line accepted: {answer}");
+    assert!(status(&n).workers_down.is_empty());
+    // Another user, even with the socket opened up to everyone.
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new(EXE)
+        .args(["ctl", "--json", "--socket"])
+        .arg(&socket)
+        .arg("status")
+        .uid(65_534)
+        .gid(65_534)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody was served: {text}");
+    assert!(text.contains("permission_denied") || text.contains("may not use"), "{text}");
+    drop(idle);
+}

@@ -488,8 +488,11 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The switch could not do it (a kernel call failed); the message says which step.
     Failed,
-    /// The switch is shutting down or its worker is not answering.
+    /// The switch is shutting down or its worker is not answering, or the control socket
+    /// is at its connection limit with every connection busy.
     Unavailable,
+    /// The client's user may not use the control socket (checked with `SO_PEERCRED`).
+    PermissionDenied,
 }
 
 /// An error answer. `field` is the dotted path of the offending request field

@@ -2,27 +2,43 @@
 //! JSON requests, hands each to the [`Controller`] and writes its response line.
 //!
 //! No packet or table code here: parsing and framing only. Each connection gets its own
-//! thread (bounded by [`MAX_CONNECTIONS`]) so a slow client cannot hold up the CNI plugin's
-//! calls. A request line longer than [`MAX_REQUEST_LEN`] is answered with an error and the
-//! connection closed.
+//! thread so a slow client cannot hold up the CNI plugin's calls. What keeps clients from
+//! locking each other (and the CNI plugin) out:
+//! - **Who**: a connection is served only if the kernel's `SO_PEERCRED` for it names root or
+//!   the switch's own user; anyone else gets `permission_denied` and is closed (the socket's
+//!   0660 mode is the first gate, this the second).
+//! - **How many**: at most [`MAX_CONNECTIONS`]. When a new one arrives at the limit, the
+//!   connection that has waited longest for its next request is closed to make room, so idle
+//!   clients can never starve a CNI `ADD`; only when all are busy with a request is the
+//!   newcomer refused (`unavailable`).
+//! - **How long**: a connection idle for [`IDLE_TIMEOUT`] is closed.
+//! - **How big**: a request line longer than [`MAX_REQUEST_LEN`] is answered with an error and
+//!   the connection closed; and only one connection at a time may be reading a line longer
+//!   than [`SMALL_REQUEST_LEN`] (a large `service_apply`), so clients together buffer at
+//!   most `MAX_REQUEST_LEN` + `MAX_CONNECTIONS` × `SMALL_REQUEST_LEN`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::api::{parse_request, ApiError, ErrorKind, Response, MAX_REQUEST_LEN};
 use super::controller::Controller;
+use crate::sys::process::{euid, peer_cred};
 
-/// Most connections served at once; more are answered `unavailable` and closed.
+/// Most connections served at once (see the module doc for what happens at the limit).
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// An idle connection is closed after this long.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest request line any number of connections may be reading at once; longer lines
+/// (up to [`MAX_REQUEST_LEN`]) are read by one connection at a time.
+pub const SMALL_REQUEST_LEN: usize = 1 << 20;
 
 /// The running control socket; stops (and removes the socket file) when dropped.
 #[derive(Debug)]
@@ -93,56 +109,162 @@ impl Drop for Server {
     }
 }
 
+/// One served connection, as the accept loop sees it.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    /// A handle on the socket, to close it from the accept loop.
+    stream: UnixStream,
+    /// Since when it has been waiting for a request; `None` while one is handled.
+    idle_since: Option<Instant>,
+}
+
+/// The connections being served, and the one slot for reading a large request.
+#[derive(Debug, Default)]
+struct Conns {
+    list: Mutex<Vec<Conn>>,
+    large_reader: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection, making room by closing the longest-idle one at the limit.
+    /// `None` when every connection is busy with a request.
+    fn admit(&self, stream: &UnixStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let mut list = self.lock();
+        if list.len() >= MAX_CONNECTIONS {
+            let oldest = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.idle_since.map(|t| (t, i)))
+                .min()
+                .map(|(_, i)| i)?;
+            let c = list.swap_remove(oldest);
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        list.push(Conn { id, stream: handle, idle_since: Some(Instant::now()) });
+        Some(id)
+    }
+
+    fn set_idle(&self, id: u64, idle: bool) {
+        if let Some(c) = self.lock().iter_mut().find(|c| c.id == id) {
+            c.idle_since = idle.then(Instant::now);
+        }
+    }
+
+    fn leave(&self, id: u64) {
+        self.lock().retain(|c| c.id != id);
+    }
+}
+
+fn refuse(stream: &mut UnixStream, kind: ErrorKind, message: &str) {
+    let _ = write_response(stream, &Response::Error(ApiError::new(kind, message)));
+}
+
 fn accept_loop(listener: UnixListener, controller: Arc<Controller>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(Conns::default());
+    let me = euid();
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(mut stream) = conn else { continue };
-        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            let _ = write_response(
-                &mut stream,
-                &Response::Error(ApiError::new(
-                    ErrorKind::Unavailable,
-                    "too many control connections",
-                )),
-            );
+        let denied = match peer_cred(&stream) {
+            Ok(c) if c.uid == 0 || c.uid == me => None,
+            Ok(c) => {
+                Some(format!("uid {} may not use the control socket (root or uid {me})", c.uid))
+            }
+            Err(_) => continue,
+        };
+        let Some(id) = conns.admit(&stream) else {
+            refuse(&mut stream, ErrorKind::Unavailable, "too many control connections, all busy");
             continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
+        };
         let controller = controller.clone();
-        let active2 = active.clone();
+        let conns2 = conns.clone();
         let spawned = std::thread::Builder::new().name("psw-conn".into()).spawn(move || {
-            serve_connection(stream, &controller);
-            active2.fetch_sub(1, Ordering::SeqCst);
+            match denied {
+                None => serve_connection(stream, &controller, &conns2, id),
+                Some(why) => deny(stream, &why),
+            }
+            conns2.leave(id);
         });
         if spawned.is_err() {
-            active.fetch_sub(1, Ordering::SeqCst);
+            conns.leave(id);
         }
     }
 }
 
-fn serve_connection(stream: UnixStream, controller: &Controller) {
+/// Reads one request line into `line`: `Ok(false)` at the end of the stream, an error
+/// response when it is too long (the connection is then closed).
+fn read_line(
+    reader: &mut BufReader<UnixStream>,
+    line: &mut Vec<u8>,
+    conns: &Conns,
+) -> io::Result<Result<bool, ApiError>> {
+    line.clear();
+    let small = SMALL_REQUEST_LEN as u64;
+    if (&mut *reader).take(small).read_until(b'\n', line)? == 0 {
+        return Ok(Ok(false));
+    }
+    if line.last() == Some(&b'\n') {
+        return Ok(Ok(true));
+    }
+    // Longer than a small request: only one connection at a time reads on.
+    if conns.large_reader.swap(true, Ordering::AcqRel) {
+        return Ok(Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "another large request is being read; retry",
+        )));
+    }
+    let rest = (MAX_REQUEST_LEN as u64 + 1).saturating_sub(line.len() as u64);
+    let read = (&mut *reader).take(rest).read_until(b'\n', line);
+    conns.large_reader.store(false, Ordering::Release);
+    read?;
+    if line.len() > MAX_REQUEST_LEN {
+        return Ok(Err(ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("request longer than {MAX_REQUEST_LEN} bytes"),
+        )));
+    }
+    Ok(Ok(true))
+}
+
+/// Answers a client that may not use the socket: after its first request line (or a short
+/// wait), so it reads the refusal instead of a broken pipe.
+fn deny(stream: UnixStream, why: &str) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut line = Vec::new();
+    let _ = BufReader::new(stream).take(SMALL_REQUEST_LEN as u64).read_until(b'\n', &mut line);
+    refuse(&mut writer, ErrorKind::PermissionDenied, why);
+}
+
+fn serve_connection(stream: UnixStream, controller: &Controller, conns: &Conns, id: u64) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     let mut line = Vec::with_capacity(1024);
     loop {
-        line.clear();
-        match (&mut reader).take(MAX_REQUEST_LEN as u64 + 1).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        conns.set_idle(id, true);
+        match read_line(&mut reader, &mut line, conns) {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Err(_) => return,
+            Ok(Err(e)) => {
+                let _ = write_response(&mut writer, &Response::Error(e));
+                return;
+            }
         }
-        if line.len() > MAX_REQUEST_LEN {
-            let _ = write_response(
-                &mut writer,
-                &Response::Error(ApiError::new(
-                    ErrorKind::InvalidArgument,
-                    format!("request longer than {MAX_REQUEST_LEN} bytes"),
-                )),
-            );
-            return;
+        conns.set_idle(id, false);
+        if line.capacity() > SMALL_REQUEST_LEN {
+            // Give a large request's buffer back once it is parsed below.
+            line.shrink_to(SMALL_REQUEST_LEN);
         }
         let text = match std::str::from_utf8(&line) {
             Ok(t) => t.trim(),

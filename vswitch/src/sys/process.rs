@@ -1,5 +1,6 @@
-//! Signals to child processes, by PID. Only ever used on processes podswitch started itself
-//! (the lab's and the tests' switch daemons).
+//! Process facts and signals: signals to child processes, by PID (only ever used on
+//! processes podswitch started itself: the lab's and the tests' switch daemons), who we run as,
+//! and who is at the other end of a Unix socket.
 
 use std::io;
 
@@ -18,4 +19,43 @@ pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The effective user id of the calling process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Who is at the other end of a connected Unix socket, as the kernel recorded it at
+/// `connect(2)` (`SO_PEERCRED`): it cannot be forged by the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// The credentials of the peer of the Unix socket `fd`.
+pub fn peer_cred(fd: &impl std::os::fd::AsRawFd) -> io::Result<PeerCred> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` is `cred`'s size; an invalid
+    // fd is reported as EBADF.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred { pid: cred.pid, uid: cred.uid, gid: cred.gid })
 }
