@@ -38,6 +38,7 @@ pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod lab;
+pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod port;

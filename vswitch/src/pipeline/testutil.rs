@@ -100,3 +100,17 @@ pub fn arp_request(src: MacAddr, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> 
     v.resize(60, 0);
     v
 }
+
+/// The overlay port of the overlay fixtures.
+pub const OVERLAY_PORT: crate::port::PortId = crate::port::PortId(9);
+
+/// The underlay address of the fixture's one peer (`n2`, pod CIDR 10.244.2.0/24).
+pub const PEER_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+
+/// An overlay on [`OVERLAY_PORT`], VNI 1, inner MTU 1450, with the peer `n2`.
+pub fn overlay_fixture() -> crate::pipeline::Overlay {
+    let mut peers = crate::tables::peers::PeerTable::new(4);
+    let n2 = crate::config::PeerConfig::parse("n2", "192.168.0.2", "10.244.2.0/24", None);
+    peers.upsert(n2.unwrap()).unwrap();
+    crate::pipeline::Overlay { port: Some(OVERLAY_PORT), vni: 1, peers, inner_mtu: 1450 }
+}

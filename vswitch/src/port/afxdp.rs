@@ -70,8 +70,8 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
 
-use super::gso::{tcp4_segment_headers, tcp4_segmentation};
 use super::{Port, PortId, PortKind, TxOutcome};
+use crate::offload::gso::{tcp4_segment_headers, tcp4_segmentation};
 use crate::packet::{Batch, Packet, VnetHdr};
 use crate::sys::bpf::{self, BpfMap, Insn, MapKind, XdpLink, XdpMode, XdpProgram};
 use crate::sys::packet::PacketSocket;

@@ -5,16 +5,14 @@
 //! a device, only batches, so a TAP port ([`tap`]), an AF_XDP port on a veth pair
 //! ([`afxdp`]), the overlay's UDP sockets ([`overlay`]) and an in-memory port ([`memory`], for
 //! tests) fit behind the same trait. Ports that cannot carry offload metadata finish
-//! super-frames and partial checksums in software ([`gso`]); the TAP port does the reverse,
-//! merging consecutive TCP segments into super-frames for the pod ([`gro`]).
+//! super-frames and partial checksums in software ([`crate::offload::gso`]); the TAP port does the reverse,
+//! merging consecutive TCP segments into super-frames for the pod ([`crate::offload::gro`]).
 //!
 //! Ports are owned by the worker that polls them. Creating the device behind a port
 //! (namespaces, netlink) is the control plane's job and happens before the port reaches the
 //! worker; dropping the port closes the device.
 
 pub mod afxdp;
-pub mod gro;
-pub mod gso;
 pub mod memory;
 pub mod node_port_filter;
 pub mod overlay;
@@ -52,7 +50,7 @@ pub enum PortKind {
 /// Result of one `tx_burst`.
 ///
 /// `sent` and `bytes` count what the device took: a super-frame a port merged from several
-/// of the batch's packets (software GRO, [`gro`]) is one frame. `queue_full` and `errors`
+/// of the batch's packets (software GRO, [`crate::offload::gro`]) is one frame. `queue_full` and `errors`
 /// count the batch's packets that were lost, so a refused super-frame counts each packet it
 /// carried. The packets handed to `tx_burst` add up as
 /// `sent - gro_frames + gro_merged + queue_full + errors`.

@@ -41,10 +41,10 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::gso::{
+use super::{Port, PortId, PortKind, TxOutcome};
+use crate::offload::gso::{
     tcp4_segment_headers, tcp4_segmentation, Segmentation, MAX_HDR_LEN as MAX_INNER_HDR,
 };
-use super::{Port, PortId, PortKind, TxOutcome};
 use crate::packet::{Batch, Packet};
 use crate::sys::mmsg::{self, MsgArrays};
 use crate::wire::checksum;

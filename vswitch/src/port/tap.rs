@@ -20,8 +20,8 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::gro::{Gro, GroFrame};
 use super::{Port, PortId, PortKind, TxOutcome};
+use crate::offload::gro::{Gro, GroFrame};
 use crate::packet::{Batch, VnetHdr};
 
 /// A TAP device's fd, driven as a port.

@@ -16,6 +16,10 @@
 //! Non-IPv4 frames to the gateway MAC (IPv6 neighbour discovery to the host port's link-local
 //! address, say) are left to L2 forwarding, which knows the gateway MAC lives on the host port.
 
+mod to_peer;
+
+pub use to_peer::frag_needed_reply;
+
 use std::net::Ipv4Addr;
 
 use crate::cidr::Ipv4Cidr;
@@ -28,7 +32,7 @@ use crate::wire::{
 };
 
 use super::drop_packet;
-use super::overlay::{self, Overlay};
+use super::overlay::Overlay;
 
 /// TTL of the echo replies the gateway sends.
 pub const REPLY_TTL: u8 = 64;
@@ -161,7 +165,7 @@ fn handle(
         return Err(DropReason::OverlayNotLocal);
     }
     if let Some(ov) = overlay {
-        if let Some(decision) = overlay::to_peer(pkt, ov, gw, dst) {
+        if let Some(decision) = to_peer::to_peer(pkt, ov, gw, dst) {
             return decision;
         }
     }

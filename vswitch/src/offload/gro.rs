@@ -456,7 +456,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::port::gso::{tcp4_segment_headers, tcp4_segmentation, MAX_HDR_LEN};
+    use crate::offload::gso::{tcp4_segment_headers, tcp4_segmentation, MAX_HDR_LEN};
 
     const TCP_ACK: u8 = 0x10;
     const TCP_PSH: u8 = 0x08;
