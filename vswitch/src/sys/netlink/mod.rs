@@ -32,13 +32,13 @@
 //! Layout: the byte-level work is pure and separate from the socket, so it can be tested
 //! (and proptested) without a kernel.
 //!
-//! - [`socket`]: the [`Netlink`] client itself, its socket and the request/ACK and dump
-//!   exchanges (the only file here with `unsafe`).
-//! - [`message`]: the wire format (kernel ABI constants, fixed headers) and the request
+//! - `socket`: the [`Netlink`] client itself, its socket and the request/ACK and dump
+//!   exchanges (the only `unsafe` here outside test code).
+//! - `message`: the wire format (kernel ABI constants, fixed headers) and the request
 //!   builder.
-//! - [`parse`]: the reply parsers (messages, attributes, ACKs, links, addresses, routes).
-//! - [`link`], [`addr`], [`route`]: the operations on each object and what they report.
-//! - [`validate`]: argument checks shared by the operations, done before anything is sent.
+//! - `parse`: the reply parsers (messages, attributes, ACKs, links, addresses, routes).
+//! - `link`, `addr`, `route`: the operations on each object and what they report.
+//! - `validate`: argument checks shared by the operations, done before anything is sent.
 
 mod addr;
 mod link;
