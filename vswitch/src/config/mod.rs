@@ -1304,7 +1304,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid() {
-        let text = include_str!("../../config/node.example.toml");
+        let text = include_str!("../../../config/node.example.toml");
         Config::parse(text).unwrap();
     }
 
