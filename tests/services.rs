@@ -759,7 +759,7 @@ fn conntrack_entries_expire_after_their_timeouts() {
     let n = node_with(EXE, 3, |c| {
         c.conntrack.udp = Duration::from_secs(1);
         c.conntrack.udp_assured = Duration::from_secs(2);
-        c.conntrack.tcp[2] = Duration::from_secs(2); // established
+        c.conntrack.tcp.established = Duration::from_secs(2);
     });
     let (client, a, b) = (&n.pods[0], &n.pods[1], &n.pods[2]);
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));

@@ -69,7 +69,7 @@ impl Index {
     #[inline]
     pub(super) fn prefetch(&self, hash: u32) {
         if let Some(s) = self.slots.get(hash as usize & self.mask) {
-            super::prefetch(s);
+            crate::tables::prefetch(s);
         }
     }
 

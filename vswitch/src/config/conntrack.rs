@@ -1,0 +1,217 @@
+//! The `[conntrack]` section: the connection-tracking limit and one timeout per protocol
+//! state (TCP's eight states by name, UDP before and after a reply, ICMP echo), in seconds
+//! in the file and as [`Duration`]s once validated. The switch turns [`ConntrackSettings`]
+//! into the table's own `ConntrackConfig` (see `pipeline::conntrack_config`).
+
+use std::ops::{Index, IndexMut};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+
+/// Connection-tracking limit and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackSettings {
+    /// Most tracked connections; when full, new connections are dropped (and counted),
+    /// established ones are never evicted.
+    pub max_entries: usize,
+    /// TCP timeouts, one per state.
+    pub tcp: TcpTimeouts,
+    /// UDP before a reply was seen.
+    pub udp: Duration,
+    /// UDP once a reply was seen.
+    pub udp_assured: Duration,
+    /// ICMP echo.
+    pub icmp: Duration,
+}
+
+/// How long a TCP connection is kept without a packet, by state (keys
+/// `conntrack.tcp_<state>_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTimeouts {
+    /// `SynSent`: the client's SYN was seen; also the cap of every state before a reply.
+    pub syn_sent: Duration,
+    /// `SynRecv`: the backend's SYN-ACK was seen.
+    pub syn_recv: Duration,
+    /// `Established`: the handshake completed (or the flow was picked up mid-stream).
+    pub established: Duration,
+    /// `FinWait`: one side sent FIN.
+    pub fin_wait: Duration,
+    /// `CloseWait`: the FIN was acknowledged; the other side may still send.
+    pub close_wait: Duration,
+    /// `LastAck`: both sides sent FIN; waiting for the last ACK.
+    pub last_ack: Duration,
+    /// `TimeWait`: both FINs acknowledged.
+    pub time_wait: Duration,
+    /// `Close`: after RST.
+    pub close: Duration,
+}
+
+impl TcpTimeouts {
+    /// The timeouts in state order (syn_sent, syn_recv, established, fin_wait, close_wait,
+    /// last_ack, time_wait, close), for [`Index`].
+    fn by_position(&self) -> [&Duration; 8] {
+        [
+            &self.syn_sent,
+            &self.syn_recv,
+            &self.established,
+            &self.fin_wait,
+            &self.close_wait,
+            &self.last_ack,
+            &self.time_wait,
+            &self.close,
+        ]
+    }
+}
+
+/// Positional access in state order (0 = syn_sent ... 7 = close), kept for callers written
+/// against the former `[Duration; 8]` (`pipeline::conntrack_config`); use the named fields.
+/// Panics on an index above 7.
+impl Index<usize> for TcpTimeouts {
+    type Output = Duration;
+
+    fn index(&self, i: usize) -> &Duration {
+        self.by_position()[i]
+    }
+}
+
+/// Positional access in state order, like [`Index`]; use the named fields.
+impl IndexMut<usize> for TcpTimeouts {
+    fn index_mut(&mut self, i: usize) -> &mut Duration {
+        match i {
+            0 => &mut self.syn_sent,
+            1 => &mut self.syn_recv,
+            2 => &mut self.established,
+            3 => &mut self.fin_wait,
+            4 => &mut self.close_wait,
+            5 => &mut self.last_ack,
+            6 => &mut self.time_wait,
+            7 => &mut self.close,
+            _ => panic!("TCP timeout index {i} out of range (0 to 7)"),
+        }
+    }
+}
+
+/// Conntrack limits and timeouts (seconds), defaulting to Linux's nf_conntrack values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ConntrackSection {
+    max_entries: u32,
+    tcp_syn_sent_secs: u32,
+    tcp_syn_recv_secs: u32,
+    tcp_established_secs: u32,
+    tcp_fin_wait_secs: u32,
+    tcp_close_wait_secs: u32,
+    tcp_last_ack_secs: u32,
+    tcp_time_wait_secs: u32,
+    tcp_close_secs: u32,
+    udp_secs: u32,
+    udp_assured_secs: u32,
+    icmp_secs: u32,
+}
+
+impl Default for ConntrackSection {
+    fn default() -> Self {
+        ConntrackSection {
+            max_entries: 262_144,
+            tcp_syn_sent_secs: 120,
+            tcp_syn_recv_secs: 60,
+            tcp_established_secs: 432_000,
+            tcp_fin_wait_secs: 120,
+            tcp_close_wait_secs: 60,
+            tcp_last_ack_secs: 30,
+            tcp_time_wait_secs: 120,
+            tcp_close_secs: 10,
+            udp_secs: 30,
+            udp_assured_secs: 120,
+            icmp_secs: 30,
+        }
+    }
+}
+
+impl ConntrackSection {
+    /// Validates the section: a limit from 1 to 2^24, each timeout from 1 second to 30 days.
+    pub(super) fn validate(self) -> Result<ConntrackSettings, ConfigError> {
+        if !(1..=16_777_216).contains(&self.max_entries) {
+            return Err(invalid(
+                "conntrack.max_entries",
+                format!("must be from 1 to 16777216, got {}", self.max_entries),
+            ));
+        }
+        let secs = |key: &str, v: u32| {
+            if v == 0 || v > 30 * 86_400 {
+                Err(invalid(
+                    format!("conntrack.{key}"),
+                    format!("must be from 1 to 2592000 seconds, got {v}"),
+                ))
+            } else {
+                Ok(Duration::from_secs(u64::from(v)))
+            }
+        };
+        Ok(ConntrackSettings {
+            max_entries: self.max_entries as usize,
+            tcp: TcpTimeouts {
+                syn_sent: secs("tcp_syn_sent_secs", self.tcp_syn_sent_secs)?,
+                syn_recv: secs("tcp_syn_recv_secs", self.tcp_syn_recv_secs)?,
+                established: secs("tcp_established_secs", self.tcp_established_secs)?,
+                fin_wait: secs("tcp_fin_wait_secs", self.tcp_fin_wait_secs)?,
+                close_wait: secs("tcp_close_wait_secs", self.tcp_close_wait_secs)?,
+                last_ack: secs("tcp_last_ack_secs", self.tcp_last_ack_secs)?,
+                time_wait: secs("tcp_time_wait_secs", self.tcp_time_wait_secs)?,
+                close: secs("tcp_close_secs", self.tcp_close_secs)?,
+            },
+            udp: secs("udp_secs", self.udp_secs)?,
+            udp_assured: secs("udp_assured_secs", self.udp_assured_secs)?,
+            icmp: secs("icmp_secs", self.icmp_secs)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const MINIMAL: &str = "[node]\nname = \"node-1\"\npod_cidr = \"10.244.1.0/24\"\n";
+
+    #[test]
+    fn tcp_timeouts_are_named_by_state() {
+        let c = Config::parse(MINIMAL).unwrap().conntrack;
+        assert_eq!(c.max_entries, 262_144);
+        assert_eq!(c.tcp.syn_sent, Duration::from_secs(120));
+        assert_eq!(c.tcp.established, Duration::from_secs(432_000));
+        assert_eq!(c.tcp.close, Duration::from_secs(10));
+        let c = Config::parse(&format!(
+            "{MINIMAL}[conntrack]\ntcp_time_wait_secs = 7\ntcp_close_wait_secs = 8\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.conntrack.tcp.time_wait, c.conntrack.tcp.close_wait),
+            (Duration::from_secs(7), Duration::from_secs(8))
+        );
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        // Positions follow the states' order.
+        let t = c.conntrack.tcp;
+        let names = [t.syn_sent, t.syn_recv, t.established, t.fin_wait, t.close_wait];
+        assert!(names.iter().enumerate().all(|(i, d)| t[i] == *d));
+        assert_eq!((t[5], t[6], t[7]), (t.last_ack, t.time_wait, t.close));
+        let mut m = t;
+        m[2] = Duration::from_secs(2);
+        assert_eq!(m.established, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_timeouts_name_the_key() {
+        for key in ["tcp_syn_recv_secs", "tcp_last_ack_secs", "udp_assured_secs", "icmp_secs"] {
+            for v in [0, 2_592_001] {
+                let e = Config::parse(&format!("{MINIMAL}[conntrack]\n{key} = {v}\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.starts_with(&format!("config conntrack.{key}:")), "{key}: {e}");
+            }
+        }
+        let e = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_entries = 0\n")).unwrap_err();
+        assert!(e.to_string().starts_with("config conntrack.max_entries:"), "{e}");
+    }
+}

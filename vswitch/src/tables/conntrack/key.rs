@@ -1,0 +1,141 @@
+//! A connection's identity: the 5-tuple a packet carries ([`FlowKey`]), the translation
+//! chosen for its flow ([`Nat`]), which way a packet goes ([`Dir`]), and the reply 5-tuple
+//! that follows from the first two. Kept apart from the table because endpoint selection
+//! (`FlowKey::hash64`) and the NAT stage use these types without touching the table.
+
+use std::net::Ipv4Addr;
+
+/// IP protocol number of ICMP.
+pub(super) const PROTO_ICMP: u8 = 1;
+/// IP protocol number of TCP.
+pub(super) const PROTO_TCP: u8 = 6;
+
+/// A flow's 5-tuple as seen on the wire. For ICMP echo, `sport` = `dport` = the echo
+/// identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source port (ICMP: the echo identifier).
+    pub sport: u16,
+    /// Destination port (ICMP: the echo identifier).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<FlowKey>() == 14);
+
+impl FlowKey {
+    /// The same flow seen from the other end: addresses and ports swapped.
+    #[inline]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+
+    /// A well-mixed 64-bit hash (for endpoint selection); same value every time for the
+    /// same key, in every process and version (no random seed), so a restarted switch picks
+    /// the same backend for a flow it meets again. Direction matters: `k.reversed()` hashes
+    /// differently.
+    #[inline]
+    pub fn hash64(&self) -> u64 {
+        let a = u64::from(u32::from(self.src)) << 32 | u64::from(u32::from(self.dst));
+        let b = u64::from(self.sport) << 32 | u64::from(self.dport) << 16 | u64::from(self.proto);
+        mix64(mix64(a.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ b)
+    }
+}
+
+/// The splitmix64 finalizer: every input bit affects every output bit.
+#[inline]
+pub(super) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The translation of a flow: the client sent to `vip:vport`, it goes to `backend:bport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nat {
+    /// The Service address the client sent to.
+    pub vip: Ipv4Addr,
+    /// The Service port the client sent to (ICMP: unused).
+    pub vport: u16,
+    /// The chosen endpoint.
+    pub backend: Ipv4Addr,
+    /// The endpoint's port (ICMP: unused).
+    pub bport: u16,
+    /// Source rewrite for hairpin traffic: the client's source is rewritten to this
+    /// address and port (ICMP: echo identifier) on the way to the backend.
+    pub snat: Option<(Ipv4Addr, u16)>,
+}
+
+/// Which way a packet goes relative to the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    /// From the client (towards the VIP, translated to the backend).
+    Original,
+    /// From the backend back to the client.
+    Reply,
+}
+
+impl Dir {
+    /// 0 for `Original`, 1 for `Reply`: the index into [`Entry::packets`](super::Entry::packets) and
+    /// [`Entry::bytes`](super::Entry::bytes).
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The 5-tuple of the replies of a flow whose first packet had `original`, translated by
+/// `nat` (see [`Entry::reply`](super::Entry::reply)).
+pub(super) fn reply_key(original: &FlowKey, nat: &Nat) -> FlowKey {
+    let (dst, dport) = nat.snat.unwrap_or((original.src, original.sport));
+    let sport = if original.proto == PROTO_ICMP { dport } else { nat.bport };
+    FlowKey { src: nat.backend, dst, sport, dport, proto: original.proto }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+    fn client(n: u8, sport: u16, proto: u8) -> FlowKey {
+        FlowKey { src: Ipv4Addr::new(10, 0, 0, n), dst: VIP, sport, dport: 80, proto }
+    }
+
+    #[test]
+    fn hash64_is_stable_and_mixed() {
+        let k = client(1, 40000, PROTO_TCP);
+        assert_eq!(k.hash64(), k.hash64());
+        assert_eq!(k.hash64(), 0x810c_03e4_2b5e_5f7a);
+        assert_ne!(k.hash64(), k.reversed().hash64());
+        let variants = [
+            client(2, 40000, PROTO_TCP),
+            client(1, 40001, PROTO_TCP),
+            client(1, 40000, 17),
+            FlowKey { dport: 81, ..k },
+            FlowKey { dst: Ipv4Addr::new(10, 96, 0, 11), ..k },
+        ];
+        for v in variants {
+            let diff = (k.hash64() ^ v.hash64()).count_ones();
+            assert!((16..=48).contains(&diff), "{v:?}: {diff} bits differ");
+        }
+        // Low bits spread evenly across a small backend set.
+        let mut buckets = [0u32; 4];
+        for p in 0..4000 {
+            buckets[(client(1, p, PROTO_TCP).hash64() % 4) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&b| (850..1150).contains(&b)), "{buckets:?}");
+    }
+}
