@@ -3,7 +3,6 @@
 //! in the file and as [`Duration`]s once validated. The switch turns [`ConntrackSettings`]
 //! into the table's own `ConntrackConfig` (see `pipeline::conntrack_config`).
 
-use std::ops::{Index, IndexMut};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -46,51 +45,6 @@ pub struct TcpTimeouts {
     pub time_wait: Duration,
     /// `Close`: after RST.
     pub close: Duration,
-}
-
-impl TcpTimeouts {
-    /// The timeouts in state order (syn_sent, syn_recv, established, fin_wait, close_wait,
-    /// last_ack, time_wait, close), for [`Index`].
-    fn by_position(&self) -> [&Duration; 8] {
-        [
-            &self.syn_sent,
-            &self.syn_recv,
-            &self.established,
-            &self.fin_wait,
-            &self.close_wait,
-            &self.last_ack,
-            &self.time_wait,
-            &self.close,
-        ]
-    }
-}
-
-/// Positional access in state order (0 = syn_sent ... 7 = close), kept for callers written
-/// against the former `[Duration; 8]` (`pipeline::conntrack_config`); use the named fields.
-/// Panics on an index above 7.
-impl Index<usize> for TcpTimeouts {
-    type Output = Duration;
-
-    fn index(&self, i: usize) -> &Duration {
-        self.by_position()[i]
-    }
-}
-
-/// Positional access in state order, like [`Index`]; use the named fields.
-impl IndexMut<usize> for TcpTimeouts {
-    fn index_mut(&mut self, i: usize) -> &mut Duration {
-        match i {
-            0 => &mut self.syn_sent,
-            1 => &mut self.syn_recv,
-            2 => &mut self.established,
-            3 => &mut self.fin_wait,
-            4 => &mut self.close_wait,
-            5 => &mut self.last_ack,
-            6 => &mut self.time_wait,
-            7 => &mut self.close,
-            _ => panic!("TCP timeout index {i} out of range (0 to 7)"),
-        }
-    }
 }
 
 /// Conntrack limits and timeouts (seconds), defaulting to Linux's nf_conntrack values.
@@ -191,14 +145,6 @@ mod tests {
             (Duration::from_secs(7), Duration::from_secs(8))
         );
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
-        // Positions follow the states' order.
-        let t = c.conntrack.tcp;
-        let names = [t.syn_sent, t.syn_recv, t.established, t.fin_wait, t.close_wait];
-        assert!(names.iter().enumerate().all(|(i, d)| t[i] == *d));
-        assert_eq!((t[5], t[6], t[7]), (t.last_ack, t.time_wait, t.close));
-        let mut m = t;
-        m[2] = Duration::from_secs(2);
-        assert_eq!(m.established, Duration::from_secs(2));
     }
 
     #[test]

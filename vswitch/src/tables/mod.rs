@@ -9,6 +9,7 @@
 //! - [`maglev`]: Maglev consistent-hash lookup tables (pure functions, no state).
 //! - [`peers`]: overlay peers: pod CIDR -> node, underlay address -> node.
 //! - [`services`]: `VIP:port/proto -> endpoints`; picks an endpoint for a new flow.
+//! - [`steer_marks`]: which reply destinations have connections, shared by the workers.
 
 pub mod conntrack;
 pub mod fdb;
@@ -17,6 +18,7 @@ pub mod maglev;
 pub mod neigh;
 pub mod peers;
 pub mod services;
+pub mod steer_marks;
 
 /// Brings the cache line holding `p` towards the CPU: a hint only, whatever `p` is.
 #[inline(always)]

@@ -157,7 +157,7 @@ pub struct Conntrack {
     counters: ConntrackCounters,
     /// With several workers: the shared marks of reply destinations (flow steering), and the
     /// gateway address their keys are computed with.
-    marks: Option<(std::sync::Arc<crate::pipeline::steer::ReplyMarks>, Ipv4Addr)>,
+    marks: Option<(std::sync::Arc<crate::tables::steer_marks::ReplyMarks>, Ipv4Addr)>,
     /// With several workers: the entries of all their tables, which `max_entries` limits.
     shared_len: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
@@ -226,12 +226,12 @@ impl Conntrack {
     /// `gateway`), so other workers steer replies here. Entries already present are marked.
     pub fn set_marks(
         &mut self,
-        marks: std::sync::Arc<crate::pipeline::steer::ReplyMarks>,
+        marks: std::sync::Arc<crate::tables::steer_marks::ReplyMarks>,
         gateway: Ipv4Addr,
     ) {
         for e in self.slab.iter().filter_map(|c| c.0.as_ref()) {
             let r = e.reply();
-            marks.raise(crate::pipeline::steer::key(gateway, r.dst, r.dport));
+            marks.raise(crate::tables::steer_marks::key(gateway, r.dst, r.dport));
         }
         self.marks = Some((marks, gateway));
     }
@@ -240,7 +240,7 @@ impl Conntrack {
     fn unmark(&self, e: &Entry) {
         if let Some((m, gw)) = &self.marks {
             let r = e.reply();
-            m.lower(crate::pipeline::steer::key(*gw, r.dst, r.dport));
+            m.lower(crate::tables::steer_marks::key(*gw, r.dst, r.dport));
         }
     }
 
@@ -371,7 +371,7 @@ impl Conntrack {
         self.index.insert(self.hash(&original).0, id << 1);
         self.index.insert(self.hash(&reply).0, id << 1 | 1);
         if let Some((m, gw)) = &self.marks {
-            m.raise(crate::pipeline::steer::key(*gw, reply.dst, reply.dport));
+            m.raise(crate::tables::steer_marks::key(*gw, reply.dst, reply.dport));
         }
         self.len += 1;
         self.counters.created += 1;
