@@ -269,9 +269,11 @@ impl File {
     /// Validates every section, in the order their keys depend on each other.
     pub(super) fn validate(self) -> Result<Config, ConfigError> {
         let overlay_section = self.overlay;
-        let (node, overlay) = self
-            .node
-            .validate(|pod_cidr| overlay_section.map(|o| o.validate(pod_cidr)).transpose())?;
+        let (node, overlay) = self.node.validate(|pod_cidr| {
+            let overlay = overlay_section.map(|o| o.validate(pod_cidr)).transpose()?;
+            let bound = overlay.as_ref().map(|o| o.underlay_mtu - overlay::OVERLAY_OVERHEAD);
+            Ok((overlay, bound))
+        })?;
         let host_port = self.host_port.validate()?;
         let control = self.control.validate()?;
         let fdb = self.fdb.validate()?;

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use crate::cidr::Ipv4Cidr;
 use crate::wire::MacAddr;
 
-use super::overlay::{OverlayConfig, OVERLAY_OVERHEAD};
 use super::{invalid, ConfigError};
 
 /// Default pod MTU.
@@ -74,11 +73,12 @@ pub(super) fn validate_node_name(name: &str) -> Result<(), String> {
 impl NodeSection {
     /// Validates the section into a [`NodeConfig`]. The MTU's bound depends on the overlay,
     /// which is itself validated against the pod CIDR: `overlay` validates it once the pod
-    /// CIDR is known, and its result is returned beside the node's.
-    pub(super) fn validate(
+    /// CIDR is known and gives back its result (returned beside the node's) with the largest
+    /// pod MTU it carries, if it bounds it.
+    pub(super) fn validate<O>(
         self,
-        overlay: impl FnOnce(Ipv4Cidr) -> Result<Option<OverlayConfig>, ConfigError>,
-    ) -> Result<(NodeConfig, Option<OverlayConfig>), ConfigError> {
+        overlay: impl FnOnce(Ipv4Cidr) -> Result<(O, Option<u32>), ConfigError>,
+    ) -> Result<(NodeConfig, O), ConfigError> {
         validate_node_name(&self.name).map_err(|r| invalid("node.name", r))?;
         let pod_cidr: Ipv4Cidr =
             self.pod_cidr.parse().map_err(|e| invalid("node.pod_cidr", format!("{e}")))?;
@@ -114,11 +114,11 @@ impl NodeSection {
                 mac
             }
         };
-        let overlay = overlay(pod_cidr)?;
-        let mtu_limit = overlay.as_ref().map_or(MAX_MTU, |o| o.underlay_mtu - OVERLAY_OVERHEAD);
+        let (overlay, bound) = overlay(pod_cidr)?;
+        let mtu_limit = bound.unwrap_or(MAX_MTU);
         let mtu = self.mtu.unwrap_or(DEFAULT_MTU.min(mtu_limit));
         if !(MIN_MTU..=mtu_limit).contains(&mtu) {
-            let why = if overlay.is_some() { " (overlay.underlay_mtu - 50)" } else { "" };
+            let why = if bound.is_some() { " (overlay.underlay_mtu - 50)" } else { "" };
             return Err(invalid(
                 "node.mtu",
                 format!("must be from {MIN_MTU} to {mtu_limit}{why}, got {mtu}"),

@@ -1,6 +1,7 @@
 //! IPv4 addresses: adding one to a link, removing it, listing them ([`AddrInfo`]). The
 //! `RTM_*ADDR` requests are built here; their replies are read by [`super::parse`].
 
+use super::info::AddrInfo;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -8,17 +9,6 @@ use super::message::*;
 use super::parse::parse_addr;
 use super::socket::Netlink;
 use super::validate::{check_index, check_prefix_len, prefix_mask};
-
-/// One IPv4 address as the kernel reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddrInfo {
-    /// The index of the interface carrying it.
-    pub index: u32,
-    /// The local address (`IFA_LOCAL`).
-    pub addr: Ipv4Addr,
-    /// The prefix length of its subnet.
-    pub prefix_len: u8,
-}
 
 impl Netlink {
     /// Adds `addr/prefix_len` to a link (`IFA_LOCAL` and `IFA_ADDRESS`, with the subnet's

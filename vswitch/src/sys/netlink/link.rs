@@ -2,6 +2,7 @@
 //! bridges, and changing a link's state, MTU, address, name, namespace and master. The
 //! `RTM_*LINK` requests are built here; their replies are read by [`super::parse`].
 
+use super::info::LinkInfo;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -17,34 +18,6 @@ use crate::sys::tun::validate_ifname;
 pub const MAX_QUEUES: u32 = 4096;
 /// The smallest MTU accepted: the IPv4 minimum (RFC 791).
 const MIN_MTU: u32 = 68;
-
-/// One link as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkInfo {
-    /// The interface index (`ifindex`), unique within its namespace.
-    pub index: u32,
-    /// The interface name.
-    pub name: String,
-    /// The Ethernet address, for links that have a 6-byte one (`IFLA_ADDRESS`).
-    pub mac: Option<[u8; 6]>,
-    /// The MTU (`IFLA_MTU`).
-    pub mtu: u32,
-    /// Administratively up (`IFF_UP`).
-    pub up: bool,
-    /// Up with carrier (`IFF_LOWER_UP`): a veth whose peer is up, a TAP with an open fd.
-    pub running: bool,
-    /// The index of the bridge (or other master) this link is enslaved to (`IFLA_MASTER`).
-    pub master: Option<u32>,
-    /// The link type (`IFLA_INFO_KIND`): `"veth"`, `"bridge"`, `"tun"`; `None` for links
-    /// without one, such as `lo` or physical NICs.
-    pub kind: Option<String>,
-    /// The id of the XDP program attached to the link, in any mode (`IFLA_XDP_PROG_ID`
-    /// inside `IFLA_XDP`); `None` when there is none.
-    pub xdp_prog_id: Option<u32>,
-    /// Packets the device dropped on transmit (`tx_dropped` of `IFLA_STATS64`): for a TAP,
-    /// frames its namespace sent that found the queue to the reader full.
-    pub tx_dropped: u64,
-}
 
 impl Netlink {
     /// The link named `name`, or `None` if there is none.

@@ -41,6 +41,7 @@
 //! - `validate`: argument checks shared by the operations, done before anything is sent.
 
 mod addr;
+mod info;
 mod link;
 mod message;
 mod parse;
@@ -50,7 +51,6 @@ mod socket;
 mod test_support;
 mod validate;
 
-pub use addr::AddrInfo;
-pub use link::{LinkInfo, MAX_QUEUES};
-pub use route::RouteInfo;
+pub use info::{AddrInfo, LinkInfo, RouteInfo};
+pub use link::MAX_QUEUES;
 pub use socket::Netlink;

@@ -11,10 +11,8 @@ use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 
-use super::addr::AddrInfo;
-use super::link::LinkInfo;
+use super::info::{AddrInfo, LinkInfo, RouteInfo};
 use super::message::*;
-use super::route::RouteInfo;
 
 /// One message of a received datagram.
 #[derive(Debug)]

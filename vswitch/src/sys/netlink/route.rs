@@ -1,6 +1,7 @@
 //! IPv4 routes of the main table: adding one, deleting it, listing them ([`RouteInfo`]). The
 //! `RTM_*ROUTE` requests are built here; their replies are read by [`super::parse`].
 
+use super::info::RouteInfo;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -8,25 +9,6 @@ use super::message::*;
 use super::parse::parse_route;
 use super::socket::Netlink;
 use super::validate::{check_index, check_route_dst};
-
-/// One IPv4 unicast route of the main table as the kernel reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteInfo {
-    /// The destination network (`0.0.0.0` for the default route).
-    pub dst: Ipv4Addr,
-    /// The destination prefix length.
-    pub prefix_len: u8,
-    /// The next hop (`RTA_GATEWAY`), `None` for a directly connected destination.
-    pub gateway: Option<Ipv4Addr>,
-    /// The output interface index (`RTA_OIF`); `None` for multipath routes.
-    pub oif: Option<u32>,
-    /// The routing table (always `RT_TABLE_MAIN`, 254, in [`Netlink::route_list`]).
-    pub table: u32,
-    /// The scope (`RT_SCOPE_*`): 0 universe, 253 link, 254 host.
-    pub scope: u8,
-    /// Who installed it (`RTPROT_*`): 2 kernel, 3 boot, 4 static.
-    pub protocol: u8,
-}
 
 impl Netlink {
     /// Adds an IPv4 route in the main table: `dst/prefix_len [via gateway] dev oif`; scope

@@ -104,6 +104,23 @@ pub(super) fn reply_key(original: &FlowKey, nat: &Nat) -> FlowKey {
     FlowKey { src: nat.backend, dst, sport, dport, proto: original.proto }
 }
 
+/// Why [`Conntrack::create`](super::Conntrack::create) refused a flow. The table is unchanged, except that expired
+/// entries may have been removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// `max_entries` entries are present and none of those examined had expired.
+    #[error("conntrack table full ({0} entries)")]
+    Full(usize),
+    /// This 5-tuple (the flow's original or its reply) belongs to a live entry, or the two
+    /// are the same 5-tuple.
+    #[error("5-tuple {0:?} already tracked")]
+    Clash(FlowKey),
+    /// A TCP flow cannot start with these flags (RST, FIN or SYN-ACK; Linux marks such
+    /// packets invalid).
+    #[error("TCP flags {0:#04x} cannot start a connection")]
+    InvalidTcp(u8),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,10 +78,10 @@ mod table;
 mod tcp;
 mod timeouts;
 
-pub use key::{Dir, FlowKey, Nat};
+pub use key::{CreateError, Dir, FlowKey, Nat};
 pub use table::{
-    Conntrack, ConntrackCounters, CreateError, Entry, EntryId, FlowHash, MAX_ENTRIES_LIMIT,
-    PREALLOCATE_MAX, RECLAIM_BUDGET,
+    Conntrack, ConntrackCounters, Entry, EntryId, FlowHash, MAX_ENTRIES_LIMIT, PREALLOCATE_MAX,
+    RECLAIM_BUDGET,
 };
 pub use tcp::{tcp_next, CtState, TcpState};
 pub use timeouts::ConntrackConfig;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use super::index::Index;
-use super::key::{mix64, reply_key, Dir, FlowKey, Nat};
+use super::key::{mix64, reply_key, CreateError, Dir, FlowKey, Nat};
 use super::tcp::{initial_state, tcp_next, CtState};
 use super::timeouts::ConntrackConfig;
 use crate::tables::prefetch;
@@ -69,23 +69,6 @@ impl Entry {
     pub fn is_expired(&self, now: Instant) -> bool {
         now >= self.expires
     }
-}
-
-/// Why [`Conntrack::create`] refused a flow. The table is unchanged, except that expired
-/// entries may have been removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CreateError {
-    /// `max_entries` entries are present and none of those examined had expired.
-    #[error("conntrack table full ({0} entries)")]
-    Full(usize),
-    /// This 5-tuple (the flow's original or its reply) belongs to a live entry, or the two
-    /// are the same 5-tuple.
-    #[error("5-tuple {0:?} already tracked")]
-    Clash(FlowKey),
-    /// A TCP flow cannot start with these flags (RST, FIN or SYN-ACK; Linux marks such
-    /// packets invalid).
-    #[error("TCP flags {0:#04x} cannot start a connection")]
-    InvalidTcp(u8),
 }
 
 /// Event counters of the table, as the API reports them.

@@ -7,8 +7,8 @@ use std::fmt;
 
 use crate::wire::tcp::TcpFlags;
 
+use super::key::CreateError;
 use super::key::{Dir, PROTO_ICMP, PROTO_TCP};
-use super::table::CreateError;
 
 /// TCP connection states, as Linux names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
