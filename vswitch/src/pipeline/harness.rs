@@ -2014,6 +2014,78 @@ mod tests {
         );
     }
 
+    /// Writes the binary seed corpora of `vswitch/fuzz/corpus/` (pipeline_stateful,
+    /// wire_parsers, gro, dns) when `PODSWITCH_FUZZ_CORPUS` names that directory; does
+    /// nothing otherwise. The text corpora (config, control_api, cni_stdin) are written by
+    /// hand.
+    #[test]
+    fn write_fuzz_seeds_when_asked() {
+        let Some(dir) = std::env::var_os("PODSWITCH_FUZZ_CORPUS") else { return };
+        let dir = std::path::PathBuf::from(dir);
+        let write = |target: &str, name: &str, bytes: &[u8]| {
+            let d = dir.join(target);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(name), bytes).unwrap();
+        };
+        for (name, bytes) in seeds() {
+            write("pipeline_stateful", &name, &bytes);
+        }
+        // wire_parsers: selector 8 (an Ethernet frame), or 6 (VXLAN) for overlay frames.
+        let h = Harness::new();
+        for (i, t) in h.templates().iter().enumerate().step_by(3) {
+            let mut b = vec![if t.port == OVERLAY { 6 } else { 8 }];
+            b.extend_from_slice(&t.frame);
+            write("wire_parsers", &format!("frame-{i:02}"), &b);
+        }
+        // gro: [len][virtio-net header][frame] each: a run of segments, then a super-frame.
+        let mut run = Vec::new();
+        for t in h.templates().iter().filter(|t| t.name == "host to pod segment") {
+            run.extend_from_slice(&(t.frame.len() as u16).to_le_bytes());
+            run.extend_from_slice(&[0; VnetHdr::LEN]);
+            run.extend_from_slice(&t.frame);
+        }
+        write("gro", "segment-run", &run);
+        let big = tcp_frame(GW_MAC, pod_mac(0), (GW_IP, 1), (pod_ip(0), 80), 7, 0x10, &[9; 4000]);
+        let mut vnet = [0u8; VnetHdr::LEN];
+        VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+        .write(&mut vnet);
+        let mut sf = (big.len() as u16).to_le_bytes().to_vec();
+        sf.extend_from_slice(&vnet);
+        sf.extend_from_slice(&big);
+        write("gro", "super-frame", &sf);
+        // dns: selector (bit 0: TCP), then a query.
+        use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        let queries = [
+            ("a-web", "web.default.svc.cluster.local.", RecordType::A, None, 0u8),
+            ("aaaa-web", "Web.Default.svc.cluster.local.", RecordType::AAAA, None, 0),
+            ("a-big-edns", "big.default.svc.cluster.local.", RecordType::A, Some(4096), 0),
+            ("any-big-tcp", "big.default.svc.cluster.local.", RecordType::ANY, None, 1),
+            ("soa-apex", "cluster.local.", RecordType::SOA, Some(1232), 0),
+            ("a-missing", "nope.default.svc.cluster.local.", RecordType::A, None, 0),
+            ("a-outside", "example.com.", RecordType::A, None, 0),
+        ];
+        for (name, q, t, edns, how) in queries {
+            let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(Name::from_ascii(q).unwrap(), t));
+            if let Some(size) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(size);
+                m.set_edns(e);
+            }
+            let mut b = vec![how];
+            b.extend_from_slice(&m.to_vec().unwrap());
+            write("dns", name, &b);
+        }
+    }
+
     #[test]
     fn steps_round_trip_through_their_encoding() {
         for (_, seed) in seeds() {
