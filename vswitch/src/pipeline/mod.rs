@@ -19,6 +19,8 @@
 pub mod arp;
 pub mod classify;
 pub mod gateway;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;
 pub mod l2;
 pub mod nat;
 pub mod output;
