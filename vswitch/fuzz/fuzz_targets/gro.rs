@@ -1,5 +1,5 @@
-//! The TAP port's software GRO (`port/gro.rs`) and the software segmentation of
-//! super-frames (`port/gso.rs`, and the overlay port's `build_gso_payloads`).
+//! The TAP port's software GRO (`offload/gro.rs`) and the software segmentation of
+//! super-frames (`offload/gso.rs`, and the overlay port's `build_gso_payloads`).
 //!
 //! Input: frames one after the other, each `[len: u16 LE][virtio-net header: 10 bytes]
 //! [frame: len bytes]` (the last may be cut short). All of them go through one
@@ -14,8 +14,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vswitch::packet::VnetHdr;
-use vswitch::port::gro::{Gro, MAX_MERGED_LEN};
-use vswitch::port::gso::{tcp4_segment_headers, tcp4_segmentation, Segmentation, MAX_HDR_LEN};
+use vswitch::offload::gro::{Gro, MAX_MERGED_LEN};
+use vswitch::offload::gso::{tcp4_segment_headers, tcp4_segmentation, Segmentation, MAX_HDR_LEN};
 use vswitch::wire::checksum;
 
 /// The frames of the input.

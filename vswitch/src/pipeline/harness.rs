@@ -63,9 +63,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::offload::gro::{Gro, MAX_MERGED_LEN};
+use crate::offload::gso::{tcp4_segment_headers, tcp4_segmentation, MAX_HDR_LEN};
 use crate::packet::{Action, Batch, Packet, VnetHdr, BATCH_SIZE, MAX_FRAME_LEN};
-use crate::port::gro::{Gro, MAX_MERGED_LEN};
-use crate::port::gso::{tcp4_segment_headers, tcp4_segmentation, MAX_HDR_LEN};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::neigh::Neighbor;
