@@ -40,8 +40,8 @@ use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
 use crate::wire::{
-    checksum, icmp, udp, EtherType, EthernetFrame, IcmpMessage, IcmpPacket, IpProtocol, Ipv4Packet,
-    MacAddr, QuotedIpv4, TcpPacket, UdpPacket,
+    checksum, icmp, ipv4, tcp, udp, EtherType, EthernetFrame, IcmpMessage, IcmpPacket, IpProtocol,
+    Ipv4Packet, MacAddr, QuotedIpv4, TcpPacket, UdpPacket,
 };
 
 use super::gateway::NodePortPath;
@@ -184,11 +184,11 @@ impl Affinity {
     }
 }
 
-/// Where the headers of an IPv4 TCP/UDP packet sit, as [`layout`] checked them: the IPv4
-/// header at `l3` (version, IHL and total length agree with the frame), the TCP header
-/// (data offset within the frame) or UDP header (8 bytes) at `l4`. Frames are never resized
-/// in this stage, so views built at these offsets with `new_unchecked` read and write only
-/// bytes the checks covered.
+/// Where the headers of an IPv4 TCP/UDP packet sit, as [`layout`] checked them: at least an
+/// option-less IPv4 header at `l3`, and a whole TCP header (20 bytes) or UDP header (8) at
+/// `l4`. Those bounds cover every field the stage reads or writes (addresses, checksums,
+/// ports, TCP flags), and frames are never resized in this stage, so views built at these
+/// offsets with `new_unchecked` stay within the checked bytes.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     l3: usize,
@@ -196,30 +196,32 @@ struct Layout {
     proto: IpProtocol,
 }
 
-#[inline]
+/// The layout of an untagged IPv4 TCP/UDP packet that carries its ports (not a later
+/// fragment). Parse once: classify validated the IPv4 header (`l4_offset` is the end of it)
+/// and the L4 header; this checks only the bounds the stage relies on, from `Meta`.
+#[inline(always)]
 fn layout(pkt: &Packet) -> Option<Layout> {
     if pkt.meta.vlan.is_some() || pkt.meta.ethertype != u16::from(EtherType::Ipv4) {
         return None;
     }
-    let l3 = usize::from(pkt.meta.l3_offset);
-    let ip = Ipv4Packet::new_checked(pkt.data().get(l3..)?).ok()?;
-    // Fragments other than the first carry no ports.
-    if ip.frag_offset() != 0 {
+    let (l3, l4) = (usize::from(pkt.meta.l3_offset), usize::from(pkt.meta.l4_offset));
+    let proto = IpProtocol::from(pkt.meta.ip_proto);
+    let l4_len = match proto {
+        IpProtocol::Tcp => tcp::HEADER_LEN,
+        IpProtocol::Udp => udp::HEADER_LEN,
+        _ => return None,
+    };
+    let d = pkt.data();
+    if l4 < l3 + ipv4::HEADER_LEN || d.len() < l4 + l4_len {
         return None;
     }
-    let proto = ip.next_header();
-    let l4 = ip.payload();
-    let ok = match proto {
-        IpProtocol::Tcp => TcpPacket::new_checked(l4).is_ok(),
-        // A first fragment holds the UDP header but not the length it announces.
-        IpProtocol::Udp => l4.len() >= udp::HEADER_LEN,
-        _ => false,
-    };
-    ok.then_some(Layout { l3, l4: l3 + usize::from(ip.header_len()), proto })
+    // Fragments other than the first carry no ports.
+    let ip = Ipv4Packet::new_unchecked(d.get(l3..)?);
+    (ip.frag_offset() == 0).then_some(Layout { l3, l4, proto })
 }
 
 /// The 5-tuple at `lay`.
-#[inline]
+#[inline(always)]
 fn flow_key(d: &[u8], lay: &Layout) -> Option<FlowKey> {
     let (ip, l4) = (d.get(lay.l3..)?, d.get(lay.l4..)?);
     let ip = Ipv4Packet::new_unchecked(ip);
@@ -621,6 +623,7 @@ fn rewrite_src(pkt: &mut Packet, lay: &Layout, ip: Ipv4Addr, port: u16) {
     rewrite(pkt, lay, End::Src, ip, port);
 }
 
+#[inline]
 fn rewrite(pkt: &mut Packet, lay: &Layout, end: End, ip: Ipv4Addr, port: u16) {
     let partial = pkt.meta.vnet.needs_csum();
     let Some((front, l4)) = pkt.data_mut().split_at_mut_checked(lay.l4) else { return };

@@ -98,6 +98,7 @@ impl Dir {
 
 /// The 5-tuple of the replies of a flow whose first packet had `original`, translated by
 /// `nat` (see [`Entry::reply`](super::Entry::reply)).
+#[inline]
 pub(super) fn reply_key(original: &FlowKey, nat: &Nat) -> FlowKey {
     let (dst, dport) = nat.snat.unwrap_or((original.src, original.sport));
     let sport = if original.proto == PROTO_ICMP { dport } else { nat.bport };

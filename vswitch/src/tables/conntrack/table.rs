@@ -362,6 +362,7 @@ impl Conntrack {
     }
 
     /// The entry `id`, if present (expired or not).
+    #[inline]
     pub fn get(&self, id: EntryId) -> Option<&Entry> {
         self.slab.get(id as usize)?.0.as_ref()
     }

@@ -127,6 +127,7 @@ pub(super) fn initial_state(
 /// | Close         | SynSent (reopen)  | –               | –         | –                            |
 ///
 /// RST gives `Close` from every state; "–" keeps the state. A reopened flow keeps its NAT.
+#[inline]
 pub fn tcp_next(state: TcpState, dir: Dir, flags: u8) -> TcpState {
     use TcpState::*;
     let f = TcpFlags(flags);

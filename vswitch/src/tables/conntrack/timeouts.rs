@@ -57,6 +57,7 @@ impl Default for ConntrackConfig {
 
 impl ConntrackConfig {
     /// The timeout of `state`, `replied` telling whether a reply has been seen.
+    #[inline]
     pub(super) fn timeout(&self, state: CtState, replied: bool) -> Duration {
         match state {
             CtState::Tcp(s) => {
