@@ -151,11 +151,15 @@ fn full_table(kind: PortAddKind, workers: usize) {
 fn station_moves(kind: PortAddKind, workers: usize) {
     let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
     let x = test_mac(42);
+    // Learning happens on the worker after the frame is sent: wait for it (bounded).
+    let learned_on = |port: &str| {
+        wait_until(Duration::from_secs(3), || fdb_port_of(&n, x).as_deref() == Some(port))
+    };
     send_and_watch(&n, 0, &[frame(test_mac(43), x)], &[]);
-    assert_eq!(fdb_port_of(&n, x).as_deref(), Some("pod1"));
+    assert!(learned_on("pod1"), "x on pod1: {:?}", fdb_port_of(&n, x));
     let moves = fdb(&n).counters.moves;
     send_and_watch(&n, 1, &[frame(test_mac(43), x)], &[]);
-    assert_eq!(fdb_port_of(&n, x).as_deref(), Some("pod2"), "x moved to pod2");
+    assert!(learned_on("pod2"), "x moved to pod2: {:?}", fdb_port_of(&n, x));
     assert_eq!(fdb(&n).counters.moves, moves + 1);
     // Traffic to x now goes to pod2 only.
     assert_eq!(send_and_watch(&n, 2, &[frame(x, test_mac(44))], &[0, 1]), vec![0, 1]);
