@@ -58,9 +58,7 @@
 //! - conntrack stays within the node's limit (shared count exact), the MAC tables within
 //!   theirs, and at the end no connection is tracked by both workers.
 //!
-//! One exception, for a finding not yet settled: the IPv4 checksum of an ICMP error that is
-//! not addressed to the gateway is not checked (see `Ingress::icmp_error_elsewhere`). The
-//! warm-up is not checked either: it is the same for every case (its templates are made once
+//! The warm-up is not checked: it is the same for every case (its templates are made once
 //! per thread), and the unit tests below check it.
 
 use std::net::Ipv4Addr;
@@ -771,20 +769,6 @@ struct Ingress {
     len: usize,
     ip_ok: bool,
     l4_ok: bool,
-    /// An ICMP error (type 3, 11, 12) not addressed to the gateway address. Service NAT
-    /// readdresses such an error about a source-NATed connection to the client assuming its
-    /// destination was the gateway, and the incremental IPv4 checksum update is then wrong
-    /// (found by this harness; `pipeline/nat.rs`, `icmp_error_from_endpoint`). Its IPv4
-    /// checksum is not checked until that is settled.
-    icmp_error_elsewhere: bool,
-}
-
-/// Whether `frame` is an ICMP error whose IPv4 destination is not the gateway address.
-fn icmp_error_elsewhere(frame: &[u8]) -> bool {
-    let Some(l3) = l3_of(frame) else { return false };
-    let Some(ip) = frame.get(l3..l3 + 20) else { return false };
-    let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
-    ip[9] == 1 && matches!(frame.get(l4), Some(3 | 11 | 12)) && ip[16..20] != GW_IP.octets()
 }
 
 #[derive(Debug)]
@@ -1503,7 +1487,6 @@ impl Harness {
             .get(at..)
             .and_then(checksums)
             .map_or((false, false), |(i, l)| (i, l && vnet == VnetHdr::default()));
-        let icmp_error_elsewhere = frame.get(at..).is_some_and(icmp_error_elsewhere);
         let worker = &mut self.workers[w];
         if !worker.batch.push_frame(port, frame) {
             return;
@@ -1511,7 +1494,7 @@ impl Harness {
         let pkt = worker.batch.packets_mut().last_mut().expect("just pushed");
         pkt.meta.tunnel = tunnel;
         pkt.meta.vnet = vnet;
-        worker.info.push(Ingress { len: frame.len(), ip_ok, l4_ok, icmp_error_elsewhere });
+        worker.info.push(Ingress { len: frame.len(), ip_ok, l4_ok });
     }
 
     /// Runs the pending bursts of both workers (with steering between them) and checks the
@@ -1680,7 +1663,7 @@ impl Harness {
                 }
             }
             if let Some((ip_ok, l4_ok)) = checksums(pkt.data()) {
-                if ing.ip_ok && !ing.icmp_error_elsewhere {
+                if ing.ip_ok {
                     assert!(ip_ok, "{}: IPv4 checksum broken on the way", what());
                 }
                 if ing.l4_ok && m.vnet == VnetHdr::default() {

@@ -555,7 +555,6 @@ fn icmp_error_from_endpoint(
             q.set_src_addr(client);
             q.set_src_port(cport);
             q_csum = checksum::update_addr(q_csum, &snat_ip, &client);
-            ip_csum = checksum::update_addr(ip_csum, &snat_ip, &client);
         }
         q.set_dst_addr(n.vip);
         q.set_dst_port(n.vport);
@@ -564,7 +563,10 @@ fn icmp_error_from_endpoint(
         let mut icmp = IcmpPacket::new_unchecked(&mut icmp_buf[..]);
         icmp.fill_checksum();
         if n.snat.is_some() {
+            // From whatever the error was addressed to (normally the stand-in address).
+            let old_dst = ip.dst_addr();
             ip.set_dst_addr(entry.original.src);
+            ip_csum = checksum::update_addr(ip_csum, &old_dst, &entry.original.src);
         }
         if outer_src == n.backend {
             ip.set_src_addr(n.vip);
