@@ -9,6 +9,8 @@
 //! Every buffer keeps [`HEADROOM`] bytes in front of the frame so that an encapsulation
 //! (VXLAN adds 50 bytes) can prepend headers without moving the frame.
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::stats::DropReason;
@@ -64,6 +66,10 @@ pub enum Action {
     /// The frame was rewritten into an answer (ARP reply, ICMP echo reply) for its sender:
     /// send it back out of the port it came in on.
     Reply,
+    /// To be run through the table stages by worker `.0`, which tracks the flow's
+    /// connection (set by the steer stage; the worker moves the packet there after the
+    /// pipeline, as it executes the transmit plan).
+    Steer(u8),
     /// Moved to another worker, which finishes it (the flow's connection-tracking state
     /// lives there); this batch's slot holds an empty buffer.
     Handed,
@@ -86,8 +92,19 @@ pub struct Meta {
     pub l3_offset: u16,
     /// Offset of the L4 header (IPv4 only; 0 when not parsed).
     pub l4_offset: u16,
-    /// IPv4 protocol number (0 when not IPv4).
-    pub ip_proto: u8,
+    /// The IPv4 5-tuple: addresses of every IPv4 packet, `proto` its protocol number (0
+    /// when not IPv4), ports only when [`Meta::has_ports`]. It describes the frame's
+    /// current headers: a stage that rewrites addresses or ports (NAT) updates it.
+    pub flow: FlowKey,
+    /// The IPv4 fragment bits.
+    pub frag: Frag,
+    /// True for a TCP or UDP packet whose whole L4 header is in the frame (not a later
+    /// fragment): `flow` has its ports and `flow_hash` is set.
+    pub has_ports: bool,
+    /// [`FlowKey::seeded_hash`] of the 5-tuple classify read, with the switch's flow seed
+    /// (the conntrack tables' bucket hash); 0 unless `has_ports`. Rewrites leave it as it
+    /// was: it names the flow the packet arrived as.
+    pub flow_hash: u32,
     /// The overlay peer's underlay address: the sender of a received VXLAN datagram, the
     /// destination of one to send.
     pub tunnel: Option<std::net::Ipv4Addr>,
@@ -95,6 +112,108 @@ pub struct Meta {
     /// checksum to complete, or a super-frame to segment, before it leaves through a port
     /// that cannot take it as is.
     pub vnet: VnetHdr,
+}
+
+/// Where an IPv4 packet sits among the fragments of its datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frag {
+    /// Not fragmented (or not IPv4).
+    #[default]
+    Whole,
+    /// The first fragment (offset 0, more fragments follow): carries the L4 header.
+    First,
+    /// A later fragment (offset > 0): no L4 header, no ports.
+    Later,
+}
+
+impl Frag {
+    /// From the IPv4 header's MF flag and fragment offset.
+    #[inline]
+    pub fn of(more_frags: bool, offset: u16) -> Frag {
+        match (offset, more_frags) {
+            (0, false) => Frag::Whole,
+            (0, true) => Frag::First,
+            _ => Frag::Later,
+        }
+    }
+}
+
+/// A flow's 5-tuple as seen on the wire. For ICMP echo, `sport` = `dport` = the echo
+/// identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source port (ICMP: the echo identifier).
+    pub sport: u16,
+    /// Destination port (ICMP: the echo identifier).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<FlowKey>() == 14);
+
+impl Default for FlowKey {
+    fn default() -> Self {
+        FlowKey {
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: Ipv4Addr::UNSPECIFIED,
+            sport: 0,
+            dport: 0,
+            proto: 0,
+        }
+    }
+}
+
+impl FlowKey {
+    /// The same flow seen from the other end: addresses and ports swapped.
+    #[inline]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+
+    /// A well-mixed 64-bit hash (for endpoint selection); same value every time for the
+    /// same key, in every process and version (no random seed), so a restarted switch picks
+    /// the same backend for a flow it meets again. Direction matters: `k.reversed()` hashes
+    /// differently.
+    #[inline]
+    pub fn hash64(&self) -> u64 {
+        let (a, b) = self.words();
+        mix64(mix64(a.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ b)
+    }
+
+    /// A 32-bit hash keyed by `seed` (a secret random value per process), for hash tables a
+    /// pod must not be able to aim collisions at: which 5-tuples share a bucket depends on
+    /// the seed.
+    #[inline]
+    pub fn seeded_hash(&self, seed: u64) -> u32 {
+        let (a, b) = self.words();
+        mix64(mix64(a ^ seed) ^ b) as u32
+    }
+
+    #[inline(always)]
+    fn words(&self) -> (u64, u64) {
+        let a = u64::from(u32::from(self.src)) << 32 | u64::from(u32::from(self.dst));
+        let b = u64::from(self.sport) << 32 | u64::from(self.dport) << 16 | u64::from(self.proto);
+        (a, b)
+    }
+}
+
+/// The splitmix64 finalizer: every input bit affects every output bit.
+#[inline]
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The `struct virtio_net_hdr` a TAP device with `IFF_VNET_HDR` puts in front of each frame

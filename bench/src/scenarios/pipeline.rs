@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use vswitch::cidr::Ipv4Cidr;
 use vswitch::config::{Config, OverlayConfig, PeerConfig};
 use vswitch::packet::{Action, Batch};
-use vswitch::pipeline::output::TxPlan;
-use vswitch::pipeline::Pipeline;
+
+use vswitch::pipeline::{Entry, Pipeline};
 use vswitch::port::overlay::{outer_headers, OverlayOptions, OUTER_LEN};
 use vswitch::port::PortId;
 use vswitch::stats::PortCounters;
@@ -74,10 +74,8 @@ pub fn l2_forwarding(flows: usize, time: Duration) -> L2Result {
         pipeline.fdb.learn(FdbKey::new(None, mac(1, i)), b, now);
     }
     let frames: Vec<Vec<u8>> = (0..flows).map(frame).collect();
-    let max_ports = config.ports.max_ports;
     drive(
         &mut pipeline,
-        max_ports,
         &frames,
         a,
         &live,
@@ -95,7 +93,6 @@ pub fn l2_forwarding(flows: usize, time: Duration) -> L2Result {
 #[allow(clippy::too_many_arguments)]
 fn drive(
     pipeline: &mut Pipeline,
-    max_ports: usize,
     frames: &[Vec<u8>],
     in_port: PortId,
     live: &[PortId],
@@ -106,7 +103,6 @@ fn drive(
 ) -> L2Result {
     let mut counters = vec![PortCounters::default(); 4];
     let mut batch = Batch::new();
-    let mut plan = TxPlan::new(max_ports);
     let (mut packets, mut forwarded, mut next) = (0u64, 0u64, 0usize);
     let start = Instant::now();
     while start.elapsed() < time {
@@ -117,9 +113,7 @@ fn drive(
                 next = if next + 1 == frames.len() { 0 } else { next + 1 };
             }
             prepare(&mut batch);
-            pipeline.run(&mut batch, &mut counters, now);
-            plan.clear();
-            plan.build(&batch, live);
+            pipeline.run(&mut batch, &mut counters, now, Entry::Port, live);
             packets += batch.len() as u64;
             forwarded += batch.packets().iter().filter(|p| handled(p)).count() as u64;
         }
@@ -218,8 +212,7 @@ pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
         }
         true
     };
-    let max_ports = config.ports.max_ports;
-    let r = drive(&mut pipeline, max_ports, &frames, in_port, &live, now, time, prepare, handled);
+    let r = drive(&mut pipeline, &frames, in_port, &live, now, time, prepare, handled);
     std::hint::black_box(&head);
     r
 }
@@ -278,14 +271,12 @@ pub fn nat_established(flows: usize, time: Duration) -> L2Result {
         for &i in chunk {
             batch.push_frame(client_port, &segment(i, 0x02));
         }
-        pipeline.run(&mut batch, &mut counters, now);
+        pipeline.run(&mut batch, &mut counters, now, Entry::Port, &[]);
     }
     let frames: Vec<Vec<u8>> = (0..flows).map(|i| segment(i, 0x10)).collect();
     let live = [client_port, backend_port];
-    let max_ports = config.ports.max_ports;
     drive(
         &mut pipeline,
-        max_ports,
         &frames,
         client_port,
         &live,

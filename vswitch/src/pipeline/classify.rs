@@ -1,37 +1,46 @@
 //! Classify: parse each frame once (Ethernet, one 802.1Q tag, then IPv4, ARP or IPv6 and the
-//! L4 header length), record what later stages need in [`Meta`](crate::packet::Meta), and
-//! drop what is malformed with a counted reason.
+//! L4 header length), record what later stages need in [`Meta`](crate::packet::Meta) (the
+//! offsets, the IPv4 5-tuple, fragment bits and the flow hash the conntrack tables index
+//! by), and drop what is malformed with a counted reason. Later stages and steering read
+//! those fields instead of parsing the headers again.
 //!
 //! What counts as malformed is what no receiver could make sense of: a frame shorter than an
 //! Ethernet header, a truncated tag, an IPv4 header or total length that does not fit the
 //! frame, an ARP or L4 header cut short. Frames of other EtherTypes are switched untouched.
 //! A multicast source MAC is dropped here too, before anything could learn it.
 
-use crate::packet::{Action, Batch, Packet};
+use crate::packet::{Action, Batch, FlowKey, Frag, Packet};
 use crate::stats::{DropReason, PortCounters};
 use crate::wire::{
     self, ArpPacket, ArpRepr, EtherType, IcmpPacket, IpProtocol, Ipv4Packet, Ipv6Packet, Layer,
-    TcpPacket, UdpPacket,
+    Ports, TcpPacket, UdpPacket,
 };
 
 use super::drop_packet;
 
-/// Classifies every undecided packet of the batch.
-pub fn run(batch: &mut Batch, counters: &mut [PortCounters]) {
+/// Classifies every undecided packet of the batch; `seed` is the flow seed
+/// (`Steering::flow_seed`) the 5-tuples are hashed with.
+pub fn run(batch: &mut Batch, counters: &mut [PortCounters], seed: u64) {
     for pkt in batch.packets_mut() {
         if pkt.meta.action != Action::Continue {
             continue;
         }
-        if let Err(reason) = classify(pkt) {
+        if let Err(reason) = classify_seeded(pkt, seed) {
             let in_port = pkt.meta.in_port;
             drop_packet(&mut pkt.meta.action, in_port, reason, counters);
         }
     }
 }
 
-/// Parses one frame and fills its metadata.
-#[inline]
+/// Parses one frame and fills its metadata, hashing with seed 0 (for tests and tools; the
+/// pipeline uses [`run`]).
 pub fn classify(pkt: &mut Packet) -> Result<(), DropReason> {
+    classify_seeded(pkt, 0)
+}
+
+/// Parses one frame and fills its metadata; `seed` as in [`run`].
+#[inline]
+pub fn classify_seeded(pkt: &mut Packet, seed: u64) -> Result<(), DropReason> {
     let data = pkt.data();
     let l2 = wire::parse_l2(data).map_err(|e| match e {
         wire::Error::Truncated { layer: Layer::Vlan, .. } => DropReason::VlanTruncated,
@@ -41,16 +50,21 @@ pub fn classify(pkt: &mut Packet) -> Result<(), DropReason> {
         return Err(DropReason::SrcMacMulticast);
     }
     let l3 = data.get(l2.payload_offset..).unwrap_or(&[]);
-    let mut ip_proto = 0;
     let mut l4_offset = 0;
+    let mut flow = FlowKey::default();
+    let mut frag = Frag::Whole;
+    let mut has_ports = false;
     match l2.ethertype {
         EtherType::Ipv4 => {
             let ip = Ipv4Packet::new_checked(l3).map_err(ipv4_reason)?;
             let proto = ip.next_header();
-            ip_proto = u8::from(proto);
+            flow.proto = u8::from(proto);
+            flow.src = ip.src_addr();
+            flow.dst = ip.dst_addr();
             l4_offset = l2.payload_offset + usize::from(ip.header_len());
+            frag = Frag::of(ip.more_frags(), ip.frag_offset());
             // Only a first fragment (or an unfragmented packet) carries the L4 header.
-            if ip.frag_offset() == 0 {
+            if frag != Frag::Later {
                 let l4 = ip.payload();
                 let l4_ok = match proto {
                     IpProtocol::Tcp => TcpPacket::new_checked(l4).is_ok(),
@@ -58,8 +72,14 @@ pub fn classify(pkt: &mut Packet) -> Result<(), DropReason> {
                     IpProtocol::Icmp => IcmpPacket::new_checked(l4).is_ok(),
                     _ => true,
                 };
-                if !l4_ok && !ip.more_frags() {
+                if !l4_ok && frag == Frag::Whole {
                     return Err(DropReason::L4Truncated);
+                }
+                if l4_ok && matches!(proto, IpProtocol::Tcp | IpProtocol::Udp) {
+                    let ports = Ports::new_unchecked(l4);
+                    flow.sport = ports.src_port();
+                    flow.dport = ports.dst_port();
+                    has_ports = true;
                 }
             }
         }
@@ -77,7 +97,10 @@ pub fn classify(pkt: &mut Packet) -> Result<(), DropReason> {
     meta.vlan = l2.vlan;
     meta.l3_offset = l2.payload_offset as u16;
     meta.l4_offset = l4_offset as u16;
-    meta.ip_proto = ip_proto;
+    meta.flow = flow;
+    meta.frag = frag;
+    meta.has_ports = has_ports;
+    meta.flow_hash = if has_ports { flow.seeded_hash(seed) } else { 0 };
     Ok(())
 }
 
@@ -108,8 +131,32 @@ mod tests {
         assert_eq!(p.meta.ethertype, 0x0800);
         assert_eq!(p.meta.l3_offset, 14);
         assert_eq!(p.meta.l4_offset, 34);
-        assert_eq!(p.meta.ip_proto, 17);
+        assert_eq!(p.meta.flow.proto, 17);
         assert_eq!(p.meta.vlan, None);
+        let flow = FlowKey { src: IP_A, dst: IP_B, sport: 1000, dport: 2000, proto: 17 };
+        assert_eq!(p.meta.flow, flow);
+        assert_eq!(p.meta.frag, Frag::Whole);
+        assert!(p.meta.has_ports);
+        assert_eq!(p.meta.flow_hash, flow.seeded_hash(0));
+    }
+
+    #[test]
+    fn fragments_carry_ports_only_in_the_first() {
+        let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1000, 2000, b"hello");
+        let mut first = f.clone();
+        first[20] = 0x20; // MF
+        first[24..26].copy_from_slice(&[0, 0]);
+        let mut first_ip = Ipv4Packet::new_unchecked(&mut first[14..]);
+        first_ip.fill_checksum();
+        let p = classify_frame(&first).unwrap();
+        assert_eq!((p.meta.frag, p.meta.has_ports, p.meta.flow.dport), (Frag::First, true, 2000));
+        let mut later = f.clone();
+        later[20..22].copy_from_slice(&[0x00, 0x02]); // offset 16 bytes, MF clear
+        let mut later_ip = Ipv4Packet::new_unchecked(&mut later[14..]);
+        later_ip.fill_checksum();
+        let p = classify_frame(&later).unwrap();
+        assert_eq!((p.meta.frag, p.meta.has_ports, p.meta.flow.sport), (Frag::Later, false, 0));
+        assert_eq!((p.meta.flow.src, p.meta.flow.dst, p.meta.flow_hash), (IP_A, IP_B, 0));
     }
 
     #[test]
@@ -165,7 +212,7 @@ mod tests {
         b.push_frame(PortId(2), &[0u8; 5]);
         b.push_frame(PortId(2), &udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"ok"));
         let mut counters = vec![PortCounters::default(); 4];
-        run(&mut b, &mut counters);
+        run(&mut b, &mut counters, 0);
         assert_eq!(b.packets()[0].meta.action, Action::Drop(DropReason::Runt));
         assert_eq!(b.packets()[1].meta.action, Action::Continue);
         assert_eq!(counters[2].drops[DropReason::Runt as usize], 1);

@@ -78,7 +78,7 @@ use crate::wire::{checksum, MacAddr};
 use super::gateway::NodePortPath;
 use super::output::TxPlan;
 use super::steer::{ReplyMarks, Steering};
-use super::Pipeline;
+use super::{Entry, Pipeline};
 
 /// The host port.
 pub const HOST: PortId = PortId(0);
@@ -935,6 +935,8 @@ impl Harness {
                     me,
                     marks: marks.clone(),
                     conntrack_len: conntrack_len.clone(),
+                    // Fixed, so a run is the same every time (a pod cannot read it anyway).
+                    flow_seed: 0x5eed,
                 };
                 let mut p = Pipeline::for_worker(config, steering);
                 p.nat.node_clients = super::nat::NodeClients::new(4);
@@ -1531,28 +1533,31 @@ impl Harness {
         };
         self.summary.bursts += 1;
         let now = self.now;
-        // Receive side: decapsulate and classify, then steer to the owning worker.
+        // Every stage on the receiving worker; what the steer stage marked for the other
+        // worker is moved there, as the worker does after the pipeline.
         let other = 1 - w;
         let mut handed: Vec<(Packet, Ingress)> = Vec::new();
         {
             let worker = &mut self.workers[w];
-            worker.pipeline.run_front(&mut worker.batch, &mut worker.counters);
+            worker.pipeline.run(
+                &mut worker.batch,
+                &mut worker.counters,
+                now,
+                Entry::Port,
+                &self.live,
+            );
+            worker.pipeline.announced.clear();
         }
         for i in 0..self.workers[w].batch.len() {
             let worker = &self.workers[w];
-            let pkt = &worker.batch.packets()[i];
-            if pkt.meta.action != Action::Continue {
-                continue;
-            }
-            let Some(to) = worker.pipeline.nat.steer.owner(pkt, &worker.pipeline.gateway) else {
-                continue;
-            };
-            assert_eq!(to, other, "step {}: steered to {to}", self.step);
+            let Action::Steer(to) = worker.batch.packets()[i].meta.action else { continue };
+            assert_eq!(usize::from(to), other, "step {}: steered to {to}", self.step);
             let spare = self.take_spare();
             let worker = &mut self.workers[w];
             let in_port = worker.batch.packets()[i].meta.in_port;
             match worker.batch.take(i, spare) {
-                Ok(pkt) => {
+                Ok(mut pkt) => {
+                    pkt.meta.action = Action::Continue;
                     worker.counters[in_port.index()].steered += 1;
                     handed.push((pkt, worker.info[i]));
                 }
@@ -1560,11 +1565,6 @@ impl Harness {
             }
         }
         self.summary.steered += handed.len();
-        {
-            let worker = &mut self.workers[w];
-            worker.pipeline.run_back(&mut worker.batch, &mut worker.counters, now);
-            worker.pipeline.announced.clear();
-        }
         let worker = &self.workers[w];
         let mut drops = Vec::new();
         if self.checking {
@@ -1593,7 +1593,7 @@ impl Harness {
                 info.push(i);
             }
             let worker = &mut self.workers[other];
-            worker.pipeline.run_back(&mut inbox, &mut worker.counters, now);
+            worker.pipeline.run(&mut inbox, &mut worker.counters, now, Entry::Steered, &self.live);
             worker.pipeline.announced.clear();
             if self.checking {
                 drops.extend(self.check_batch(&inbox, &info));
@@ -1622,6 +1622,7 @@ impl Harness {
             let what = || format!("step {step}: packet from port {} ({:?})", m.in_port.0, m.action);
             match m.action {
                 Action::Continue => panic!("{}: left undecided", what()),
+                Action::Steer(_) => panic!("{}: steered but not moved", what()),
                 Action::Handed => continue,
                 Action::Drop(r) => {
                     match drops.iter_mut().find(|(p, q, _)| *p == m.in_port && *q == r) {

@@ -1,16 +1,21 @@
 //! The pipeline: the ordered stages a burst of frames runs through, and the tables they use.
 //!
 //! ```text
-//!   rx burst ──► classify ──► learn ──► arp ──► gateway ──► forward ──► output plan ──► tx bursts
-//!               parse once   src MAC   answer   echo for     L2 lookup   group by
-//!               fill Meta    -> port   for gw   gateway IP,  flood on    output port
-//!               drop bad                and      route to    miss
-//!                                       pods     pods, host
+//!  rx burst ─► decap ─► classify ─► steer ─┬─► learn ─► nat ─► arp ─► gateway ─► forward ─► output
+//!  (worker)   overlay  parse once  to the  │   src MAC  Service answer route to  L2 lookup  tx plan
+//!             port:    fill Meta   worker  │   -> port  NAT,    for gw  pods,    flood on   per port
+//!             strip    (5-tuple,   that    │            conn-   and     overlay, miss
+//!             VXLAN    hash, frag) tracks  │            track   pods    host
+//!                      drop bad    the flow│
+//!  steered here by another worker ─────────┘   (the worker executes the plan: tx bursts, hand-offs)
 //! ```
 //!
-//! Every stage takes the whole batch and only looks at packets whose [`Action`] is still
-//! `Continue`; the first stage to decide (drop, reply, forward, flood) settles the packet.
-//! Drops are counted per ingress port by reason, never logged per packet.
+//! [`Pipeline::run`] is the one place that names the order. Every stage takes the whole
+//! batch and only looks at packets whose [`Action`] is still `Continue`; the first stage to
+//! decide (drop, reply, forward, flood, steer) settles the packet. Frames are parsed once, in
+//! classify: later stages and steering read the offsets, 5-tuple, fragment bits and flow hash
+//! from [`Meta`](crate::packet::Meta). Drops are counted per ingress port by reason, never
+//! logged per packet.
 //!
 //! The pipeline is sans-I/O: it never touches a device, and time is an argument. That is what
 //! lets the same code run under the worker, under in-memory tests and under the micro
@@ -39,6 +44,7 @@ use crate::tables::fdb::Fdb;
 use crate::tables::neigh::NeighTable;
 use crate::tables::peers::PeerTable;
 use crate::tables::services::ServiceTable;
+use output::TxPlan;
 
 pub use gateway::Gateway;
 pub use nat::ServiceNat;
@@ -60,6 +66,17 @@ pub struct Pipeline {
     /// With several workers: MAC table changes the other workers should hear of, filled by
     /// the learn stage, emptied by the worker after each batch. Without: never filled.
     pub announced: Vec<(crate::tables::fdb::FdbKey, PortId)>,
+    /// The output stage's transmit plan for the last batch run, which the worker executes.
+    pub plan: TxPlan,
+}
+
+/// Where a batch enters the stage list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Received from ports: every stage.
+    Port,
+    /// Steered here by another worker, which ran the stages up to steering: from learn on.
+    Steered,
 }
 
 impl Pipeline {
@@ -77,12 +94,15 @@ impl Pipeline {
         let ct = conntrack_config(&config.conntrack);
         // Each table reserves its share up front; the limit is the node's, shared.
         let mut conntrack = Conntrack::with_reserve(ct, ct.max_entries.div_ceil(workers));
+        // Empty, so it takes the seed classify hashes with.
+        conntrack.set_seed(steering.flow_seed);
         if workers > 1 {
             conntrack.set_marks(steering.marks.clone(), config.node.gateway);
             conntrack.share_limit(steering.conntrack_len.clone());
         }
         Pipeline {
             announced: Vec::with_capacity(if workers > 1 { crate::packet::BATCH_SIZE } else { 0 }),
+            plan: TxPlan::new(config.ports.max_ports),
             fdb: Fdb::new(config.fdb),
             neigh: NeighTable::new(config.ports.max_ports),
             gateway: Gateway {
@@ -121,30 +141,41 @@ impl Pipeline {
         }
     }
 
-    /// Runs every stage over `batch`. `counters` is indexed by port id and must cover every
-    /// `in_port` in the batch.
-    pub fn run(&mut self, batch: &mut Batch, counters: &mut [PortCounters], now: Instant) {
-        self.run_front(batch, counters);
-        self.run_back(batch, counters, now);
-    }
-
-    /// The stages that need no table: decapsulation and classification. With several
-    /// workers, flow steering runs between these and [`Pipeline::run_back`].
-    pub fn run_front(&mut self, batch: &mut Batch, counters: &mut [PortCounters]) {
-        if let Some(ov) = &self.overlay {
-            overlay::decap(batch, ov, self.gateway.mac, counters);
+    /// Runs the stages over `batch`, in order, from `entry`, and plans its transmission
+    /// ([`Pipeline::plan`]). `counters` is indexed by port id and must cover every `in_port`
+    /// in the batch; `live` (sorted) lists the ports a flood goes to and every port a
+    /// decision may target.
+    pub fn run(
+        &mut self,
+        batch: &mut Batch,
+        counters: &mut [PortCounters],
+        now: Instant,
+        entry: Entry,
+        live: &[PortId],
+    ) {
+        if entry == Entry::Port {
+            if let Some(ov) = &self.overlay {
+                overlay::decap(batch, ov, self.gateway.mac, counters);
+            }
+            classify::run(batch, counters, self.nat.steer.flow_seed);
+            steer::run(batch, &self.nat.steer, &self.gateway);
         }
-        classify::run(batch, counters);
-    }
-
-    /// The stages over the tables, for packets [`Pipeline::run_front`] has classified.
-    pub fn run_back(&mut self, batch: &mut Batch, counters: &mut [PortCounters], now: Instant) {
         let announced = (self.nat.steer.workers > 1).then_some(&mut self.announced);
         l2::learn(batch, &mut self.fdb, &self.gateway, counters, now, announced);
         nat::run(batch, &mut self.nat, &self.gateway, counters, now);
         arp::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
         gateway::run(batch, &self.gateway, &self.neigh, self.overlay.as_ref(), counters);
         l2::forward(batch, &self.fdb, counters, now);
+        self.plan_handed(batch, live);
+    }
+
+    /// The output stage alone: plans `batch`, whose packets are decided (the ones other
+    /// workers handed over for ports whose queue is here, or a run's). Floods never go to
+    /// the overlay or the node-port interface, which are routed.
+    pub fn plan_handed(&mut self, batch: &Batch, live: &[PortId]) {
+        let gw = &self.gateway;
+        self.plan.set_no_flood(gw.overlay_port, gw.node_port.map(|np| np.port));
+        self.plan.build(batch, live);
     }
 }
 
@@ -190,7 +221,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::pipeline::output::TxPlan;
     use crate::pipeline::testutil::*;
     use crate::tables::neigh::Neighbor;
 
@@ -276,7 +306,6 @@ mod tests {
             p.neigh.insert(IP_B, Neighbor { mac: MAC_B, port: PortId(2) }).unwrap();
             let mut live = vec![PortId(0), PortId(1), PortId(2), PortId(3)];
             let mut counters = vec![PortCounters::default(); 4];
-            let mut plan = TxPlan::new(4);
             let mut now = Instant::now();
             let mut batch = Batch::new();
             for s in steps {
@@ -287,11 +316,10 @@ mod tests {
                         }
                         batch.clear();
                         batch.push_frame(PortId(port), &frame);
-                        p.run(&mut batch, &mut counters, now);
+                        p.run(&mut batch, &mut counters, now, Entry::Port, &live);
                         let action = batch.packets()[0].meta.action;
                         prop_assert_ne!(action, Action::Continue);
-                        plan.build(&batch, &live);
-                        for (out, _) in plan.iter() {
+                        for (out, _) in p.plan.iter() {
                             prop_assert!(live.contains(&out));
                         }
                     }

@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
+use crate::packet::{Action, Batch, Frag, Packet, BATCH_SIZE};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
@@ -198,45 +198,40 @@ struct Layout {
 
 /// The layout of an untagged IPv4 TCP/UDP packet that carries its ports (not a later
 /// fragment). Parse once: classify validated the IPv4 header (`l4_offset` is the end of it)
-/// and the L4 header; this checks only the bounds the stage relies on, from `Meta`.
+/// and the L4 header and read the 5-tuple; this checks only the bounds the stage relies on,
+/// from `Meta`.
 #[inline(always)]
 fn layout(pkt: &Packet) -> Option<Layout> {
-    if pkt.meta.vlan.is_some() || pkt.meta.ethertype != u16::from(EtherType::Ipv4) {
+    let m = &pkt.meta;
+    if !m.has_ports || m.vlan.is_some() || m.ethertype != u16::from(EtherType::Ipv4) {
         return None;
     }
-    let (l3, l4) = (usize::from(pkt.meta.l3_offset), usize::from(pkt.meta.l4_offset));
-    let proto = IpProtocol::from(pkt.meta.ip_proto);
+    let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
+    let proto = IpProtocol::from(m.flow.proto);
     let l4_len = match proto {
         IpProtocol::Tcp => tcp::HEADER_LEN,
         IpProtocol::Udp => udp::HEADER_LEN,
         _ => return None,
     };
-    let d = pkt.data();
-    if l4 < l3 + ipv4::HEADER_LEN || d.len() < l4 + l4_len {
-        return None;
-    }
-    // Fragments other than the first carry no ports.
-    let ip = Ipv4Packet::new_unchecked(d.get(l3..)?);
-    (ip.frag_offset() == 0).then_some(Layout { l3, l4, proto })
-}
-
-/// The 5-tuple at `lay`.
-#[inline(always)]
-fn flow_key(d: &[u8], lay: &Layout) -> Option<FlowKey> {
-    let (ip, l4) = (d.get(lay.l3..)?, d.get(lay.l4..)?);
-    let ip = Ipv4Packet::new_unchecked(ip);
-    let ports = UdpPacket::new_unchecked(l4);
-    Some(FlowKey {
-        src: ip.src_addr(),
-        dst: ip.dst_addr(),
-        sport: ports.src_port(),
-        dport: ports.dst_port(),
-        proto: u8::from(lay.proto),
+    (l4 >= l3 + ipv4::HEADER_LEN && pkt.data().len() >= l4 + l4_len).then_some(Layout {
+        l3,
+        l4,
+        proto,
     })
 }
 
 /// A packet's layout, 5-tuple and conntrack bucket, computed ahead of its turn.
 type Prepared = Option<(Layout, FlowKey, FlowHash)>;
+
+/// The packet's layout, 5-tuple and bucket, all from `Meta`.
+#[inline(always)]
+fn prepare(pkt: &Packet, ct: &Conntrack) -> Prepared {
+    let lay = layout(pkt)?;
+    let key = pkt.meta.flow;
+    let h = FlowHash::from_seeded(pkt.meta.flow_hash);
+    debug_assert_eq!(h, ct.hash(&key), "classify's flow seed is the conntrack table's");
+    Some((lay, key, h))
+}
 
 /// Runs Service NAT over the batch.
 ///
@@ -260,10 +255,9 @@ pub fn run(
         if pkt.meta.action != Action::Continue {
             continue;
         }
-        if let Some((lay, key)) = layout(pkt).and_then(|l| Some((l, flow_key(pkt.data(), &l)?))) {
-            let h = nat.conntrack.hash(&key);
-            nat.conntrack.prefetch_index(h);
-            *prep = Some((lay, key, h));
+        *prep = prepare(pkt, &nat.conntrack);
+        if let Some((_, _, h)) = prep {
+            nat.conntrack.prefetch_index(*h);
         }
     }
     for (_, _, h) in prepared.iter().flatten() {
@@ -278,10 +272,7 @@ pub fn run(
         // Prepared above unless the batch is larger than a burst.
         let prep = match prepared.get(i) {
             Some(p) => *p,
-            None => layout(pkt).and_then(|lay| {
-                let key = flow_key(pkt.data(), &lay)?;
-                Some((lay, key, nat.conntrack.hash(&key)))
-            }),
+            None => prepare(pkt, &nat.conntrack),
         };
         let Some((lay, key, h)) = prep else {
             if from_node_port.is_some() {
@@ -504,16 +495,14 @@ fn icmp_error_from_endpoint(
     if nat.conntrack.is_empty()
         || pkt.meta.vlan.is_some()
         || pkt.meta.ethertype != u16::from(EtherType::Ipv4)
-        || pkt.meta.ip_proto != u8::from(IpProtocol::Icmp)
+        || pkt.meta.flow.proto != u8::from(IpProtocol::Icmp)
+        || pkt.meta.frag == Frag::Later
     {
         return None;
     }
     let l3 = usize::from(pkt.meta.l3_offset);
     let (outer_src, quoted) = {
         let ip = Ipv4Packet::new_checked(pkt.data().get(l3..)?).ok()?;
-        if ip.frag_offset() != 0 {
-            return None;
-        }
         let icmp = IcmpPacket::new_checked(ip.payload()).ok()?;
         if !matches!(
             icmp.msg_type(),
@@ -574,6 +563,12 @@ fn icmp_error_from_endpoint(
         }
         ip.set_checksum(ip_csum);
     }
+    if n.snat.is_some() {
+        pkt.meta.flow.dst = entry.original.src;
+    }
+    if outer_src == n.backend {
+        pkt.meta.flow.src = n.vip;
+    }
     // A NodePort client is reached through the node-port interface, like the replies.
     let np = gw.node_port.filter(|np| n.vip == np.ip)?;
     let Some(mac) = nat.node_clients.get(entry.original.src) else {
@@ -598,8 +593,8 @@ fn reject(pkt: &mut Packet, lay: &Layout, mac: MacAddr) -> Result<Action, DropRe
     let answered = if lay.proto == IpProtocol::Tcp {
         super::reply::tcp_reset(pkt, mac)
     } else {
-        let vip = pkt.data().get(lay.l3..).map(|ip| Ipv4Packet::new_unchecked(ip).dst_addr());
-        super::reply::icmp_error(pkt, vip.unwrap_or(Ipv4Addr::UNSPECIFIED), mac, 3, 3, 0)
+        let vip = pkt.meta.flow.dst;
+        super::reply::icmp_error(pkt, vip, mac, 3, 3, 0)
     };
     if answered {
         Ok(Action::Reply)
@@ -627,6 +622,11 @@ fn rewrite_src(pkt: &mut Packet, lay: &Layout, ip: Ipv4Addr, port: u16) {
 
 #[inline]
 fn rewrite(pkt: &mut Packet, lay: &Layout, end: End, ip: Ipv4Addr, port: u16) {
+    let flow = &mut pkt.meta.flow;
+    match end {
+        End::Src => (flow.src, flow.sport) = (ip, port),
+        End::Dst => (flow.dst, flow.dport) = (ip, port),
+    }
     let partial = pkt.meta.vnet.needs_csum();
     let Some((front, l4)) = pkt.data_mut().split_at_mut_checked(lay.l4) else { return };
     let Some(l3) = front.get_mut(lay.l3..) else { return };
@@ -733,7 +733,7 @@ mod tests {
     ) -> (Action, Vec<u8>) {
         let mut batch = Batch::new();
         batch.push_frame(port, frame);
-        p.run(&mut batch, c, Instant::now());
+        p.run(&mut batch, c, Instant::now(), crate::pipeline::Entry::Port, &[]);
         let pkt = &batch.packets()[0];
         (pkt.meta.action, pkt.data().to_vec())
     }

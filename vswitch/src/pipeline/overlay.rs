@@ -109,7 +109,7 @@ mod tests {
         b.packets_mut()[0].meta.tunnel = Some(from);
         let mut c = vec![PortCounters::default(); 10];
         decap(&mut b, &overlay(), GW_MAC, &mut c);
-        classify::run(&mut b, &mut c);
+        classify::run(&mut b, &mut c, 0);
         let p = &b.packets()[0];
         (p.meta.action, p.data().to_vec(), c[OV.index()])
     }
@@ -184,7 +184,7 @@ mod tests {
             b.packets_mut()[0].meta.tunnel =
                 Some(if known_sender { PEER_IP } else { Ipv4Addr::new(192, 168, 0, 99) });
             let mut c = vec![PortCounters::default(); 10];
-            p.run(&mut b, &mut c, std::time::Instant::now());
+            p.run(&mut b, &mut c, std::time::Instant::now(), crate::pipeline::Entry::Port, &[]);
             let action = b.packets()[0].meta.action;
             if from_overlay {
                 proptest::prop_assert!(action != Action::Flood);

@@ -24,9 +24,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::packet::Packet;
+use crate::packet::{Action, Batch, Frag, Packet};
 pub use crate::tables::steer_marks::{key, ReplyMarks, MARK_SLOTS};
-use crate::wire::{IcmpMessage, IcmpPacket, IpProtocol, Ipv4Packet, Ports, QuotedIpv4};
+use crate::wire::{IcmpMessage, IcmpPacket, IpProtocol, QuotedIpv4};
 
 use super::Gateway;
 
@@ -42,6 +42,9 @@ pub struct Steering {
     /// Entries in all the workers' connection-tracking tables (the node's limit applies to
     /// the sum).
     pub conntrack_len: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The seed classify hashes each packet's 5-tuple with (`Meta::flow_hash`), the same for
+    /// every worker: a packet classified by one is looked up in another's conntrack table.
+    pub flow_seed: u64,
 }
 
 impl Default for Steering {
@@ -51,6 +54,30 @@ impl Default for Steering {
             me: 0,
             marks: std::sync::Arc::new(ReplyMarks::new()),
             conntrack_len: Default::default(),
+            flow_seed: random_seed(),
+        }
+    }
+}
+
+/// A secret per-process value, from std's randomly keyed hasher.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+}
+
+/// The steer stage: marks every classified packet whose connection another worker tracks
+/// with [`Action::Steer`]; the table stages skip it, and the worker moves it to that worker
+/// after the pipeline. With one worker, nothing.
+pub fn run(batch: &mut Batch, steering: &Steering, gw: &Gateway) {
+    if steering.workers <= 1 {
+        return;
+    }
+    for pkt in batch.packets_mut() {
+        if pkt.meta.action != Action::Continue {
+            continue;
+        }
+        if let Some(w) = steering.owner(pkt, gw) {
+            pkt.meta.action = Action::Steer(w as u8);
         }
     }
 }
@@ -89,29 +116,28 @@ fn is_frontend(ip: Ipv4Addr, in_port: crate::port::PortId, gw: &Gateway) -> bool
 /// The steering key of the connection `pkt` belongs to; `None` for packets that need no
 /// particular worker.
 fn flow_key(pkt: &Packet, gw: &Gateway, marks: &ReplyMarks) -> Option<u32> {
-    if pkt.meta.vlan.is_some() || pkt.meta.ethertype != 0x0800 || pkt.meta.l4_offset == 0 {
+    let m = &pkt.meta;
+    if m.vlan.is_some() || m.ethertype != 0x0800 || m.l4_offset == 0 || m.frag == Frag::Later {
         return None;
     }
-    let l3 = pkt.data().get(usize::from(pkt.meta.l3_offset)..)?;
-    let ip = Ipv4Packet::new_checked(l3).ok()?;
-    if ip.frag_offset() != 0 {
-        return None;
-    }
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    match ip.next_header() {
+    // Classify read the 5-tuple; only an ICMP error's quote is read here.
+    let f = &m.flow;
+    match IpProtocol::from(f.proto) {
         IpProtocol::Tcp | IpProtocol::Udp => {
-            let ports = Ports::new_checked(ip.payload()).ok()?;
-            let (sport, dport) = (ports.src_port(), ports.dst_port());
-            if is_frontend(dst, pkt.meta.in_port, gw) {
-                return Some(key(gw.ip, src, sport));
+            if !m.has_ports {
+                return None;
             }
-            let k = key(gw.ip, dst, dport);
+            if is_frontend(f.dst, m.in_port, gw) {
+                return Some(key(gw.ip, f.src, f.sport));
+            }
+            let k = key(gw.ip, f.dst, f.dport);
             marks.is_marked(k).then_some(k)
         }
         IpProtocol::Icmp => {
             // Destination unreachable, time exceeded, parameter problem: about a packet
             // whose headers are quoted after the 8-byte ICMP header.
-            let icmp = IcmpPacket::new_checked(ip.payload()).ok()?;
+            let l4 = pkt.data().get(usize::from(m.l4_offset)..)?;
+            let icmp = IcmpPacket::new_checked(l4).ok()?;
             if !matches!(
                 icmp.msg_type(),
                 IcmpMessage::DstUnreachable | IcmpMessage::TimeExceeded | IcmpMessage::ParamProblem
@@ -169,6 +195,7 @@ mod tests {
             me,
             marks: Arc::new(ReplyMarks::new()),
             conntrack_len: Default::default(),
+            flow_seed: 0,
         }
     }
 
@@ -189,6 +216,7 @@ mod tests {
                         me,
                         marks: marks.clone(),
                         conntrack_len: Default::default(),
+                        flow_seed: 0,
                     }
                     .owner(&fwd, &g)
                     .is_none()
@@ -250,9 +278,10 @@ mod tests {
             p.meta.ethertype = 0x0800;
             p.meta.l3_offset = 14;
             p.meta.l4_offset = 34;
-            p.meta.ip_proto = 1;
+            p.meta.flow.proto = 1;
             let _ = steering(1).owner(&p, &gw());
-            p.meta.ip_proto = 6;
+            p.meta.flow.proto = 6;
+            p.meta.has_ports = true;
             let _ = steering(1).owner(&p, &gw());
         }
     }
@@ -286,16 +315,18 @@ mod tests {
         assert!(crate::pipeline::reply::icmp_error(&mut p, IP_A, MAC_A, 3, 3, 0));
         let reply_error = pkt(p.data());
         assert_eq!(flow_key(&reply_error, &g, &marks), Some(key(g.ip, IP_A, 5353)));
-        let offsets = [(14, 34), (0, 0), (14, 0), (0, 20), (18, 38), (14, 60_000), (60_000, 34)];
+        // The quote is read through views from the L4 offset: a truncated error (which
+        // classify passes when its IPv4 header is whole) steers by nothing, and offsets that
+        // lie read nothing out of bounds.
         for cut in 0..=frame.len() {
-            for (l3, l4) in offsets {
-                let mut p = Packet::new();
-                assert!(p.fill_from(&frame[..cut]));
+            let mut p = Packet::new();
+            assert!(p.fill_from(&frame[..cut]));
+            if classify(&mut p).is_ok() && cut < frame.len() {
+                assert_eq!(flow_key(&p, &g, &marks), None, "cut {cut}");
+            }
+            for (l3, l4) in [(0, 0), (14, 0), (0, 20), (18, 38), (14, 60_000), (60_000, 34)] {
                 p.meta = Meta { l3_offset: l3, l4_offset: l4, ..whole.meta };
-                let k = flow_key(&p, &g, &marks);
-                // The L4 offset only says whether there is one: the views find the header.
-                let keyed = cut == frame.len() && l3 == 14 && l4 != 0;
-                assert_eq!(k.is_some(), keyed, "cut {cut}, offsets {l3}/{l4}");
+                let _ = flow_key(&p, &g, &marks);
             }
         }
     }
@@ -311,11 +342,13 @@ mod tests {
         for frame in &frames {
             let whole = pkt(frame);
             assert!(steering(1).owner(&whole, &g).or(steering(0).owner(&whole, &g)).is_some());
+            // Classify refuses every truncation, or passes it without ports.
             for cut in 0..frame.len() {
                 let mut p = Packet::new();
                 assert!(p.fill_from(&frame[..cut]));
-                p.meta = whole.meta;
-                assert_eq!(flow_key(&p, &g, &ReplyMarks::new()), None, "cut {cut}");
+                if classify(&mut p).is_ok() {
+                    assert_eq!(flow_key(&p, &g, &ReplyMarks::new()), None, "cut {cut}");
+                }
             }
         }
     }

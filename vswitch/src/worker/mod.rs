@@ -37,9 +37,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::cidr::Ipv4Cidr;
 use crate::config::PeerConfig;
 use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
-use crate::pipeline::output::TxPlan;
 use crate::pipeline::steer::{ReplyMarks, Steering};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Entry, Pipeline};
 use crate::port::{Port, PortId};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{ConntrackCounters, Entry as CtEntry};
@@ -293,7 +292,6 @@ struct Worker {
     counters: Vec<PortCounters>,
     pipeline: Pipeline,
     batch: Batch,
-    plan: TxPlan,
     ready: VecDeque<PortId>,
     fdless: Vec<PortId>,
     commands: Receiver<Command>,
@@ -373,6 +371,7 @@ impl WorkerHandle {
         let fabric = Fabric::new(wakers.clone());
         let marks = Arc::new(ReplyMarks::new());
         let conntrack_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let flow_seed = Steering::default().flow_seed;
         let mut threads = Vec::with_capacity(n);
         for (me, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -381,6 +380,7 @@ impl WorkerHandle {
                 me,
                 marks: marks.clone(),
                 conntrack_len: conntrack_len.clone(),
+                flow_seed,
             };
             let worker = Worker {
                 me,
@@ -391,7 +391,6 @@ impl WorkerHandle {
                 counters: vec![PortCounters::default(); max_ports],
                 pipeline: pipeline(steering),
                 batch: Batch::new(),
-                plan: TxPlan::new(max_ports),
                 ready: VecDeque::with_capacity(max_ports),
                 fdless: Vec::new(),
                 commands: rx,
@@ -909,8 +908,9 @@ impl Worker {
         !self.batch.is_empty()
     }
 
-    /// Runs the pipeline over the current batch and transmits the result. `received`: the
-    /// batch came from a port (not yet classified, may be steered to other workers).
+    /// Runs the pipeline over the current batch and executes its transmit plan. `received`:
+    /// the batch came from a port (every stage; packets may be steered to other workers),
+    /// else it was steered here (from learn on).
     ///
     /// A panic in the pipeline is a bug, but one a pod's frame may trigger: it must not
     /// take the worker, and with it every pod's device, down. It is caught here; the burst
@@ -920,14 +920,9 @@ impl Worker {
     /// half-updated, which the next packets of its flow correct or its timeout removes.
     fn process_batch(&mut self, received: bool) {
         let now = Instant::now();
+        let entry = if received { Entry::Port } else { Entry::Steered };
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if received {
-                self.pipeline.run_front(&mut self.batch, &mut self.counters);
-                if self.fabric.workers() > 1 {
-                    self.steer_out();
-                }
-            }
-            self.pipeline.run_back(&mut self.batch, &mut self.counters, now);
+            self.pipeline.run(&mut self.batch, &mut self.counters, now, entry, &self.live);
             #[cfg(test)]
             tests::panic_on_marker(&self.batch);
         }));
@@ -940,14 +935,26 @@ impl Worker {
             }
             self.batch.clear();
             self.pipeline.announced.clear();
+            self.pipeline.plan.clear();
             return;
         }
         for (key, port) in self.pipeline.announced.drain(..) {
             self.fabric.announce(self.me, key, port);
         }
-        self.plan.build(&self.batch, &self.live);
-        let Worker { plan, slots, batch, counters, fabric, to_wake, .. } = self;
-        for (port, list) in plan.iter() {
+        if received && self.fabric.workers() > 1 {
+            self.steer_out();
+        }
+        self.execute_plan();
+        if self.to_wake != 0 {
+            self.fabric.wake(std::mem::take(&mut self.to_wake));
+        }
+    }
+
+    /// Writes the batch out as the pipeline planned: a burst to each port whose queue is
+    /// here, a hand-off to the owner of each other port's queue.
+    fn execute_plan(&mut self) {
+        let Worker { pipeline, slots, batch, counters, fabric, to_wake, .. } = self;
+        for (port, list) in pipeline.plan.iter() {
             let Some(Some(slot)) = slots.get_mut(port.index()) else { continue };
             match slot.port.as_mut() {
                 Some(p) => {
@@ -995,24 +1002,22 @@ impl Worker {
                 }
             }
         }
-        if self.to_wake != 0 {
-            self.fabric.wake(std::mem::take(&mut self.to_wake));
-        }
     }
 
-    /// Moves every classified packet whose connection another worker tracks to that worker.
+    /// Moves every packet the steer stage marked to the worker that tracks its connection,
+    /// which runs it through the table stages.
     fn steer_out(&mut self) {
-        let Worker { pipeline, batch, fabric, counters, to_wake, .. } = self;
+        let Worker { batch, fabric, counters, to_wake, .. } = self;
         for i in 0..batch.len() {
             let pkt = &batch.packets()[i];
-            if pkt.meta.action != Action::Continue {
-                continue;
-            }
-            let Some(to) = pipeline.nat.steer.owner(pkt, &pipeline.gateway) else { continue };
-            let in_port = pkt.meta.in_port;
+            let Action::Steer(to) = pkt.meta.action else { continue };
+            let (to, in_port) = (usize::from(to), pkt.meta.in_port);
             let sent = match fabric.spare() {
                 Some(spare) => match batch.take(i, spare) {
-                    Ok(pkt) => fabric.steer(to, pkt).map_err(|p| fabric.recycle(p)),
+                    Ok(mut pkt) => {
+                        pkt.meta.action = Action::Continue;
+                        fabric.steer(to, pkt).map_err(|p| fabric.recycle(p))
+                    }
                     Err(spare) => {
                         fabric.recycle(spare);
                         Err(())
@@ -1035,8 +1040,8 @@ impl Worker {
 
     /// Writes the packets other workers handed over for ports whose queue is here.
     fn transmit_handed(&mut self) {
-        self.plan.build(&self.batch, &self.live);
-        for (port, list) in self.plan.iter() {
+        self.pipeline.plan_handed(&self.batch, &self.live);
+        for (port, list) in self.pipeline.plan.iter() {
             let Some(Some(slot)) = self.slots.get_mut(port.index()) else { continue };
             // Only ever handed to the owner of the port's queue.
             let Some(p) = slot.port.as_mut() else { continue };
@@ -1087,12 +1092,10 @@ impl Worker {
                 if let Some(ov) = &mut self.pipeline.overlay {
                     ov.port = id;
                 }
-                self.plan.set_no_flood(id, self.pipeline.gateway.node_port.map(|np| np.port));
                 let _ = reply.send(());
             }
             Command::SetNodePort { path, reply } => {
                 self.pipeline.gateway.node_port = path;
-                self.plan.set_no_flood(self.pipeline.gateway.overlay_port, path.map(|np| np.port));
                 let _ = reply.send(());
             }
             Command::PeerUpsert { peer, reply } => {
@@ -1260,10 +1263,6 @@ impl Worker {
         if self.pipeline.gateway.node_port.is_some_and(|np| np.port == id) {
             self.pipeline.gateway.node_port = None;
         }
-        self.plan.set_no_flood(
-            self.pipeline.gateway.overlay_port,
-            self.pipeline.gateway.node_port.map(|np| np.port),
-        );
         let counters = std::mem::take(&mut self.counters[id.index()]);
         Some((slot.port, counters))
     }

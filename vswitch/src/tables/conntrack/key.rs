@@ -10,56 +10,7 @@ pub(super) const PROTO_ICMP: u8 = 1;
 /// IP protocol number of TCP.
 pub(super) const PROTO_TCP: u8 = 6;
 
-/// A flow's 5-tuple as seen on the wire. For ICMP echo, `sport` = `dport` = the echo
-/// identifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// Source port (ICMP: the echo identifier).
-    pub sport: u16,
-    /// Destination port (ICMP: the echo identifier).
-    pub dport: u16,
-    /// IP protocol number.
-    pub proto: u8,
-}
-
-const _: () = assert!(std::mem::size_of::<FlowKey>() == 14);
-
-impl FlowKey {
-    /// The same flow seen from the other end: addresses and ports swapped.
-    #[inline]
-    pub fn reversed(&self) -> FlowKey {
-        FlowKey {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-        }
-    }
-
-    /// A well-mixed 64-bit hash (for endpoint selection); same value every time for the
-    /// same key, in every process and version (no random seed), so a restarted switch picks
-    /// the same backend for a flow it meets again. Direction matters: `k.reversed()` hashes
-    /// differently.
-    #[inline]
-    pub fn hash64(&self) -> u64 {
-        let a = u64::from(u32::from(self.src)) << 32 | u64::from(u32::from(self.dst));
-        let b = u64::from(self.sport) << 32 | u64::from(self.dport) << 16 | u64::from(self.proto);
-        mix64(mix64(a.wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ b)
-    }
-}
-
-/// The splitmix64 finalizer: every input bit affects every output bit.
-#[inline]
-pub(super) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use crate::packet::FlowKey;
 
 /// The translation of a flow: the client sent to `vip:vport`, it goes to `backend:bport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

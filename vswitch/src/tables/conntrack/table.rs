@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use super::index::Index;
-use super::key::{mix64, reply_key, CreateError, Dir, FlowKey, Nat};
+use super::key::{reply_key, CreateError, Dir, FlowKey, Nat};
 use super::tcp::{initial_state, tcp_next, CtState};
 use super::timeouts::ConntrackConfig;
 use crate::tables::prefetch;
@@ -117,10 +117,20 @@ struct Cell(Option<Entry>);
 const _: () = assert!(std::mem::size_of::<Cell>() == 128);
 
 /// The bucket of a 5-tuple in one table's index ([`Conntrack::hash`]), computed ahead of
-/// the lookup so that its memory can be prefetched. Only meaningful for the table that
-/// computed it.
+/// the lookup so that its memory can be prefetched. Only meaningful for tables with the
+/// seed it was computed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowHash(u32);
+
+impl FlowHash {
+    /// The hash classify already computed for a packet (`Meta::flow_hash`, which is
+    /// [`FlowKey::seeded_hash`] with the switch's flow seed): valid for a table whose seed is
+    /// that seed ([`Conntrack::set_seed`]).
+    #[inline]
+    pub fn from_seeded(h: u32) -> FlowHash {
+        FlowHash(h)
+    }
+}
 
 /// The connection-tracking table. See the module doc for its behaviour.
 #[derive(Debug)]
@@ -231,9 +241,18 @@ impl Conntrack {
     /// [`Conntrack::prefetch_entry`] and [`Conntrack::lookup_hashed`].
     #[inline]
     pub fn hash(&self, key: &FlowKey) -> FlowHash {
-        let a = u64::from(u32::from(key.src)) << 32 | u64::from(u32::from(key.dst));
-        let b = u64::from(key.sport) << 32 | u64::from(key.dport) << 16 | u64::from(key.proto);
-        FlowHash(mix64(mix64(a ^ self.seed) ^ b) as u32)
+        FlowHash(key.seeded_hash(self.seed))
+    }
+
+    /// Makes the table hash with `seed` (the switch's flow seed, which classify hashes each
+    /// packet's 5-tuple with), so packets' precomputed hashes index it. Only an empty table
+    /// changes its seed: false (nothing changed) when it holds entries.
+    pub fn set_seed(&mut self, seed: u64) -> bool {
+        if self.len != 0 {
+            return false;
+        }
+        self.seed = seed;
+        true
     }
 
     /// Starts bringing the index slots of `h` into cache (a hint; see
