@@ -6,20 +6,19 @@
 //! the switch answers itself); [`forward`] last, for whatever no earlier stage settled.
 //! Table behaviour (limit, aging, moves) is the MAC table's, see `tables/fdb`.
 //!
-//! Each goes over a burst twice: first every frame's key is hashed and its table slot
-//! prefetched, then the frames are learned or looked up in order, as if each were alone
-//! (prefetching changes no result). With many stations the cache misses of a burst overlap
-//! instead of adding up. The keys wait in an array on the stack, one burst long (a longer
-//! batch is taken a burst at a time).
+//! Each goes over a burst twice (`pipeline::burst`): first every frame's key is hashed and
+//! its table slot prefetched, then the frames are learned or looked up in order, as if each
+//! were alone. With many stations the cache misses of a burst overlap instead of adding up.
 
 use std::time::Instant;
 
-use crate::packet::{Action, Batch, BATCH_SIZE};
+use crate::packet::{Action, Batch, Packet};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
-use crate::tables::fdb::{Fdb, FdbHash, FdbKey};
+use crate::tables::fdb::{Fdb, FdbHash, FdbKey, FdbTime};
 use crate::wire::EthernetFrame;
 
+use super::burst::{self, Prefetched};
 use super::{drop_packet, Gateway};
 
 /// Learns the source MAC of every undecided packet on its ingress port. The gateway MAC is
@@ -32,48 +31,53 @@ pub fn learn(
     gateway: &Gateway,
     counters: &mut [PortCounters],
     now: Instant,
-    mut announced: Option<&mut Vec<(FdbKey, PortId)>>,
+    announced: Option<&mut Vec<(FdbKey, PortId)>>,
 ) {
-    // Taken on first use: a burst with nothing to learn (VXLAN from peers) costs nothing.
-    let mut table_now = None;
-    for burst in batch.packets_mut().chunks_mut(BATCH_SIZE) {
-        let mut todo: [Option<(FdbKey, FdbHash, PortId)>; BATCH_SIZE] = [None; BATCH_SIZE];
-        let mut n = 0;
-        for pkt in burst.iter_mut() {
-            if pkt.meta.action != Action::Continue {
-                continue;
-            }
-            let in_port = pkt.meta.in_port;
-            if gateway.overlay_port == Some(in_port)
-                || gateway.node_port.is_some_and(|np| np.port == in_port)
-            {
-                continue;
-            }
-            // Classify dropped runts; anything else without a header is forward's to drop.
-            let Ok(eth) = EthernetFrame::new_checked(pkt.data()) else { continue };
-            let src = eth.src_addr();
-            if src == gateway.mac && gateway.host_port != Some(in_port) {
-                drop_packet(&mut pkt.meta.action, in_port, DropReason::SrcMacGateway, counters);
-                continue;
-            }
-            let key = FdbKey::new(pkt.meta.vlan, src);
-            let h = fdb.hash(key);
-            fdb.prefetch(h);
-            if let Some(slot) = todo.get_mut(n) {
-                *slot = Some((key, h, in_port));
-                n += 1;
-            }
+    let mut stage = Learn { fdb, gateway, counters, now, table_now: None, announced };
+    burst::run(batch, &mut stage, false);
+}
+
+struct Learn<'a> {
+    fdb: &'a mut Fdb,
+    gateway: &'a Gateway,
+    counters: &'a mut [PortCounters],
+    now: Instant,
+    /// Taken on first use: a burst with nothing to learn (VXLAN from peers) costs nothing.
+    table_now: Option<FdbTime>,
+    announced: Option<&'a mut Vec<(FdbKey, PortId)>>,
+}
+
+impl Prefetched for Learn<'_> {
+    type Prep = (FdbKey, FdbHash);
+
+    #[inline(always)]
+    fn prepare(&mut self, pkt: &mut Packet) -> Option<Self::Prep> {
+        let (in_port, gw) = (pkt.meta.in_port, self.gateway);
+        if gw.overlay_port == Some(in_port) || gw.node_port.is_some_and(|np| np.port == in_port) {
+            return None;
         }
-        if n == 0 {
-            continue;
+        // Classify dropped runts; anything else without a header is forward's to drop.
+        let src = EthernetFrame::new_checked(pkt.data()).ok()?.src_addr();
+        if src == gw.mac && gw.host_port != Some(in_port) {
+            drop_packet(&mut pkt.meta.action, in_port, DropReason::SrcMacGateway, self.counters);
+            return None;
         }
-        let now = *table_now.get_or_insert_with(|| fdb.clock(now));
-        for &(key, h, in_port) in todo.iter().take(n).flatten() {
-            let learned = fdb.learn_hashed(key, h, in_port, now);
-            if let Some(out) = announced.as_deref_mut() {
-                if learned.announce() && out.len() < out.capacity() {
-                    out.push((key, in_port));
-                }
+        let key = FdbKey::new(pkt.meta.vlan, src);
+        let h = self.fdb.hash(key);
+        self.fdb.prefetch(h);
+        Some((key, h))
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, pkt: &mut Packet, prep: Option<Self::Prep>) {
+        let Some((key, h)) = prep else { return };
+        let (fdb, now) = (&mut *self.fdb, self.now);
+        let now = *self.table_now.get_or_insert_with(|| fdb.clock(now));
+        let in_port = pkt.meta.in_port;
+        let learned = fdb.learn_hashed(key, h, in_port, now);
+        if let Some(out) = self.announced.as_deref_mut() {
+            if learned.announce() && out.len() < out.capacity() {
+                out.push((key, in_port));
             }
         }
     }
@@ -81,57 +85,61 @@ pub fn learn(
 
 /// Forwards every undecided packet by its destination MAC.
 pub fn forward(batch: &mut Batch, fdb: &Fdb, counters: &mut [PortCounters], now: Instant) {
-    // Taken on first use: most bursts routed by the gateway need no lookup.
-    let mut table_now = None;
-    for burst in batch.packets_mut().chunks_mut(BATCH_SIZE) {
-        let mut todo: [Option<(usize, FdbKey, FdbHash)>; BATCH_SIZE] = [None; BATCH_SIZE];
-        let mut n = 0;
-        for (i, pkt) in burst.iter_mut().enumerate() {
-            if pkt.meta.action != Action::Continue {
-                continue;
+    let mut stage = Forward { fdb, counters, now, table_now: None };
+    burst::run(batch, &mut stage, false);
+}
+
+struct Forward<'a> {
+    fdb: &'a Fdb,
+    counters: &'a mut [PortCounters],
+    now: Instant,
+    /// Taken on first use: most bursts routed by the gateway need no lookup.
+    table_now: Option<FdbTime>,
+}
+
+impl Prefetched for Forward<'_> {
+    type Prep = (FdbKey, FdbHash);
+
+    #[inline(always)]
+    fn prepare(&mut self, pkt: &mut Packet) -> Option<Self::Prep> {
+        let in_port = pkt.meta.in_port;
+        let Ok(eth) = EthernetFrame::new_checked(pkt.data()) else {
+            drop_packet(&mut pkt.meta.action, in_port, DropReason::Runt, self.counters);
+            return None;
+        };
+        let dst = eth.dst_addr();
+        if dst.is_multicast() {
+            pkt.meta.action = Action::Flood;
+            if let Some(c) = self.counters.get_mut(in_port.index()) {
+                c.flooded += 1;
             }
-            let Ok(eth) = EthernetFrame::new_checked(pkt.data()) else {
-                let in_port = pkt.meta.in_port;
-                drop_packet(&mut pkt.meta.action, in_port, DropReason::Runt, counters);
-                continue;
-            };
-            let dst = eth.dst_addr();
-            if dst.is_multicast() {
+            return None;
+        }
+        let key = FdbKey::new(pkt.meta.vlan, dst);
+        let h = self.fdb.hash(key);
+        self.fdb.prefetch(h);
+        Some((key, h))
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, pkt: &mut Packet, prep: Option<Self::Prep>) {
+        let Some((key, h)) = prep else { return };
+        let (fdb, now) = (self.fdb, self.now);
+        let now = *self.table_now.get_or_insert_with(|| fdb.time(now));
+        let in_port = pkt.meta.in_port;
+        match fdb.lookup_hashed(key, h, now) {
+            Some(p) if p == in_port => drop_packet(
+                &mut pkt.meta.action,
+                in_port,
+                DropReason::DstOnIngressPort,
+                self.counters,
+            ),
+            Some(p) => pkt.meta.action = Action::Forward(p),
+            None => {
                 pkt.meta.action = Action::Flood;
-                if let Some(c) = counters.get_mut(pkt.meta.in_port.index()) {
+                if let Some(c) = self.counters.get_mut(in_port.index()) {
                     c.flooded += 1;
-                }
-                continue;
-            }
-            let key = FdbKey::new(pkt.meta.vlan, dst);
-            let h = fdb.hash(key);
-            fdb.prefetch(h);
-            if let Some(slot) = todo.get_mut(n) {
-                *slot = Some((i, key, h));
-                n += 1;
-            }
-        }
-        if n == 0 {
-            continue;
-        }
-        let now = *table_now.get_or_insert_with(|| fdb.time(now));
-        for &(i, key, h) in todo.iter().take(n).flatten() {
-            let Some(pkt) = burst.get_mut(i) else { continue };
-            let in_port = pkt.meta.in_port;
-            match fdb.lookup_hashed(key, h, now) {
-                Some(p) if p == in_port => drop_packet(
-                    &mut pkt.meta.action,
-                    in_port,
-                    DropReason::DstOnIngressPort,
-                    counters,
-                ),
-                Some(p) => pkt.meta.action = Action::Forward(p),
-                None => {
-                    pkt.meta.action = Action::Flood;
-                    if let Some(c) = counters.get_mut(in_port.index()) {
-                        c.flooded += 1;
-                        c.unknown_unicast += 1;
-                    }
+                    c.unknown_unicast += 1;
                 }
             }
         }
@@ -144,6 +152,7 @@ mod tests {
 
     use super::*;
     use crate::config::FdbConfig;
+    use crate::packet::BATCH_SIZE;
     use crate::pipeline::classify;
     use crate::pipeline::testutil::*;
     use crate::port::PortId;

@@ -22,6 +22,7 @@
 //! benchmarks.
 
 pub mod arp;
+mod burst;
 pub mod classify;
 pub mod gateway;
 #[cfg(any(test, feature = "fuzzing"))]

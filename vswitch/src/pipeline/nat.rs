@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use crate::packet::{Action, Batch, Frag, Packet, BATCH_SIZE};
+use crate::packet::{Action, Batch, Frag, Packet};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
@@ -44,6 +44,7 @@ use crate::wire::{
     Ipv4Packet, MacAddr, QuotedIpv4, TcpPacket, UdpPacket,
 };
 
+use super::burst::{self, Prefetched};
 use super::gateway::NodePortPath;
 use super::{drop_packet, Gateway};
 
@@ -220,12 +221,9 @@ fn layout(pkt: &Packet) -> Option<Layout> {
     })
 }
 
-/// A packet's layout, 5-tuple and conntrack bucket, computed ahead of its turn.
-type Prepared = Option<(Layout, FlowKey, FlowHash)>;
-
-/// The packet's layout, 5-tuple and bucket, all from `Meta`.
+/// The packet's layout, 5-tuple and conntrack bucket, all from `Meta`.
 #[inline(always)]
-fn prepare(pkt: &Packet, ct: &Conntrack) -> Prepared {
+fn prepare(pkt: &Packet, ct: &Conntrack) -> Option<(Layout, FlowKey, FlowHash)> {
     let lay = layout(pkt)?;
     let key = pkt.meta.flow;
     let h = FlowHash::from_seeded(pkt.meta.flow_hash);
@@ -235,11 +233,11 @@ fn prepare(pkt: &Packet, ct: &Conntrack) -> Prepared {
 
 /// Runs Service NAT over the batch.
 ///
-/// The conntrack lookups of the batch are started together: a first pass computes every
-/// undecided TCP/UDP packet's 5-tuple and bucket and prefetches the bucket, a second
-/// prefetches the entries found there, and only then are the packets handled one by one, in
-/// order, as if each were alone (prefetching changes no result). With many flows the cache
-/// misses of a batch overlap instead of adding up.
+/// The conntrack lookups of a burst are started together (`pipeline::burst`): a first pass
+/// takes every undecided TCP/UDP packet's 5-tuple and bucket from `Meta` and prefetches the
+/// bucket, a second prefetches the entries found there, and only then are the packets
+/// handled one by one, in order, as if each were alone. With many flows the cache misses of
+/// a burst overlap instead of adding up.
 pub fn run(
     batch: &mut Batch,
     nat: &mut ServiceNat,
@@ -250,30 +248,40 @@ pub fn run(
     if nat.services.is_empty() && nat.conntrack.is_empty() && gw.node_port.is_none() {
         return;
     }
-    let mut prepared: [Prepared; BATCH_SIZE] = [None; BATCH_SIZE];
-    for (pkt, prep) in batch.packets().iter().zip(prepared.iter_mut()) {
-        if pkt.meta.action != Action::Continue {
-            continue;
-        }
-        *prep = prepare(pkt, &nat.conntrack);
-        if let Some((_, _, h)) = prep {
-            nat.conntrack.prefetch_index(*h);
+    burst::run(batch, &mut NatStage { nat, gw, counters, now }, true);
+}
+
+/// [`run`]'s state over a batch.
+struct NatStage<'a> {
+    nat: &'a mut ServiceNat,
+    gw: &'a Gateway,
+    counters: &'a mut [PortCounters],
+    now: Instant,
+}
+
+impl Prefetched for NatStage<'_> {
+    type Prep = (Layout, FlowKey, FlowHash);
+
+    #[inline(always)]
+    fn prepare(&mut self, pkt: &mut Packet) -> Option<Self::Prep> {
+        let prep = prepare(pkt, &self.nat.conntrack)?;
+        self.nat.conntrack.prefetch_index(prep.2);
+        Some(prep)
+    }
+
+    #[inline(always)]
+    fn between(&mut self, prepared: &[Option<Self::Prep>]) {
+        for (_, _, h) in prepared.iter().flatten() {
+            self.nat.conntrack.prefetch_entry(*h);
         }
     }
-    for (_, _, h) in prepared.iter().flatten() {
-        nat.conntrack.prefetch_entry(*h);
-    }
-    for (i, pkt) in batch.packets_mut().iter_mut().enumerate() {
-        if pkt.meta.action != Action::Continue {
-            continue;
-        }
+
+    #[inline(always)]
+    fn handle(&mut self, pkt: &mut Packet, prep: Option<Self::Prep>) {
+        let NatStage { nat, gw, counters, now } = self;
+        let (gw, now) = (*gw, *now);
         let in_port = pkt.meta.in_port;
         let from_node_port = gw.node_port.filter(|np| np.port == in_port);
-        // Prepared above unless the batch is larger than a burst.
-        let prep = match prepared.get(i) {
-            Some(p) => *p,
-            None => prepare(pkt, &nat.conntrack),
-        };
         let Some((lay, key, h)) = prep else {
             if from_node_port.is_some() {
                 drop_packet(&mut pkt.meta.action, in_port, DropReason::NodePortUnknown, counters);
@@ -286,7 +294,7 @@ pub fn run(
                     None => {}
                 }
             }
-            continue;
+            return;
         };
         match handle(pkt, &lay, key, h, nat, gw, from_node_port, now) {
             Ok(Verdict::Continue) => {}
