@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::DropReason;
+use crate::wire::EthernetFrame;
 
 /// Index of a port in the switch's port table.
 #[derive(
@@ -350,6 +351,16 @@ impl Packet {
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.start + self.len]
+    }
+
+    /// The frame split where classify found the L3 header (`meta.l3_offset`): the Ethernet
+    /// header as a writable view, and the L3 bytes to build the L3 view on. `None` when the
+    /// offset lies past the frame or leaves no room for an Ethernet header before it.
+    #[inline]
+    pub fn split_l3_mut(&mut self) -> Option<(EthernetFrame<&mut [u8]>, &mut [u8])> {
+        let l3 = usize::from(self.meta.l3_offset);
+        let (eth, rest) = self.data_mut().split_at_mut_checked(l3)?;
+        Some((EthernetFrame::new_checked(eth).ok()?, rest))
     }
 
     /// Frame length in bytes.

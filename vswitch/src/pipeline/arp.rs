@@ -13,7 +13,7 @@
 use crate::packet::{Action, Batch, Packet};
 use crate::stats::PortCounters;
 use crate::tables::neigh::NeighTable;
-use crate::wire::{ArpOperation, ArpPacket, EtherType, EthernetFrame, MacAddr};
+use crate::wire::{ArpOperation, ArpPacket, EtherType, MacAddr};
 
 use super::{Gateway, Overlay};
 
@@ -50,12 +50,8 @@ fn answer(
     neigh: &NeighTable,
     overlay: Option<&Overlay>,
 ) -> bool {
-    let l3 = usize::from(pkt.meta.l3_offset);
     let in_port = pkt.meta.in_port;
-    let Some((eth_bytes, l3_bytes)) = pkt.data_mut().split_at_mut_checked(l3) else {
-        return false;
-    };
-    let Ok(mut eth) = EthernetFrame::new_checked(eth_bytes) else { return false };
+    let Some((mut eth, l3_bytes)) = pkt.split_l3_mut() else { return false };
     let Ok(mut arp) = ArpPacket::new_checked(l3_bytes) else { return false };
     if arp.operation() != ArpOperation::Request {
         return false;
@@ -101,6 +97,7 @@ mod tests {
     use crate::pipeline::testutil::*;
     use crate::port::PortId;
     use crate::tables::neigh::Neighbor;
+    use crate::wire::EthernetFrame;
 
     fn gw() -> Gateway {
         Gateway {

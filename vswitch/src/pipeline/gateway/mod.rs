@@ -128,15 +128,12 @@ fn handle(
     neigh: &NeighTable,
     overlay: Option<&Overlay>,
 ) -> Result<Action, DropReason> {
-    let l3 = usize::from(pkt.meta.l3_offset);
     let in_port = pkt.meta.in_port;
     let to_host = || match gw.host_port {
         Some(h) if h != in_port => Ok(Action::Forward(h)),
         _ => Err(DropReason::NoRoute),
     };
-    let (eth_bytes, ip_bytes) =
-        pkt.data_mut().split_at_mut_checked(l3).ok_or(DropReason::Ipv4BadHeader)?;
-    let mut eth = EthernetFrame::new_checked(eth_bytes).map_err(|_| DropReason::Runt)?;
+    let (mut eth, ip_bytes) = pkt.split_l3_mut().ok_or(DropReason::Ipv4BadHeader)?;
     let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Ipv4BadHeader)?;
     let dst = ip.dst_addr();
     if dst == gw.ip {

@@ -10,7 +10,7 @@ use crate::offload::gso;
 use crate::packet::{Action, Packet, VnetHdr};
 use crate::port::PortId;
 use crate::stats::DropReason;
-use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
+use crate::wire::{Ipv4Packet, MacAddr};
 
 use super::{decrement_ttl, Gateway};
 use crate::pipeline::overlay::Overlay;
@@ -57,10 +57,7 @@ fn encap_decision(
         }
         0
     };
-    let l3 = usize::from(pkt.meta.l3_offset);
-    let (eth, ip_bytes) =
-        pkt.data_mut().split_at_mut_checked(l3).ok_or(DropReason::Ipv4BadHeader)?;
-    let mut eth = EthernetFrame::new_checked(eth).map_err(|_| DropReason::Runt)?;
+    let (mut eth, ip_bytes) = pkt.split_l3_mut().ok_or(DropReason::Ipv4BadHeader)?;
     let mut ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::Ipv4BadHeader)?;
     if ip.hop_limit() <= 1 {
         return Err(DropReason::TtlExpired);
