@@ -112,6 +112,10 @@ drop_reasons! {
     /// removed while the interface's filter still passed its port) or whose client's MAC is
     /// not known on the way back.
     NodePortUnknown => "node_port_unknown",
+    /// A later IPv4 fragment (no ports) to a Service address whose first fragment was not
+    /// translated here first (out of order, or the fragment table was full): it cannot be
+    /// translated. See `tables::frags`.
+    FragUntracked => "frag_untracked",
     /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
     TxQueueFull => "tx_queue_full",
     /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.

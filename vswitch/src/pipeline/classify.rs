@@ -75,7 +75,14 @@ pub fn classify_seeded(pkt: &mut Packet, seed: u64) -> Result<(), DropReason> {
                 if !l4_ok && frag == Frag::Whole {
                     return Err(DropReason::L4Truncated);
                 }
-                if l4_ok && matches!(proto, IpProtocol::Tcp | IpProtocol::Udp) {
+                // A first fragment's UDP length (and a TCP header's options, rarely) run
+                // past it: its fixed header is enough for the ports.
+                let fixed = match proto {
+                    IpProtocol::Tcp => wire::tcp::HEADER_LEN,
+                    IpProtocol::Udp => wire::udp::HEADER_LEN,
+                    _ => usize::MAX,
+                };
+                if fixed <= l4.len() && (l4_ok || frag == Frag::First) {
                     let ports = Ports::new_unchecked(l4);
                     flow.sport = ports.src_port();
                     flow.dport = ports.dst_port();

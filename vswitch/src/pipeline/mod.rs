@@ -123,6 +123,9 @@ impl Pipeline {
                 conntrack,
                 affinity: nat::Affinity::new(config.conntrack.max_entries.div_ceil(workers)),
                 node_clients: nat::NodeClients::new(nat::MAX_NODE_CLIENTS),
+                frags: crate::tables::frags::FragTable::new(
+                    crate::tables::frags::DEFAULT_MAX_FRAGS,
+                ),
                 steer: steering,
             },
             overlay: config.overlay.as_ref().map(|o| {

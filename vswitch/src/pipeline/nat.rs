@@ -38,6 +38,7 @@ use rustc_hash::FxHashMap;
 use crate::packet::{Action, Batch, Frag, Packet};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
+use crate::tables::frags::{FragKey, FragRewrite, FragTable};
 use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
 use crate::wire::{
     checksum, icmp, ipv4, tcp, udp, EtherType, EthernetFrame, IcmpMessage, IcmpPacket, IpProtocol,
@@ -73,6 +74,8 @@ pub struct ServiceNat {
     /// This worker's place among the workers: source NAT picks ports whose replies are
     /// steered back here.
     pub steer: super::steer::Steering,
+    /// Translations of fragmented datagrams, for their later fragments.
+    pub frags: FragTable,
 }
 
 /// The MAC each NodePort client's packets came from (the client's, or its router's), learned
@@ -283,6 +286,19 @@ impl Prefetched for NatStage<'_> {
         let in_port = pkt.meta.in_port;
         let from_node_port = gw.node_port.filter(|np| np.port == in_port);
         let Some((lay, key, h)) = prep else {
+            if pkt.meta.frag == Frag::Later {
+                match later_fragment(pkt, &mut nat.frags, now) {
+                    Some(settled) => pkt.meta.action = settled.unwrap_or(Action::Continue),
+                    None if from_node_port.is_some() || is_frontend(pkt, nat, gw) => drop_packet(
+                        &mut pkt.meta.action,
+                        in_port,
+                        DropReason::FragUntracked,
+                        counters,
+                    ),
+                    None => {}
+                }
+                return;
+            }
             if from_node_port.is_some() {
                 drop_packet(&mut pkt.meta.action, in_port, DropReason::NodePortUnknown, counters);
             } else {
@@ -296,7 +312,17 @@ impl Prefetched for NatStage<'_> {
             }
             return;
         };
-        match handle(pkt, &lay, key, h, nat, gw, from_node_port, now) {
+        let verdict = handle(pkt, &lay, key, h, nat, gw, from_node_port, now);
+        if pkt.meta.frag == Frag::First {
+            if let Ok(Verdict::Continue | Verdict::Settled(_)) = verdict {
+                let settled = match verdict {
+                    Ok(Verdict::Settled(a)) => Some(a),
+                    _ => None,
+                };
+                record_first_fragment(pkt, &lay, &key, settled, &mut nat.frags, now);
+            }
+        }
+        match verdict {
             Ok(Verdict::Continue) => {}
             Ok(Verdict::Settled(action)) => pkt.meta.action = action,
             Ok(Verdict::Reject(action)) => {
@@ -308,6 +334,58 @@ impl Prefetched for NatStage<'_> {
             Err(reason) => drop_packet(&mut pkt.meta.action, in_port, reason, counters),
         }
     }
+}
+
+/// Whether `pkt` is addressed to a Service frontend: a VIP, or the node-port interface's
+/// address.
+#[inline]
+fn is_frontend(pkt: &Packet, nat: &ServiceNat, gw: &Gateway) -> bool {
+    let dst = pkt.meta.flow.dst;
+    nat.services.is_vip(dst) || gw.node_port.is_some_and(|np| np.ip == dst)
+}
+
+/// Keeps the translation of a first fragment NAT just translated (see `tables::frags`), so
+/// its later fragments get it too. `key` is the 5-tuple it arrived with.
+fn record_first_fragment(
+    pkt: &mut Packet,
+    lay: &Layout,
+    key: &FlowKey,
+    settled: Option<Action>,
+    frags: &mut FragTable,
+    now: Instant,
+) {
+    let (src, dst) = (pkt.meta.flow.src, pkt.meta.flow.dst);
+    if settled.is_none() && src == key.src && dst == key.dst {
+        return; // not translated
+    }
+    let Some(ip) = pkt.data().get(lay.l3..) else { return };
+    let id = Ipv4Packet::new_unchecked(ip).ident();
+    let eth = EthernetFrame::new_unchecked(pkt.data());
+    let rewrite =
+        FragRewrite { src, dst, dst_mac: eth.dst_addr(), src_mac: eth.src_addr(), settled };
+    frags.record(FragKey { src: key.src, dst: key.dst, proto: key.proto, id }, rewrite, now);
+}
+
+/// Translates a later fragment (no ports) as its datagram's first fragment was. `None`
+/// when its first was not translated here (or not tracked); else the action the first was
+/// settled with, if any.
+fn later_fragment(pkt: &mut Packet, frags: &mut FragTable, now: Instant) -> Option<Option<Action>> {
+    if frags.is_empty() {
+        return None;
+    }
+    let (mut eth, ip_bytes) = pkt.split_l3_mut()?;
+    let mut ip = Ipv4Packet::new_checked(ip_bytes).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let key = FragKey { src, dst, proto: u8::from(ip.next_header()), id: ip.ident() };
+    let rw = frags.lookup(&key, !ip.more_frags(), now)?;
+    let csum = checksum::update_addr(ip.checksum(), &src, &rw.src);
+    ip.set_src_addr(rw.src);
+    ip.set_dst_addr(rw.dst);
+    ip.set_checksum(checksum::update_addr(csum, &dst, &rw.dst));
+    eth.set_dst_addr(rw.dst_mac);
+    eth.set_src_addr(rw.src_mac);
+    (pkt.meta.flow.src, pkt.meta.flow.dst) = (rw.src, rw.dst);
+    Some(rw.settled)
 }
 
 /// Translates one packet, whose 5-tuple is `key` (`h` its conntrack bucket). `node_port`
@@ -756,6 +834,80 @@ mod tests {
         let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
         assert_eq!(u.checksum(), want, "UDP checksum");
         (h.source.into(), u.source_port(), h.destination.into(), u.destination_port())
+    }
+
+    /// `frame` (Ethernet + option-less IPv4) as two fragments with IP id `id`, split `at`
+    /// bytes (a multiple of 8) into the IPv4 payload.
+    fn fragments(frame: &[u8], id: u16, at: usize) -> (Vec<u8>, Vec<u8>) {
+        let (head, payload) = frame.split_at(34);
+        let piece = |bytes: &[u8], more: bool, offset: usize| {
+            let mut f = head.to_vec();
+            f.extend_from_slice(bytes);
+            let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+            ip.set_total_len(20 + bytes.len() as u16);
+            ip.set_ident(id);
+            ip.set_dont_frag(false);
+            ip.set_frag(more, offset as u16);
+            ip.fill_checksum();
+            f
+        };
+        (piece(&payload[..at], true, 0), piece(&payload[at..], false, at))
+    }
+
+    /// The UDP checksum of the datagram the two fragments reassemble to is right.
+    fn reassembled_udp_checksum_ok(first: &[u8], later: &[u8]) -> bool {
+        let mut udp = first[34..].to_vec();
+        udp.extend_from_slice(&later[34..]);
+        let (src, dst) = (&first[26..30], &first[30..34]);
+        let mut sum: u32 = 17 + udp.len() as u32;
+        for w in src.chunks(2).chain(dst.chunks(2)).chain(udp.chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum == 0xffff
+    }
+
+    #[test]
+    fn later_fragments_follow_their_first_fragments_translation_both_ways() {
+        let mut p = pipeline();
+        p.neigh.insert(IP_A, Neighbor { mac: MAC_A, port: PortId(1) }).unwrap();
+        let mut c = vec![PortCounters::default(); 4];
+        let vip = Ipv4Addr::new(10, 96, 0, 20);
+        let payload: Vec<u8> = (0..100u8).collect();
+        let q = udp_frame(MAC_A, GW_MAC, IP_A, vip, 5353, 80, &payload);
+        let (first, later) = fragments(&q, 0x77, 48);
+        // Out of order: a later fragment to a VIP whose first was not seen is dropped.
+        let (action, _) = run(&mut p, PortId(1), &later, &mut c);
+        assert_eq!(action, Action::Drop(DropReason::FragUntracked));
+        let (action, out_first) = run(&mut p, PortId(1), &first, &mut c);
+        assert_eq!(action, Action::Forward(PortId(2)));
+        assert_eq!(p.nat.frags.len(), 1);
+        let (action, out_later) = run(&mut p, PortId(1), &later, &mut c);
+        assert_eq!(action, Action::Forward(PortId(2)), "routed like its first");
+        assert_eq!(&out_later[30..34], &IP_B.octets(), "to the same endpoint");
+        assert_eq!(&out_later[..6], &MAC_B.0);
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&out_later[14..]).unwrap().to_header();
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert!(reassembled_udp_checksum_ok(&out_first, &out_later));
+        assert!(p.nat.frags.is_empty(), "the last fragment ends the entry");
+        assert_eq!(c[1].drops[DropReason::FragUntracked as usize], 1);
+        // The endpoint's fragmented answer leaves from the VIP, every fragment of it.
+        let r = udp_frame(MAC_B, GW_MAC, IP_B, IP_A, 8080, 5353, &payload);
+        let (first, later) = fragments(&r, 0x99, 48);
+        let (_, out_first) = run(&mut p, PortId(2), &first, &mut c);
+        let (action, out_later) = run(&mut p, PortId(2), &later, &mut c);
+        assert_eq!(action, Action::Forward(PortId(1)));
+        assert_eq!(&out_later[26..30], &vip.octets());
+        assert!(reassembled_udp_checksum_ok(&out_first, &out_later));
+        // Fragments of traffic that is not translated pass as they are, untracked.
+        let pod = udp_frame(MAC_B, GW_MAC, IP_B, IP_A, 7, 7, &payload);
+        let (first, later) = fragments(&pod, 0x55, 48);
+        run(&mut p, PortId(2), &first, &mut c);
+        assert!(p.nat.frags.is_empty());
+        let (action, out) = run(&mut p, PortId(2), &later, &mut c);
+        assert_eq!((action, &out[26..30]), (Action::Forward(PortId(1)), &IP_B.octets()[..]));
     }
 
     #[test]

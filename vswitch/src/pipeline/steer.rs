@@ -12,6 +12,9 @@
 //!   source NAT (NodePort, hairpin) put in, and NAT picks that port so `key` lands on the
 //!   worker that created the connection ([`Steering::owns_snat`]).
 //! - ICMP errors: the worker of the connection the quoted packet belongs to.
+//! - Later IPv4 fragments (no ports): like their first fragment, which is possible because
+//!   `key` ignores the port of every address but the gateway's; fragments from or to the
+//!   gateway address itself stay where they arrived.
 //!
 //! `key(ip, port)` hashes the address alone, so all of one client's connections meet in one
 //! table (session affinity needs that), except for the gateway address, which stands for
@@ -117,12 +120,22 @@ fn is_frontend(ip: Ipv4Addr, in_port: crate::port::PortId, gw: &Gateway) -> bool
 /// particular worker.
 fn flow_key(pkt: &Packet, gw: &Gateway, marks: &ReplyMarks) -> Option<u32> {
     let m = &pkt.meta;
-    if m.vlan.is_some() || m.ethertype != 0x0800 || m.l4_offset == 0 || m.frag == Frag::Later {
+    if m.vlan.is_some() || m.ethertype != 0x0800 || m.l4_offset == 0 {
         return None;
     }
     // Classify read the 5-tuple; only an ICMP error's quote is read here.
     let f = &m.flow;
     match IpProtocol::from(f.proto) {
+        IpProtocol::Tcp | IpProtocol::Udp if m.frag == Frag::Later => {
+            // No ports, but the key of an address other than the gateway's ignores the
+            // port: the fragment meets its first one, whose translation it needs.
+            if is_frontend(f.dst, m.in_port, gw) {
+                return (f.src != gw.ip).then(|| key(gw.ip, f.src, 0));
+            }
+            let k = key(gw.ip, f.dst, 0);
+            (f.dst != gw.ip && marks.is_marked(k)).then_some(k)
+        }
+        _ if m.frag == Frag::Later => None,
         IpProtocol::Tcp | IpProtocol::Udp => {
             if !m.has_ports {
                 return None;

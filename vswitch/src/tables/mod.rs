@@ -13,6 +13,7 @@
 
 pub mod conntrack;
 pub mod fdb;
+pub mod frags;
 pub mod ipam;
 pub mod maglev;
 pub mod neigh;
