@@ -8,7 +8,7 @@
 //! Service and keeps while the Service exists), so a lookup costs no hash and no allocation.
 //!
 //! What resets when a Service changes (any edit that rebuilds it: `service add` of a changed
-//! spec, `endpoint set`, an apply that changes it): its round-robin cursor starts again at
+//! spec, `endpoint set` with other endpoints, an apply that changes it): its round-robin cursor starts again at
 //! the first endpoint (each rebuilt Service has a new [`version`](ServiceTable::version_of),
 //! and a cursor of another version counts as unset). An unchanged Service keeps its cursor
 //! across snapshots, an apply included. Counters are per worker and never reset; the

@@ -359,6 +359,10 @@ impl ServiceTable {
         let Some(svc) = self.by_key.get(&key) else {
             return Err(not_found("name", format!("no service {namespace}/{name}")));
         };
+        if svc.spec.endpoints == endpoints {
+            // Unchanged: nothing is rebuilt, workers keep its state.
+            return Ok(());
+        }
         let mut spec = svc.spec.clone();
         spec.endpoints = endpoints;
         let rebuilt = Service::new(spec, self.maglev_max, Some(svc.maglev_size), svc.slot);

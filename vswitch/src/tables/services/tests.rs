@@ -538,6 +538,7 @@ fn round_robin_cursors_live_in_worker_state_and_survive_unchanged_services() {
     // Re-adding the same spec changes nothing.
     let mut same = applied.clone();
     same.upsert(rr("b", 21), cidr()).unwrap();
+    same.set_endpoints("default", "b", None, three()).unwrap();
     assert_eq!(same.version_of(&key(21)), applied.version_of(&key(21)));
 }
 
