@@ -40,9 +40,11 @@
 //! took 27-29 ms in release on a 2-CPU development VM (up to 50 ms while it was busy with
 //! other builds), 50,000 about 150 ms (linear); about
 //! 60% of it is Maglev population (`M ln M`, some 1,100 probes per 211-entry table). One
-//! edit (clone the table, replace one Service's endpoints) is linear in the table's size
-//! too, since the indexes are copied (their entries are pointers): 5 ms at 10,000 Services,
-//! 9 ms at 50,000, on the same VM while loaded (from_specs took 74 and 241 ms in that run).
+//! edit of a clone is linear in the table's size, the Service map being copied (its entries
+//! are pointers); the name index is shared per namespace until a Service is added to or
+//! removed from it. In release on the same VM, loaded (from_specs: 58 and 181 ms):
+//! replacing one Service's endpoints took 0.4 ms at 10,000 Services and 1.8 ms at 50,000;
+//! adding one, all Services in one namespace (the worst case), 0.8 ms and 9.7 ms.
 //! The ignored test `build_time` prints these figures.
 //!
 //! Lookups are one hash probe ([`ServiceTable::get`], [`ServiceTable::select`]); `select` does

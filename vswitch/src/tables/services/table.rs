@@ -17,9 +17,9 @@ use super::spec::{
 use crate::cidr::Ipv4Cidr;
 use crate::tables::maglev;
 
-/// One namespace's Services: name -> the keys of its ports (shared, so a clone of the
-/// table copies pointers).
-type Names = FxHashMap<Arc<str>, Arc<[ServiceKey]>>;
+/// One namespace's Services: name -> the keys of its ports. Shared between clones of the
+/// table until one adds or removes a Service in that namespace.
+type Names = Arc<FxHashMap<Arc<str>, Arc<[ServiceKey]>>>;
 
 /// The slot of a Service built by `from_specs` until the table gives it one.
 const UNSLOTTED: u32 = u32::MAX;
@@ -102,7 +102,9 @@ pub struct ServiceTable {
     /// namespace -> name -> key (nested so lookups by `&str` need no allocation).
     /// Keys of each Service's ports (a Kubernetes Service with several ports is one spec
     /// per port, all with its name and VIP), sorted by port and protocol.
-    by_name: FxHashMap<Arc<str>, Names>,
+    /// Shared between clones until one adds or removes a Service (`endpoint set`, the
+    /// common edit, leaves it shared).
+    by_name: Arc<FxHashMap<Arc<str>, Names>>,
     /// Services per VIP, for `is_vip`.
     vips: FxHashMap<Ipv4Addr, u32>,
     /// (node port, protocol) -> key.
@@ -121,7 +123,7 @@ impl ServiceTable {
     pub fn new(max_services: usize, maglev_max: usize) -> ServiceTable {
         ServiceTable {
             by_key: FxHashMap::default(),
-            by_name: FxHashMap::default(),
+            by_name: Arc::default(),
             vips: FxHashMap::default(),
             node_ports: FxHashMap::default(),
             max_services,
@@ -484,10 +486,12 @@ impl ServiceTable {
         if let Some(p) = svc.spec.node_port {
             self.node_ports.insert((p, key.proto), key);
         }
-        if !self.by_name.contains_key(svc.spec.namespace.as_str()) {
-            self.by_name.insert(Arc::from(svc.spec.namespace.as_str()), FxHashMap::default());
+        let by_name = Arc::make_mut(&mut self.by_name);
+        if !by_name.contains_key(svc.spec.namespace.as_str()) {
+            by_name.insert(Arc::from(svc.spec.namespace.as_str()), Names::default());
         }
-        let names = self.by_name.get_mut(svc.spec.namespace.as_str()).expect("inserted above");
+        let names = by_name.get_mut(svc.spec.namespace.as_str()).expect("inserted above");
+        let names = Arc::make_mut(names);
         let mut ports: Vec<ServiceKey> =
             names.get(svc.spec.name.as_str()).map_or_else(Vec::new, |p| p.to_vec());
         let at = ports.partition_point(|k| (k.port, k.proto) < (key.port, key.proto));
@@ -514,7 +518,9 @@ impl ServiceTable {
             }
         }
         let (namespace, name) = (svc.spec.namespace.as_str(), svc.spec.name.as_str());
-        if let Some(names) = self.by_name.get_mut(namespace) {
+        let by_name = Arc::make_mut(&mut self.by_name);
+        if let Some(names) = by_name.get_mut(namespace) {
+            let names = Arc::make_mut(names);
             if let Some(ports) = names.get_mut(name) {
                 let rest: Vec<ServiceKey> = ports.iter().copied().filter(|k| *k != key).collect();
                 if rest.is_empty() {
@@ -524,7 +530,7 @@ impl ServiceTable {
                 }
             }
             if names.is_empty() {
-                self.by_name.remove(namespace);
+                by_name.remove(namespace);
             }
         }
         Some(Arc::try_unwrap(svc).map_or_else(|s| s.spec.clone(), |s| s.spec))

@@ -499,6 +499,13 @@ fn build_time() {
         )
         .unwrap();
         println!("clone and edit one of {n}: {:?}", start.elapsed());
+        let start = std::time::Instant::now();
+        let mut next = t.clone();
+        let mut spec = many(1).remove(0);
+        spec.name = "new".into();
+        spec.vip = Ipv4Addr::new(10, 97, 0, 1);
+        next.upsert(spec, cidr()).unwrap();
+        println!("clone and add one to {n} in one namespace: {:?}", start.elapsed());
     }
 }
 
