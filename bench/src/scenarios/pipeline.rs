@@ -251,7 +251,7 @@ pub fn nat_established(flows: usize, time: Duration) -> L2Result {
         session_affinity_secs: None,
         node_port: None,
     };
-    pipeline.nat.services.upsert(spec, config.services.cidr).expect("a valid Service");
+    pipeline.nat.edit_services(|t| t.upsert(spec, config.services.cidr)).expect("a valid Service");
     let gw_mac = config.node.gateway_mac;
     let segment = |i: usize, flags: u8| {
         let b = etherparse::PacketBuilder::ethernet2(mac(0, i).0, gw_mac.0)

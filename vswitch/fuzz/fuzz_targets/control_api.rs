@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use vswitch::cidr::Ipv4Cidr;
 use vswitch::config::PeerConfig;
 use vswitch::control::api::{parse_request, Request, Response, ServiceSpec};
-use vswitch::tables::services::ServiceTable;
+use vswitch::tables::services::{ServiceState, ServiceTable};
 
 const MAX_SERVICES: usize = 64;
 const MAGLEV_MAX: usize = 65_537;
@@ -55,7 +55,9 @@ fn request(req: &Request) {
             assert!(valid || added.is_err(), "an invalid Service is refused");
             if added.is_ok() {
                 assert!(t.get(&spec.key()).is_some());
-                let _ = t.select(&spec.key(), 0x1234_5678);
+                let mut state = ServiceState::new();
+                state.adopt(&t);
+                let _ = t.select(&spec.key(), 0x1234_5678, &mut state);
             }
         }
         Request::ServiceApply(args) => services(args.services.clone()),

@@ -941,9 +941,11 @@ impl Harness {
                 let mut p = Pipeline::for_worker(config, steering);
                 p.nat.node_clients = super::nat::NodeClients::new(4);
                 p.nat.affinity = super::nat::Affinity::new(8);
-                for s in &services {
-                    p.nat.services.upsert(s.clone(), config.services.cidr).expect("valid Service");
-                }
+                p.nat.edit_services(|t| {
+                    for s in &services {
+                        t.upsert(s.clone(), config.services.cidr).expect("valid Service");
+                    }
+                });
                 Worker {
                     pipeline: p,
                     counters: vec![PortCounters::default(); usize::from(PORTS)],
@@ -1866,6 +1868,18 @@ impl Harness {
         }
     }
 
+    /// Edits a copy of the published Service table once and installs the same snapshot on
+    /// every worker, as the control plane does.
+    fn publish_services(&mut self, edit: impl FnOnce(&mut crate::tables::services::ServiceTable)) {
+        let mut next =
+            crate::tables::services::ServiceTable::clone(&self.workers[0].pipeline.nat.services);
+        edit(&mut next);
+        let next = std::sync::Arc::new(next);
+        for w in &mut self.workers {
+            w.pipeline.nat.install_services(next.clone());
+        }
+    }
+
     fn control(&mut self, op: u8, arg: u8) {
         let cidr = cidr("10.96.0.0/12");
         match op % 8 {
@@ -1887,23 +1901,24 @@ impl Harness {
                 }
                 let (ns, name, port) =
                     (s.namespace.clone(), s.name.clone(), Some((s.port, s.proto)));
-                for w in &mut self.workers {
-                    let _ = w.pipeline.nat.services.set_endpoints(&ns, &name, port, eps.clone());
-                }
+                self.publish_services(|t| {
+                    let _ = t.set_endpoints(&ns, &name, port, eps);
+                });
             }
             1 => {
                 let s = &self.services[usize::from(arg) % self.services.len()];
                 let (ns, name) = (s.namespace.clone(), s.name.clone());
-                for w in &mut self.workers {
-                    w.pipeline.nat.services.remove(&ns, &name);
-                }
+                self.publish_services(|t| {
+                    t.remove(&ns, &name);
+                });
             }
             2 => {
-                for w in &mut self.workers {
-                    for s in &self.services {
-                        let _ = w.pipeline.nat.services.upsert(s.clone(), cidr);
+                let services = self.services.clone();
+                self.publish_services(|t| {
+                    for s in services {
+                        let _ = t.upsert(s, cidr);
                     }
-                }
+                });
             }
             3 => {
                 for w in &mut self.workers {
@@ -1922,14 +1937,19 @@ impl Harness {
             5 => self.remove_port(PortId(u16::from(arg) % PORTS)),
             6 => self.restore_ports(),
             _ => {
+                // One peer table edited once and published to both workers.
                 let peer = self.peers[usize::from(arg >> 1) % self.peers.len()].clone();
+                let Some(ov) = &self.workers[0].pipeline.overlay else { return };
+                let mut next = crate::tables::peers::PeerTable::clone(&ov.peers);
+                if arg & 1 == 0 {
+                    next.remove(&peer.name);
+                } else {
+                    let _ = next.upsert(peer);
+                }
+                let next = std::sync::Arc::new(next);
                 for w in &mut self.workers {
                     if let Some(ov) = &mut w.pipeline.overlay {
-                        if arg & 1 == 0 {
-                            ov.peers.remove(&peer.name);
-                        } else {
-                            let _ = ov.peers.upsert(peer.clone());
-                        }
+                        ov.peers = next.clone();
                     }
                 }
             }

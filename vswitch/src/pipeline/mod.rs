@@ -44,7 +44,7 @@ use crate::tables::conntrack::{Conntrack, ConntrackConfig};
 use crate::tables::fdb::Fdb;
 use crate::tables::neigh::NeighTable;
 use crate::tables::peers::PeerTable;
-use crate::tables::services::ServiceTable;
+use crate::tables::services::{ServiceState, ServiceTable};
 use output::TxPlan;
 
 pub use gateway::Gateway;
@@ -116,10 +116,11 @@ impl Pipeline {
                 node_port: None,
             },
             nat: ServiceNat {
-                services: ServiceTable::new(
+                services: std::sync::Arc::new(ServiceTable::new(
                     config.services.max_services,
                     config.services.maglev_table_size,
-                ),
+                )),
+                service_state: ServiceState::new(),
                 conntrack,
                 affinity: nat::Affinity::new(config.conntrack.max_entries.div_ceil(workers)),
                 node_clients: nat::NodeClients::new(nat::MAX_NODE_CLIENTS),
@@ -138,7 +139,7 @@ impl Pipeline {
                 Overlay {
                     port: None,
                     vni: o.vni,
-                    peers,
+                    peers: std::sync::Arc::new(peers),
                     inner_mtu: (o.underlay_mtu - crate::config::OVERLAY_OVERHEAD) as u16,
                 }
             }),

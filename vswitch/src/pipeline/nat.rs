@@ -31,6 +31,7 @@
 //! a packet with a partial L4 checksum (TAP offload) gets its pseudo-header sum adjusted.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
@@ -39,7 +40,9 @@ use crate::packet::{Action, Batch, Frag, Packet};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::frags::{FragKey, FragRewrite, FragTable};
-use crate::tables::services::{L4Proto, Selection, ServiceKey, ServiceTable};
+use crate::tables::services::{
+    L4Proto, Selection, ServiceCounters, ServiceKey, ServiceState, ServiceTable,
+};
 use crate::wire::{
     checksum, icmp, ipv4, tcp, udp, EtherType, EthernetFrame, IcmpMessage, IcmpPacket, IpProtocol,
     Ipv4Packet, MacAddr, QuotedIpv4, TcpPacket, UdpPacket,
@@ -61,10 +64,19 @@ enum Verdict {
 }
 
 /// The Service NAT state in the pipeline.
+///
+/// The Service table is the control plane's published snapshot, shared by every worker and
+/// never written here; what a worker changes while choosing endpoints (round-robin cursors,
+/// counters) is its own, in `service_state`, and so are affinity pins. A new table is
+/// swapped in between bursts with [`ServiceNat::install_services`]; per-Service state of
+/// Services the new table did not change carries over (see `tables/services/lookup.rs` for
+/// what resets).
 #[derive(Debug)]
 pub struct ServiceNat {
-    /// The Services.
-    pub services: ServiceTable,
+    /// The Services: the published table (read only).
+    pub services: Arc<ServiceTable>,
+    /// This worker's round-robin cursors and selection counters.
+    pub service_state: ServiceState,
     /// The tracked connections.
     pub conntrack: Conntrack,
     /// ClientIP session affinity: (client, Service) -> (endpoint, until when).
@@ -76,6 +88,30 @@ pub struct ServiceNat {
     pub steer: super::steer::Steering,
     /// Translations of fragmented datagrams, for their later fragments.
     pub frags: FragTable,
+}
+
+impl ServiceNat {
+    /// Installs a published Service table (between bursts) and returns the one it replaces,
+    /// for the caller to drop off the packet path.
+    pub fn install_services(&mut self, table: Arc<ServiceTable>) -> Arc<ServiceTable> {
+        self.service_state.adopt(&table);
+        std::mem::replace(&mut self.services, table)
+    }
+
+    /// Edits a copy of the table on this thread and installs it: for tests and benchmarks
+    /// that drive a pipeline without a control plane (the switch builds tables in the
+    /// control plane and publishes them).
+    pub fn edit_services<R>(&mut self, edit: impl FnOnce(&mut ServiceTable) -> R) -> R {
+        let mut next = ServiceTable::clone(&self.services);
+        let r = edit(&mut next);
+        self.install_services(Arc::new(next));
+        r
+    }
+
+    /// This worker's Service selection counters.
+    pub fn service_counters(&self) -> ServiceCounters {
+        self.service_state.counters()
+    }
 }
 
 /// The MAC each NodePort client's packets came from (the client's, or its router's), learned
@@ -478,7 +514,7 @@ fn handle(
     });
     let selection = match pinned {
         Some(s) => s,
-        None => nat.services.select(&svc, key.hash64()),
+        None => nat.services.select(&svc, key.hash64(), &mut nat.service_state),
     };
     match selection {
         Selection::Endpoint { ip, port } => {
@@ -806,7 +842,7 @@ mod tests {
             session_affinity_secs: None,
             node_port: Some(30_080),
         };
-        p.nat.services.upsert(spec, "10.96.0.0/12".parse().unwrap()).unwrap();
+        p.nat.edit_services(|t| t.upsert(spec, "10.96.0.0/12".parse().unwrap())).unwrap();
         p
     }
 

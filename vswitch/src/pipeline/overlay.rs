@@ -28,8 +28,9 @@ pub struct Overlay {
     pub port: Option<PortId>,
     /// This node's VNI.
     pub vni: u32,
-    /// The peers.
-    pub peers: PeerTable,
+    /// The peers: the control plane's published table (read only; a new one is swapped in
+    /// between bursts).
+    pub peers: std::sync::Arc<PeerTable>,
     /// Largest inner IPv4 packet the underlay carries (underlay MTU − 50).
     pub inner_mtu: u16,
 }

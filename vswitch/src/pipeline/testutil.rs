@@ -112,5 +112,10 @@ pub fn overlay_fixture() -> crate::pipeline::Overlay {
     let mut peers = crate::tables::peers::PeerTable::new(4);
     let n2 = crate::config::PeerConfig::parse("n2", "192.168.0.2", "10.244.2.0/24", None);
     peers.upsert(n2.unwrap()).unwrap();
-    crate::pipeline::Overlay { port: Some(OVERLAY_PORT), vni: 1, peers, inner_mtu: 1450 }
+    crate::pipeline::Overlay {
+        port: Some(OVERLAY_PORT),
+        vni: 1,
+        peers: std::sync::Arc::new(peers),
+        inner_mtu: 1450,
+    }
 }

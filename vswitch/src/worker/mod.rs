@@ -34,8 +34,6 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::cidr::Ipv4Cidr;
-use crate::config::PeerConfig;
 use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
 use crate::pipeline::steer::{ReplyMarks, Steering};
 use crate::pipeline::{Entry, Pipeline};
@@ -43,8 +41,9 @@ use crate::port::{Port, PortId};
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{ConntrackCounters, Entry as CtEntry};
 use crate::tables::fdb::{FdbCounters, FdbEntry, FdbKey};
-use crate::tables::neigh::Neighbor;
-use crate::tables::services::{Endpoint as ServiceEndpoint, ServiceSpec, ServiceTable};
+use crate::tables::neigh::{NeighError, Neighbor};
+use crate::tables::peers::PeerTable;
+use crate::tables::services::{ServiceCounters, ServiceTable};
 use crate::wire::MacAddr;
 
 use fabric::Fabric;
@@ -92,7 +91,7 @@ pub enum Command {
         /// The pod's address and MAC.
         neighbor: Option<(Ipv4Addr, MacAddr)>,
         /// Answer.
-        reply: Sender<Result<(), String>>,
+        reply: Sender<Result<(), AttachError>>,
     },
     /// Stops polling a port and hands it back (dropping it closes the device), with its final
     /// counters. Its MAC table entries and neighbor entries are removed in the same step.
@@ -124,66 +123,25 @@ pub enum Command {
         /// Answer.
         reply: Sender<()>,
     },
-    /// Adds an overlay peer, or replaces the one with its name. The control plane has checked
-    /// that it fits beside the others; refused when the peer table is full.
-    PeerUpsert {
-        /// The peer.
-        peer: PeerConfig,
+    /// Installs a published peer table (built and checked by the control plane) between
+    /// bursts: packets route by it from the next burst on. Answer: the table it replaced,
+    /// to be dropped by the control plane, off the packet path; `None` when this switch has
+    /// no overlay (nothing installed).
+    PeersPublish {
+        /// The new table, shared by every worker.
+        table: Arc<PeerTable>,
         /// Answer.
-        reply: Sender<Result<(), String>>,
+        reply: Sender<Option<Arc<PeerTable>>>,
     },
-    /// Removes an overlay peer: packets to its pod CIDR stop being sent to it from the next
-    /// burst on.
-    PeerRemove {
-        /// Its name.
-        name: String,
-        /// Answer: whether it existed.
-        reply: Sender<bool>,
-    },
-    /// Replaces the whole Service table (built and validated by the control plane) in one
-    /// step; tracked connections are kept. Answer: the old table, to be dropped off the
-    /// packet path.
-    ServicesReplace {
-        /// The new table.
-        table: Box<ServiceTable>,
+    /// Installs a published Service table (built and validated by the control plane, Maglev
+    /// tables included) between bursts; tracked connections are kept, and so are the
+    /// worker's round-robin cursors of the Services it did not change. Answer: the table it
+    /// replaced, to be dropped by the control plane, off the packet path.
+    ServicesPublish {
+        /// The new table, shared by every worker.
+        table: Arc<ServiceTable>,
         /// Answer.
-        reply: Sender<Box<ServiceTable>>,
-    },
-    /// Adds or replaces one Service (validated by the control plane).
-    ServiceUpsert {
-        /// The Service.
-        spec: ServiceSpec,
-        /// The Service CIDR it was validated against.
-        cidr: Ipv4Cidr,
-        /// Answer: the Service it replaced, or why it was refused.
-        reply: Sender<Result<Option<ServiceSpec>, String>>,
-    },
-    /// Removes a Service; its connections' next packets are reset.
-    ServiceRemove {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-        /// Answer: the removed Service's ports (none: no such Service).
-        reply: Sender<Vec<ServiceSpec>>,
-    },
-    /// Replaces a Service's endpoints.
-    EndpointsSet {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-        /// Which port (and protocol), when the Service has several.
-        port: Option<(u16, crate::tables::services::L4Proto)>,
-        /// The endpoints.
-        endpoints: Vec<ServiceEndpoint>,
-        /// Answer.
-        reply: Sender<Result<(), String>>,
-    },
-    /// Lists the Services.
-    ServiceList {
-        /// Answer.
-        reply: Sender<Vec<ServiceSpec>>,
+        reply: Sender<Arc<ServiceTable>>,
     },
     /// Lists up to `limit` tracked connections.
     ConntrackList {
@@ -218,6 +176,31 @@ pub enum Command {
     Stats {
         /// Answer.
         reply: Sender<StatsSnapshot>,
+    },
+}
+
+/// Why a worker refused a port ([`Command::AddPort`]): nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The id is not below `max_ports`.
+    #[error("port id {0} is beyond the port limit")]
+    BeyondLimit(PortId),
+    /// Another port has the id.
+    #[error("port id {0} is in use")]
+    InUse(PortId),
+    /// The pod's address could not be made a neighbor (taken, or the table is full).
+    #[error("{0}")]
+    Neighbor(#[from] NeighError),
+    /// The port's fd could not be registered with epoll.
+    #[error("cannot poll the port: {0}")]
+    Poll(io::Error),
+    /// The queues fit neither one per worker nor a single one.
+    #[error("{queues} queues for {workers} workers")]
+    QueueCount {
+        /// Queues given.
+        queues: usize,
+        /// Workers running.
+        workers: usize,
     },
 }
 
@@ -263,6 +246,8 @@ pub struct StatsSnapshot {
     pub fdb: FdbCounters,
     /// Neighbor table size.
     pub neighbors: usize,
+    /// Service selection counters, summed over the workers.
+    pub services: ServiceCounters,
 }
 
 #[derive(Debug)]
@@ -327,8 +312,9 @@ pub struct WorkerHealth {
 
 /// The control plane's handle on the worker threads.
 ///
-/// Every worker holds a full copy of the control-plane state (ports, neighbors, Services,
-/// peers), so a change is sent to all of them and is in effect once all have answered.
+/// Every worker holds the control-plane state it needs: its own copy of ports and
+/// neighbors, and the same published snapshot of the Service and peer tables (one `Arc`
+/// for all). A change is sent to all of them and is in effect once all have answered.
 /// Reads that differ per worker (counters, tracked connections, MAC tables) are merged here.
 #[derive(Debug)]
 pub struct WorkerHandle {
@@ -485,11 +471,11 @@ impl WorkerHandle {
         id: PortId,
         queues: Vec<Box<dyn Port>>,
         neighbor: Option<(Ipv4Addr, MacAddr)>,
-    ) -> Result<Result<(), String>, WorkerGone> {
+    ) -> Result<Result<(), AttachError>, WorkerGone> {
         let n = self.count();
         let single = queues.len() == 1;
         if !single && queues.len() != n {
-            return Ok(Err(format!("{} queues for {n} workers", queues.len())));
+            return Ok(Err(AttachError::QueueCount { queues: queues.len(), workers: n }));
         }
         let owner = if single { id.index() % n } else { 0 };
         let mut queues: Vec<Option<Box<dyn Port>>> = queues.into_iter().map(Some).collect();
@@ -505,11 +491,13 @@ impl WorkerHandle {
             };
             Command::AddPort { id, port, owner, neighbor, reply }
         })?;
-        if let Some(e) = answers.iter().find_map(|a| a.as_ref().err()) {
-            let e = e.clone();
+        if answers.iter().any(Result::is_err) {
+            let mut first = None;
             // Undo where it was taken; the ports come back and are dropped.
-            for (i, a) in answers.iter().enumerate() {
-                if a.is_ok() {
+            for (i, a) in answers.into_iter().enumerate() {
+                if let Err(e) = a {
+                    first.get_or_insert(e);
+                } else {
                     let t = &self.threads[i];
                     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
                     if let Some(tx) = t.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -519,7 +507,7 @@ impl WorkerHandle {
                     }
                 }
             }
-            return Ok(Err(e));
+            return Ok(Err(first.expect("one answer was an error")));
         }
         Ok(Ok(()))
     }
@@ -543,19 +531,21 @@ impl WorkerHandle {
         Ok(found.then_some((queues, total)))
     }
 
-    /// Replaces the Service table on every worker (each gets its own copy) and returns the
-    /// first worker's old table.
-    pub fn services_replace(&self, table: ServiceTable) -> Result<Box<ServiceTable>, WorkerGone> {
-        let mut table = Some(table);
-        let n = self.count();
-        let mut olds = self.call_each(|i, reply| {
-            let t = if i + 1 == n { table.take() } else { table.clone() };
-            Command::ServicesReplace { table: Box::new(t.expect("one table per worker")), reply }
-        })?;
-        if olds.is_empty() {
-            return Err(WorkerGone);
-        }
-        Ok(olds.swap_remove(0))
+    /// Installs `table` on every worker (the same snapshot, shared) and returns the tables
+    /// they replaced, for the caller to drop off the packet path.
+    pub fn services_publish(
+        &self,
+        table: &Arc<ServiceTable>,
+    ) -> Result<Vec<Arc<ServiceTable>>, WorkerGone> {
+        self.call_each(|_, reply| Command::ServicesPublish { table: table.clone(), reply })
+    }
+
+    /// Installs `table` on every worker (the same snapshot, shared) and returns the tables
+    /// they replaced (none when the switch has no overlay).
+    pub fn peers_publish(&self, table: &Arc<PeerTable>) -> Result<Vec<Arc<PeerTable>>, WorkerGone> {
+        let olds =
+            self.call_each(|_, reply| Command::PeersPublish { table: table.clone(), reply })?;
+        Ok(olds.into_iter().flatten().collect())
     }
 
     /// Every port's counters summed over the workers, and the tables' sizes.
@@ -567,6 +557,7 @@ impl WorkerHandle {
             fdb_len: 0,
             fdb: FdbCounters::default(),
             neighbors: 0,
+            services: ServiceCounters::default(),
         };
         for (i, s) in snaps.into_iter().enumerate() {
             for p in s.ports {
@@ -590,6 +581,7 @@ impl WorkerHandle {
             }
             out.fdb_len = out.fdb_len.max(s.fdb_len);
             out.fdb.add(&s.fdb);
+            out.services.add(&s.services);
             if i == 0 {
                 out.neighbors = s.neighbors;
             }
@@ -1098,35 +1090,16 @@ impl Worker {
                 self.pipeline.gateway.node_port = path;
                 let _ = reply.send(());
             }
-            Command::PeerUpsert { peer, reply } => {
-                let r = match &mut self.pipeline.overlay {
-                    Some(ov) => ov.peers.upsert(peer).map(|_| ()).map_err(|e| e.to_string()),
-                    None => Err("no overlay is configured".to_string()),
-                };
-                let _ = reply.send(r);
-            }
-            Command::ServicesReplace { table, reply } => {
-                let old = std::mem::replace(&mut self.pipeline.nat.services, *table);
-                let _ = reply.send(Box::new(old));
-            }
-            Command::ServiceUpsert { spec, cidr, reply } => {
-                let r = self.pipeline.nat.services.upsert(spec, cidr).map_err(|e| e.to_string());
-                let _ = reply.send(r);
-            }
-            Command::ServiceRemove { namespace, name, reply } => {
-                let _ = reply.send(self.pipeline.nat.services.remove(&namespace, &name));
-            }
-            Command::EndpointsSet { namespace, name, port, endpoints, reply } => {
-                let r = self
+            Command::PeersPublish { table, reply } => {
+                let old = self
                     .pipeline
-                    .nat
-                    .services
-                    .set_endpoints(&namespace, &name, port, endpoints)
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(r);
+                    .overlay
+                    .as_mut()
+                    .map(|ov| std::mem::replace(&mut ov.peers, table));
+                let _ = reply.send(old);
             }
-            Command::ServiceList { reply } => {
-                let _ = reply.send(self.pipeline.nat.services.list());
+            Command::ServicesPublish { table, reply } => {
+                let _ = reply.send(self.pipeline.nat.install_services(table));
             }
             Command::ConntrackList { limit, reply } => {
                 let _ = reply.send(self.pipeline.nat.conntrack.entries(Instant::now(), limit));
@@ -1137,14 +1110,6 @@ impl Worker {
             Command::ConntrackStats { reply } => {
                 let ct = &self.pipeline.nat.conntrack;
                 let _ = reply.send((ct.len(), ct.max_entries(), ct.counters()));
-            }
-            Command::PeerRemove { name, reply } => {
-                let removed = self
-                    .pipeline
-                    .overlay
-                    .as_mut()
-                    .is_some_and(|ov| ov.peers.remove(&name).is_some());
-                let _ = reply.send(removed);
             }
             Command::FdbList { reply } => {
                 let fdb = &self.pipeline.fdb;
@@ -1186,6 +1151,7 @@ impl Worker {
                     fdb_len: self.pipeline.fdb.len(),
                     fdb: self.pipeline.fdb.counters(),
                     neighbors: self.pipeline.neigh.len(),
+                    services: self.pipeline.nat.service_counters(),
                 });
             }
         }
@@ -1197,17 +1163,14 @@ impl Worker {
         port: Option<Box<dyn Port>>,
         owner: usize,
         neighbor: Option<(Ipv4Addr, MacAddr)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), AttachError> {
         match self.slots.get(id.index()) {
-            None => return Err(format!("port id {id} is beyond the port limit")),
-            Some(Some(_)) => return Err(format!("port id {id} is in use")),
+            None => return Err(AttachError::BeyondLimit(id)),
+            Some(Some(_)) => return Err(AttachError::InUse(id)),
             Some(None) => {}
         }
         if let Some((ip, mac)) = neighbor {
-            self.pipeline
-                .neigh
-                .insert(ip, Neighbor { mac, port: id })
-                .map_err(|e| e.to_string())?;
+            self.pipeline.neigh.insert(ip, Neighbor { mac, port: id })?;
         }
         let fd = port.as_ref().and_then(|p| p.poll_fd());
         if let Some(fd) = fd {
@@ -1219,7 +1182,7 @@ impl Worker {
                 if let Some((ip, _)) = neighbor {
                     self.pipeline.neigh.remove(ip);
                 }
-                return Err(format!("cannot poll the port: {e}"));
+                return Err(AttachError::Poll(e));
             }
         } else if port.is_some() {
             self.fdless.push(id);
@@ -1461,21 +1424,22 @@ mod tests {
             let (w, _h) = start(workers);
             let (p, _) = MemoryPort::new();
             let e = w.add_port(PortId(1), vec![Box::new(p)], None).unwrap().unwrap_err();
-            assert!(e.contains("in use"), "{e}");
+            assert!(matches!(e, AttachError::InUse(PortId(1))), "{e}");
             let (p, _) = MemoryPort::new();
             let e =
                 w.add_port(PortId(5), vec![Box::new(p)], Some((IP_A, MAC_C))).unwrap().unwrap_err();
-            assert!(e.contains("already in use"), "{e}");
+            assert!(matches!(e, AttachError::Neighbor(NeighError::Exists(IP_A))), "{e}");
+            assert!(e.to_string().contains("already in use"), "{e}");
             let (p, _) = MemoryPort::new();
             let e = w.add_port(PortId(99), vec![Box::new(p)], None).unwrap().unwrap_err();
-            assert!(e.contains("limit"), "{e}");
+            assert!(matches!(e, AttachError::BeyondLimit(PortId(99))), "{e}");
             // Refused everywhere: the id is still free on every worker.
             let (p, _) = MemoryPort::new();
             w.add_port(PortId(5), vec![Box::new(p)], None).unwrap().unwrap();
             let queues: Vec<Box<dyn Port>> =
                 (0..3).map(|_| Box::new(MemoryPort::new().0) as Box<dyn Port>).collect();
             let e = w.add_port(PortId(6), queues, None).unwrap().unwrap_err();
-            assert!(e.contains("queues"), "{e}");
+            assert!(matches!(e, AttachError::QueueCount { queues: 3, .. }), "{e}");
         }
     }
 }
