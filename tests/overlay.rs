@@ -415,6 +415,8 @@ fn too_big_for_the_overlay_gets_frag_needed_and_tcp_still_completes() {
     match call(
         &n1,
         Request::PortAdd(PortAddArgs {
+            port_security: true,
+            allow_ips: Vec::new(),
             name: "big".into(),
             netns: ns.name().into(),
             ip: None,

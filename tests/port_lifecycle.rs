@@ -36,6 +36,8 @@ fn add_kind(
     kind: PortAddKind,
 ) -> Result<Reply, ClientError> {
     n.switch.call(&Request::PortAdd(PortAddArgs {
+        port_security: true,
+        allow_ips: Vec::new(),
         name: name.into(),
         netns: netns.into(),
         ip: ip.map(|i| i.parse().unwrap()),
@@ -366,6 +368,8 @@ fn refused_and_failed_afxdp_adds_leave_nothing_behind() {
     assert_eq!((k, f.as_deref()), (ErrorKind::AlreadyExists, Some("args.ifname")));
     // Refused before anything is created: too large for one UMEM frame.
     let too_big = n.switch.call(&Request::PortAdd(PortAddArgs {
+        port_security: true,
+        allow_ips: Vec::new(),
         name: "y".into(),
         netns: ns.name().into(),
         ip: None,

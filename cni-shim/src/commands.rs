@@ -185,6 +185,8 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
         },
     };
     let port = match sw.call(&Request::PortAdd(PortAddArgs {
+        port_security: true,
+        allow_ips: Vec::new(),
         name: name.clone(),
         netns: netns.clone(),
         ip,

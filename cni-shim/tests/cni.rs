@@ -154,6 +154,8 @@ fn the_switch_allocates_when_there_is_no_ipam_section() {
     let released = result_ip(&results[0]);
     node.switch
         .call(&Request::PortAdd(PortAddArgs {
+            port_security: true,
+            allow_ips: Vec::new(),
             name: "reuse".into(),
             netns: pods[0].name().into(),
             ip: Some(format!("{released}/24").parse().unwrap()),
@@ -254,6 +256,8 @@ fn gc_removes_attachments_that_are_not_valid() {
     let bystander = pod_ns();
     node.switch
         .call(&Request::PortAdd(PortAddArgs {
+            port_security: true,
+            allow_ips: Vec::new(),
             name: "not-from-cni".into(),
             netns: bystander.name().into(),
             ip: None,

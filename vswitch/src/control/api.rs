@@ -239,6 +239,23 @@ pub struct PortAddArgs {
     /// older clients and switches understand each other).
     #[serde(default, skip_serializing_if = "PortAddKind::is_tap")]
     pub kind: PortAddKind,
+    /// Port security (on by default): the pod may send only from its own MAC and address
+    /// (and `allow_ips`); see docs/architecture.md. `false` turns every check off for this
+    /// port, for a pod that must send as others (a bridge or a router in a pod).
+    #[serde(default = "port_security_on", skip_serializing_if = "is_true")]
+    pub port_security: bool,
+    /// More IPv4 sources the pod may send from (and claim in ARP), for pods that route other
+    /// addresses: at most 16 CIDRs, each once; only with port security on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_ips: Vec<Ipv4Cidr>,
+}
+
+fn port_security_on() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What a pod port is built on (`port_add`'s `kind`).
@@ -428,6 +445,13 @@ pub struct PortInfo {
     pub mtu: u32,
     /// `up`, or `failed: <why>` when the device broke (its namespace was deleted, say).
     pub state: String,
+    /// Frames from the port are checked against its MAC, address and `allow_ips` (pod ports
+    /// unless added with port security off; never the host, overlay or NodePort ports).
+    #[serde(default)]
+    pub port_security: bool,
+    /// More sources the pod may send from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_ips: Vec<Ipv4Cidr>,
 }
 
 /// The MAC table.
@@ -549,6 +573,8 @@ mod tests {
     #[test]
     fn requests_round_trip_in_the_documented_shape() {
         let r = Request::PortAdd(PortAddArgs {
+            port_security: true,
+            allow_ips: Vec::new(),
             name: "pod-a".into(),
             netns: "pod-a".into(),
             ip: Some("10.244.1.5/24".parse().unwrap()),

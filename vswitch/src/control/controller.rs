@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::cidr::Ipv4IfAddr;
+use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
 use crate::config::{Config, PeerConfig, MAX_MTU, MIN_MTU};
 use crate::control::api::*;
 use crate::dns::server::{
@@ -27,6 +27,7 @@ use crate::dns::server::{
 };
 use crate::dns::NameTable;
 use crate::pipeline::gateway::NodePortPath;
+use crate::pipeline::port_security::{PortPolicy, MAX_ALLOW_IPS};
 use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
 use crate::port::node_port_filter::{self, NodePortMap};
 use crate::port::overlay::{OverlayOptions, OverlayPort};
@@ -62,6 +63,8 @@ struct PortRecord {
     mtu: u32,
     /// An AF_XDP pod end's queue-steering program, attached while this lives.
     pod_steering: Option<TcxLink>,
+    /// Port security: the allow-list when on (pod ports by default), `None` when off.
+    security: Option<Vec<Ipv4Cidr>>,
 }
 
 #[derive(Debug)]
@@ -272,6 +275,7 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: gw, prefix_len: config.node.pod_cidr.prefix_len() }),
                 mtu: config.node.mtu,
                 pod_steering: None,
+                security: None,
             };
             add_own_port(&worker, &mut ids, &mut ports, &hp.name, port, record, |id| {
                 worker.call(|reply| Command::SetHostPort { id: Some(id), reply })
@@ -317,6 +321,7 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
                 mtu: ov.underlay_mtu,
                 pod_steering: None,
+                security: None,
             };
             add_own_port(&worker, &mut ids, &mut ports, OVERLAY_PORT_NAME, queues, record, |id| {
                 worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply })
@@ -371,6 +376,7 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
                 mtu: link.mtu,
                 pod_steering: None,
+                security: None,
             };
             add_own_port(
                 &worker,
@@ -881,6 +887,7 @@ impl Controller {
                 format!("{mac} is in use by another port or the gateway"),
             ));
         }
+        let security = plan_port_security(args)?;
         Ok(PortRecord {
             id: PortId(slot as u16),
             kind,
@@ -890,6 +897,7 @@ impl Controller {
             ip,
             mtu,
             pod_steering: None,
+            security,
         })
     }
 
@@ -1119,8 +1127,14 @@ impl Controller {
         ip: Ipv4IfAddr,
         queues: Vec<Box<dyn Port>>,
     ) -> Result<(), ApiError> {
+        let security = match &rec.security {
+            Some(allow) => Some(PortPolicy::new(rec.mac, ip.addr, allow).map_err(|e| {
+                ApiError::field(ErrorKind::InvalidArgument, "args.allow_ips", e.to_string())
+            })?),
+            None => None,
+        };
         self.worker
-            .add_port(rec.id, queues, Some((ip.addr, rec.mac)))
+            .add_port(rec.id, queues, Some((ip.addr, rec.mac)), security)
             .map_err(unavailable)?
             .map_err(|e| ApiError::new(ErrorKind::Failed, format!("attach: {e}")))
     }
@@ -1170,6 +1184,8 @@ impl Controller {
                 None => "up".to_string(),
                 Some(f) => format!("failed: {f}"),
             },
+            port_security: rec.security.is_some(),
+            allow_ips: rec.security.clone().unwrap_or_default(),
         }
     }
 
@@ -1310,7 +1326,7 @@ fn add_own_port(
     let id = PortId(slot as u16);
     role(id).map_err(|e| StartError::Worker(e.to_string()))?;
     worker
-        .add_port(id, queues, None)
+        .add_port(id, queues, None, None)
         .map_err(|e| StartError::Worker(e.to_string()))?
         .map_err(StartError::Worker)?;
     ids[slot] = true;
@@ -1460,4 +1476,25 @@ fn xdp_underlay(
         .zip(kernel)
         .map(|(x, k)| Box::new(OverlayXdpPort::new(x, k, opts, mac)) as Box<dyn Port>)
         .collect())
+}
+
+/// The port-security plan of a `port add`: the allow-list when on, `None` when off. Names
+/// the field at fault.
+fn plan_port_security(args: &PortAddArgs) -> Result<Option<Vec<Ipv4Cidr>>, ApiError> {
+    let bad = |msg: String| ApiError::field(ErrorKind::InvalidArgument, "args.allow_ips", msg);
+    if !args.port_security {
+        if !args.allow_ips.is_empty() {
+            return Err(bad("has no effect with port_security off".into()));
+        }
+        return Ok(None);
+    }
+    if args.allow_ips.len() > MAX_ALLOW_IPS {
+        return Err(bad(format!("at most {MAX_ALLOW_IPS} entries, got {}", args.allow_ips.len())));
+    }
+    for (i, c) in args.allow_ips.iter().enumerate() {
+        if args.allow_ips[..i].contains(c) {
+            return Err(bad(format!("{c} is listed twice")));
+        }
+    }
+    Ok(Some(args.allow_ips.clone()))
 }

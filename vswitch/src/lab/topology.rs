@@ -432,6 +432,8 @@ impl PodswitchNode {
         let reply = self
             .switch
             .call(&Request::PortAdd(PortAddArgs {
+                port_security: true,
+                allow_ips: Vec::new(),
                 name: name.to_string(),
                 netns: ns.name().to_string(),
                 ip,

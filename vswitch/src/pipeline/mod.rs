@@ -25,6 +25,7 @@ pub mod l2;
 pub mod nat;
 pub mod output;
 pub mod overlay;
+pub mod port_security;
 pub mod reply;
 pub mod steer;
 
@@ -57,6 +58,8 @@ pub struct Pipeline {
     pub overlay: Option<Overlay>,
     /// Services and the connections through them.
     pub nat: ServiceNat,
+    /// What each pod port may send as (`port_security.rs`).
+    pub port_security: port_security::PortSecurity,
     /// With several workers: MAC table changes the other workers should hear of, filled by
     /// the learn stage, emptied by the worker after each batch. Without: never filled.
     pub announced: Vec<(crate::tables::fdb::FdbKey, PortId)>,
@@ -84,6 +87,7 @@ impl Pipeline {
         Pipeline {
             announced: Vec::with_capacity(if workers > 1 { crate::packet::BATCH_SIZE } else { 0 }),
             fdb: Fdb::new(config.fdb),
+            port_security: port_security::PortSecurity::new(config.ports.max_ports),
             neigh: NeighTable::new(config.ports.max_ports),
             gateway: Gateway {
                 ip: config.node.gateway,
@@ -128,13 +132,15 @@ impl Pipeline {
         self.run_back(batch, counters, now);
     }
 
-    /// The stages that need no table: decapsulation and classification. With several
-    /// workers, flow steering runs between these and [`Pipeline::run_back`].
+    /// The stages that need no shared table: decapsulation, classification and port
+    /// security. With several workers, flow steering runs between these and
+    /// [`Pipeline::run_back`].
     pub fn run_front(&mut self, batch: &mut Batch, counters: &mut [PortCounters]) {
         if let Some(ov) = &self.overlay {
             overlay::decap(batch, ov, self.gateway.mac, counters);
         }
         classify::run(batch, counters);
+        port_security::run(batch, &self.port_security, counters);
     }
 
     /// The stages over the tables, for packets [`Pipeline::run_front`] has classified.
