@@ -36,8 +36,6 @@ fn add_kind(
     kind: PortAddKind,
 ) -> Result<Reply, ClientError> {
     n.switch.call(&Request::PortAdd(PortAddArgs {
-        port_security: true,
-        allow_ips: Vec::new(),
         name: name.into(),
         netns: netns.into(),
         ip: ip.map(|i| i.parse().unwrap()),
@@ -45,6 +43,8 @@ fn add_kind(
         ifname: ifname.map(Into::into),
         mtu: None,
         kind,
+        port_security: true,
+        allow_ips: Vec::new(),
     }))
 }
 
@@ -368,8 +368,6 @@ fn refused_and_failed_afxdp_adds_leave_nothing_behind() {
     assert_eq!((k, f.as_deref()), (ErrorKind::AlreadyExists, Some("args.ifname")));
     // Refused before anything is created: too large for one UMEM frame.
     let too_big = n.switch.call(&Request::PortAdd(PortAddArgs {
-        port_security: true,
-        allow_ips: Vec::new(),
         name: "y".into(),
         netns: ns.name().into(),
         ip: None,
@@ -377,6 +375,8 @@ fn refused_and_failed_afxdp_adds_leave_nothing_behind() {
         ifname: None,
         mtu: Some(9000),
         kind: PortAddKind::Afxdp,
+        port_security: true,
+        allow_ips: Vec::new(),
     }));
     let (k, f) = api_err(too_big);
     assert_eq!((k, f.as_deref()), (ErrorKind::InvalidArgument, Some("args.mtu")));

@@ -154,8 +154,6 @@ fn the_switch_allocates_when_there_is_no_ipam_section() {
     let released = result_ip(&results[0]);
     node.switch
         .call(&Request::PortAdd(PortAddArgs {
-            port_security: true,
-            allow_ips: Vec::new(),
             name: "reuse".into(),
             netns: pods[0].name().into(),
             ip: Some(format!("{released}/24").parse().unwrap()),
@@ -163,6 +161,8 @@ fn the_switch_allocates_when_there_is_no_ipam_section() {
             ifname: None,
             mtu: None,
             kind: Default::default(),
+            port_security: true,
+            allow_ips: Vec::new(),
         }))
         .expect("DEL returned the address to the switch's pool");
 }
@@ -256,8 +256,6 @@ fn gc_removes_attachments_that_are_not_valid() {
     let bystander = pod_ns();
     node.switch
         .call(&Request::PortAdd(PortAddArgs {
-            port_security: true,
-            allow_ips: Vec::new(),
             name: "not-from-cni".into(),
             netns: bystander.name().into(),
             ip: None,
@@ -265,6 +263,8 @@ fn gc_removes_attachments_that_are_not_valid() {
             ifname: None,
             mtu: None,
             kind: Default::default(),
+            port_security: true,
+            allow_ips: Vec::new(),
         }))
         .unwrap();
     let mut gc = conf.clone();

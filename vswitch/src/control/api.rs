@@ -573,8 +573,6 @@ mod tests {
     #[test]
     fn requests_round_trip_in_the_documented_shape() {
         let r = Request::PortAdd(PortAddArgs {
-            port_security: true,
-            allow_ips: Vec::new(),
             name: "pod-a".into(),
             netns: "pod-a".into(),
             ip: Some("10.244.1.5/24".parse().unwrap()),
@@ -582,6 +580,8 @@ mod tests {
             ifname: None,
             mtu: Some(1400),
             kind: PortAddKind::Tap,
+            port_security: true,
+            allow_ips: Vec::new(),
         });
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -603,6 +603,23 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("args.kind"), "{e:?}");
         assert_eq!("afxdp".parse::<PortAddKind>(), Ok(PortAddKind::Afxdp));
         assert!("xdp".parse::<PortAddKind>().is_err());
+        // Port security: on unless said otherwise, and written only when it is not the default.
+        let Request::PortAdd(args) = &x else { panic!("{x:?}") };
+        assert!(args.port_security && args.allow_ips.is_empty());
+        let x = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","allow_ips":["192.0.2.0/24"]}}"#,
+        )
+        .unwrap();
+        let Request::PortAdd(args) = &x else { panic!("{x:?}") };
+        assert_eq!(args.allow_ips, vec!["192.0.2.0/24".parse().unwrap()]);
+        let off = r#"{"command":"port_add","args":{"name":"a","netns":"n","port_security":false}}"#;
+        let x = parse_request(off).unwrap();
+        assert_eq!(serde_json::to_string(&x).unwrap(), off);
+        let e = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","allow_ips":["192.0.2.1/24"]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("args.allow_ips"), "{e:?}");
         assert_eq!(parse_request(r#"{"command":"port_list"}"#).unwrap(), Request::PortList);
         assert_eq!(
             parse_request(r#"{"command":"fdb_flush","args":{}}"#).unwrap(),

@@ -1498,3 +1498,40 @@ fn plan_port_security(args: &PortAddArgs) -> Result<Option<Vec<Ipv4Cidr>>, ApiEr
     }
     Ok(Some(args.allow_ips.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(security: bool, allow: &[&str]) -> PortAddArgs {
+        PortAddArgs {
+            name: "p".into(),
+            netns: "n".into(),
+            ip: None,
+            mac: None,
+            ifname: None,
+            mtu: None,
+            kind: PortAddKind::Tap,
+            port_security: security,
+            allow_ips: allow.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn port_security_plans_name_the_field() {
+        assert_eq!(plan_port_security(&args(true, &[])).unwrap(), Some(vec![]));
+        assert_eq!(plan_port_security(&args(false, &[])).unwrap(), None);
+        let one = plan_port_security(&args(true, &["192.0.2.0/24"])).unwrap();
+        assert_eq!(one, Some(vec!["192.0.2.0/24".parse().unwrap()]));
+        let many: Vec<String> = (0..=MAX_ALLOW_IPS).map(|i| format!("10.{i}.0.0/16")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        for bad in [
+            args(false, &["192.0.2.0/24"]),
+            args(true, &["192.0.2.0/24", "192.0.2.0/24"]),
+            args(true, &many),
+        ] {
+            let e = plan_port_security(&bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("args.allow_ips"), "{e:?}");
+        }
+    }
+}
