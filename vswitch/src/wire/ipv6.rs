@@ -1,6 +1,6 @@
-//! IPv6 fixed header (RFC 8200). The switch forwards IPv6 at L2 and only needs to know a
-//! header is sound; extension headers are payload to it, except to port security, which walks them with
-//! [`ExtHeader`] to find what a pod sends.
+//! IPv6 fixed header (RFC 8200), and a view of one extension header. The switch forwards
+//! IPv6 at L2 and only needs to know a header is sound; extension headers are payload to it,
+//! except to port security, which walks them with [`ExtHeader`] to find what a pod sends.
 //!
 //! ```text
 //! +-------+---------------+---------------------------------------+
@@ -170,8 +170,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
-/// Next-header values of the extension headers a receiver walks before the upper layer
-/// (RFC 8200 §4): hop-by-hop options, routing, fragment, destination options.
+/// Next-header values: the extension headers a receiver walks before the upper layer (RFC
+/// 8200 §4: hop-by-hop options, routing, fragment, destination options), and the upper layers
+/// port security inspects.
 pub mod next_header {
     /// Hop-by-hop options.
     pub const HOP_BY_HOP: u8 = 0;
