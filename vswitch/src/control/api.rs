@@ -619,7 +619,7 @@ mod tests {
             r#"{"command":"port_add","args":{"name":"a","netns":"n","allow_ips":["192.0.2.1/24"]}}"#,
         )
         .unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("args.allow_ips"), "{e:?}");
+        assert_eq!(e.field.as_deref(), Some("args.allow_ips[0]"), "{e:?}");
         assert_eq!(parse_request(r#"{"command":"port_list"}"#).unwrap(), Request::PortList);
         assert_eq!(
             parse_request(r#"{"command":"fdb_flush","args":{}}"#).unwrap(),
