@@ -3,7 +3,9 @@
 //! a full table stops learning (and floods) without forgetting what it knows, and a station
 //! that moves is followed. Every scenario runs with TAP pods and with AF_XDP pods (the
 //! `_afxdp` tests), each with two workers (whose MAC tables must agree through their
-//! announcements) and with one (`_one_worker`).
+//! announcements) and with one (`_one_worker`). The stations are test MACs sending a local
+//! experimental EtherType, as stations behind a bridge in a pod would: the pods have port
+//! security off, which would refuse both (`tests/port_security.rs` covers that).
 
 use std::time::Duration;
 
@@ -57,7 +59,7 @@ fn fdb_port_of(n: &PodswitchNode, mac: MacAddr) -> Option<String> {
 }
 
 fn flood_until_learned(kind: PortAddKind, workers: usize) {
-    let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
+    let n = node_unchecked_kind(EXE, 3, kind, |c| c.worker.count = workers);
     let (x, y) = (test_mac(1), test_mac(2));
     let before = port_stats(&n, "pod1").unknown_unicast;
     assert_eq!(send_and_watch(&n, 0, &[frame(y, x)], &[1, 2]), vec![1, 1], "flooded to both");
@@ -76,7 +78,7 @@ fn flood_until_learned(kind: PortAddKind, workers: usize) {
 /// IPv6 is turned off (no more autoconfiguration frames), the MAC table flushed, and the
 /// switch puts the pods' MACs back at its next aging sweep (once a second).
 fn pod_macs_known_from_attach(kind: PortAddKind, workers: usize) {
-    let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
+    let n = node_unchecked_kind(EXE, 3, kind, |c| c.worker.count = workers);
     let pod2 = n.pods[1].mac;
     assert_eq!(fdb_port_of(&n, pod2).as_deref(), Some("pod2"), "known from the start");
     for p in &n.pods {
@@ -101,7 +103,7 @@ fn pod_macs_known_from_attach(kind: PortAddKind, workers: usize) {
 }
 
 fn age_out(kind: PortAddKind, workers: usize) {
-    let n = node_with_kind(EXE, 2, kind, |c| {
+    let n = node_unchecked_kind(EXE, 2, kind, |c| {
         c.fdb.aging = Duration::from_secs(2);
         c.worker.count = workers;
     });
@@ -124,7 +126,7 @@ fn age_out(kind: PortAddKind, workers: usize) {
 }
 
 fn full_table(kind: PortAddKind, workers: usize) {
-    let n = node_with_kind(EXE, 3, kind, |c| {
+    let n = node_unchecked_kind(EXE, 3, kind, |c| {
         c.fdb.max_entries = 8;
         c.worker.count = workers;
     });
@@ -149,7 +151,7 @@ fn full_table(kind: PortAddKind, workers: usize) {
 }
 
 fn station_moves(kind: PortAddKind, workers: usize) {
-    let n = node_with_kind(EXE, 3, kind, |c| c.worker.count = workers);
+    let n = node_unchecked_kind(EXE, 3, kind, |c| c.worker.count = workers);
     let x = test_mac(42);
     // Learning happens on the worker after the frame is sent: wait for it (bounded).
     let learned_on = |port: &str| {

@@ -422,6 +422,8 @@ fn too_big_for_the_overlay_gets_frag_needed_and_tcp_still_completes() {
             ifname: None,
             mtu: Some(1500),
             kind: Default::default(),
+            port_security: true,
+            allow_ips: Vec::new(),
         }),
     ) {
         Ok(Reply::Port(PortInfo { ip: Some(_), .. })) => {}

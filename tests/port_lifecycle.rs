@@ -43,6 +43,8 @@ fn add_kind(
         ifname: ifname.map(Into::into),
         mtu: None,
         kind,
+        port_security: true,
+        allow_ips: Vec::new(),
     }))
 }
 
@@ -373,6 +375,8 @@ fn refused_and_failed_afxdp_adds_leave_nothing_behind() {
         ifname: None,
         mtu: Some(9000),
         kind: PortAddKind::Afxdp,
+        port_security: true,
+        allow_ips: Vec::new(),
     }));
     let (k, f) = api_err(too_big);
     assert_eq!((k, f.as_deref()), (ErrorKind::InvalidArgument, Some("args.mtu")));

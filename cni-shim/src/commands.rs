@@ -195,6 +195,8 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
             PortType::Tap => PortAddKind::Tap,
             PortType::AfXdp => PortAddKind::Afxdp,
         },
+        port_security: true,
+        allow_ips: Vec::new(),
     })) {
         Ok(Reply::Port(p)) => p,
         Ok(other) => {

@@ -161,6 +161,8 @@ fn the_switch_allocates_when_there_is_no_ipam_section() {
             ifname: None,
             mtu: None,
             kind: Default::default(),
+            port_security: true,
+            allow_ips: Vec::new(),
         }))
         .expect("DEL returned the address to the switch's pool");
 }
@@ -261,6 +263,8 @@ fn gc_removes_attachments_that_are_not_valid() {
             ifname: None,
             mtu: None,
             kind: Default::default(),
+            port_security: true,
+            allow_ips: Vec::new(),
         }))
         .unwrap();
     let mut gc = conf.clone();

@@ -64,6 +64,23 @@ pub fn node_with_kind(
         .unwrap_or_else(|e| panic!("cannot build the test node ({kind} pods): {e}"))
 }
 
+/// A node whose pods (attached through the control API) have port security off: for
+/// scenarios of stations behind a pod, which send from MACs that are not the pod's own.
+pub fn node_unchecked_kind(
+    exe: &str,
+    pods: usize,
+    kind: PortAddKind,
+    edit: impl FnOnce(&mut Config),
+) -> PodswitchNode {
+    let mut n = node_with_kind(exe, 0, kind, edit);
+    n.port_security = false;
+    for i in 1..=pods {
+        n.add_pod(&format!("pod{i}"), None)
+            .unwrap_or_else(|e| panic!("cannot add pod{i} ({kind}): {e}"));
+    }
+    n
+}
+
 /// The switch's counters.
 pub fn stats(node: &PodswitchNode) -> StatsReply {
     match node.switch.call(&Request::Stats) {

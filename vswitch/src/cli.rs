@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cidr::Ipv4IfAddr;
+use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
 use crate::config::{Config, DEFAULT_SOCKET};
 use crate::control::api::*;
 use crate::control::client::{self, ClientError};
@@ -216,6 +216,12 @@ enum PortCommand {
         /// AF_XDP).
         #[arg(long, default_value = "tap")]
         kind: PortAddKind,
+        /// One more IPv4 source (CIDR) the pod may send from; repeat for more (at most 16).
+        #[arg(long = "allow-ip", value_name = "CIDR")]
+        allow_ip: Vec<Ipv4Cidr>,
+        /// Turn port security off for this port: its frames are not checked at all.
+        #[arg(long, conflicts_with = "allow_ip")]
+        no_port_security: bool,
     },
     /// Detach a port and remove its interface.
     Del {
@@ -273,9 +279,27 @@ pub fn main() -> ExitCode {
 fn ctl(args: CtlArgs) -> ExitCode {
     let req = match args.command {
         CtlCommand::Status => Request::Status,
-        CtlCommand::Port(PortCommand::Add { name, netns, ip, mac, ifname, mtu, kind }) => {
-            Request::PortAdd(PortAddArgs { name, netns, ip, mac, ifname: Some(ifname), mtu, kind })
-        }
+        CtlCommand::Port(PortCommand::Add {
+            name,
+            netns,
+            ip,
+            mac,
+            ifname,
+            mtu,
+            kind,
+            allow_ip,
+            no_port_security,
+        }) => Request::PortAdd(PortAddArgs {
+            name,
+            netns,
+            ip,
+            mac,
+            ifname: Some(ifname),
+            mtu,
+            kind,
+            port_security: !no_port_security,
+            allow_ips: allow_ip,
+        }),
         CtlCommand::Port(PortCommand::Del { name }) => Request::PortDel(PortDelArgs { name }),
         CtlCommand::Port(PortCommand::List) => Request::PortList,
         CtlCommand::Fdb(FdbCommand::List) => Request::FdbList,

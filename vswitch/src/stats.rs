@@ -116,6 +116,34 @@ drop_reasons! {
     /// translated here first (out of order, or the fragment table was full): it cannot be
     /// translated. See `tables::frags`.
     FragUntracked => "frag_untracked",
+    /// Port security (`pipeline/port_security.rs`): source MAC other than the pod port's own.
+    SrcMacSpoofed => "src_mac_spoofed",
+    /// Port security: IPv4 source neither the pod's address nor in its allow-list (0.0.0.0
+    /// included), or IPv6 source other than its MAC-derived link-local address or `::`.
+    SrcIpSpoofed => "src_ip_spoofed",
+    /// Port security: ARP whose sender MAC is not the pod's, or whose sender IP is neither
+    /// its address nor in its allow-list (0.0.0.0 only in a request: a probe).
+    ArpSpoofed => "arp_spoofed",
+    /// Port security: an ARP reply or gratuitous ARP from a pod, sound but consumed (not a
+    /// refusal): the switch answers ARP itself from the neighbour table, so it is never
+    /// flooded or passed on.
+    ArpAbsorbed => "arp_absorbed",
+    /// Port security: an ICMPv6 router advertisement (type 134) from a pod.
+    RouterAdvert => "router_advert",
+    /// Port security: an ICMP redirect (IPv4 type 5, ICMPv6 type 137) from a pod.
+    IcmpRedirect => "icmp_redirect",
+    /// Port security: a DHCPv4 server message (UDP source port 67) or DHCPv6 server or relay
+    /// message (UDP source port 547) from a pod.
+    DhcpServer => "dhcp_server",
+    /// Port security: an EtherType other than IPv4, ARP and IPv6 (after at most one 802.1Q
+    /// tag) from a pod.
+    PodEthertype => "pod_ethertype",
+    /// Port security: IPv6 from a pod whose upper-layer header is not found within four
+    /// extension headers of the first fragment (how RA guard is evaded, RFC 7113).
+    Ipv6HiddenL4 => "ipv6_hidden_l4",
+    /// VXLAN whose inner IPv4 source is neither in the sending peer's pod CIDR nor its node
+    /// (underlay) address.
+    OverlaySrcSpoofed => "overlay_src_spoofed",
     /// The output port's queue was full (EAGAIN/ENOBUFS); egress reason.
     TxQueueFull => "tx_queue_full",
     /// The output port's write failed otherwise, or the frame exceeded its MTU; egress reason.
@@ -132,7 +160,7 @@ drop_reasons! {
 }
 
 /// Counters of one port. See the module doc for which ones add up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortCounters {
     /// Frames read from the port.
     pub rx_packets: u64,
@@ -175,6 +203,31 @@ pub struct PortCounters {
     pub tx_handoffs: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
+}
+
+// By hand: `Default` is derived for arrays of at most 32 elements, and there are more reasons.
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            tx_gro_frames: 0,
+            tx_gro_merged: 0,
+            tx_gso_sends: 0,
+            flooded: 0,
+            unknown_unicast: 0,
+            arp_replies: 0,
+            icmp_echo_replies: 0,
+            routed: 0,
+            frag_needed: 0,
+            service_rejects: 0,
+            steered: 0,
+            tx_handoffs: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 impl PortCounters {

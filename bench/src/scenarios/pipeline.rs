@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use vswitch::cidr::Ipv4Cidr;
 use vswitch::config::{Config, OverlayConfig, PeerConfig};
 use vswitch::packet::{Action, Batch};
-
+use vswitch::pipeline::port_security::PortPolicy;
 use vswitch::pipeline::{Entry, Pipeline};
 use vswitch::port::overlay::{outer_headers, OverlayOptions, OUTER_LEN};
 use vswitch::port::PortId;
@@ -30,10 +30,10 @@ fn mac(side: u8, i: usize) -> MacAddr {
     MacAddr([0x0a, 0x58 + side, b[0], b[1], b[2], b[3]])
 }
 
-/// A 60-byte Ethernet/IPv4/UDP frame (64 bytes on the wire) from flow `i`'s source to its
-/// destination.
+/// A 60-byte Ethernet/IPv4/UDP frame (64 bytes on the wire) from the one pod on port 1
+/// (port security allows a pod one source MAC) to flow `i`'s destination.
 fn frame(i: usize) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2(mac(0, i).0, mac(1, i).0)
+    let b = etherparse::PacketBuilder::ethernet2(mac(0, 0).0, mac(1, i).0)
         .ipv4([10, 244, 1, 2], [10, 244, 1, 3], 64)
         .udp(40_000 + (i % 20_000) as u16, 5201);
     let mut v = Vec::with_capacity(60);
@@ -73,6 +73,8 @@ pub fn l2_forwarding(flows: usize, time: Duration) -> L2Result {
         pipeline.fdb.learn(FdbKey::new(None, mac(0, i)), a, now);
         pipeline.fdb.learn(FdbKey::new(None, mac(1, i)), b, now);
     }
+    let policy = PortPolicy::new(mac(0, 0), Ipv4Addr::new(10, 244, 1, 2), &[]);
+    pipeline.port_security.set(a, Some(policy.expect("no allow-list")));
     let frames: Vec<Vec<u8>> = (0..flows).map(frame).collect();
     drive(
         &mut pipeline,
@@ -179,6 +181,8 @@ pub fn overlay(dir: Direction, flows: usize, time: Duration) -> L2Result {
     let gw_mac = config.node.gateway_mac;
     let now = Instant::now();
     pipeline.fdb.learn(FdbKey::new(None, pod_mac), pod_port, now);
+    let policy = PortPolicy::new(pod_mac, pod_ip, &[]).expect("no allow-list");
+    pipeline.port_security.set(pod_port, Some(policy));
     let frames: Vec<Vec<u8>> = (0..flows)
         .map(|i| match dir {
             Direction::Encap => udp_frame(i, pod_mac, gw_mac, pod_ip, remote_ip(i)),
@@ -252,9 +256,13 @@ pub fn nat_established(flows: usize, time: Duration) -> L2Result {
         node_port: None,
     };
     pipeline.nat.edit_services(|t| t.upsert(spec, config.services.cidr)).expect("a valid Service");
+    // The clients are behind one pod that routes them: its allow-list covers their /16.
+    let clients = Ipv4Cidr::new(Ipv4Addr::new(10, 200, 0, 0), 16).expect("valid CIDR");
+    let policy = PortPolicy::new(mac(0, 0), Ipv4Addr::new(10, 244, 1, 2), &[clients]);
+    pipeline.port_security.set(client_port, Some(policy.expect("one entry")));
     let gw_mac = config.node.gateway_mac;
     let segment = |i: usize, flags: u8| {
-        let b = etherparse::PacketBuilder::ethernet2(mac(0, i).0, gw_mac.0)
+        let b = etherparse::PacketBuilder::ethernet2(mac(0, 0).0, gw_mac.0)
             .ipv4(client_ip(i).octets(), vip.octets(), 64)
             .tcp(10_000 + (i % 50_000) as u16, 80, 1, 65535);
         let b = if flags == 0x02 { b.syn() } else { b.ack(1) };
@@ -293,9 +301,10 @@ pub fn run(ctx: &Ctx) -> Scenario {
         "pipeline",
         "In-memory pipeline micro-benchmarks (no I/O, one core)",
         "Prepared 64-byte frames copied into 32-frame batches, run through every stage \
-         (decap, classify, learn, ARP, gateway with the overlay, L2 forward) and the output \
-         plan, on one thread; all MACs learned beforehand; L2 flows are distinct \
-         source/destination MAC pairs.",
+         (decap, classify, port security, learn, ARP, gateway with the overlay, L2 forward) \
+         and the output plan, on one thread; all MACs learned beforehand; the pod port \
+         sending is checked by port security (one source MAC; the NAT clients in its \
+         allow-list); L2 flows are distinct destination MACs.",
     );
     sc.column("podswitch", "podswitch pipeline", ColumnStatus::Measured);
     sc.notes.push(

@@ -239,6 +239,23 @@ pub struct PortAddArgs {
     /// older clients and switches understand each other).
     #[serde(default, skip_serializing_if = "PortAddKind::is_tap")]
     pub kind: PortAddKind,
+    /// Port security (on by default): the pod may send only from its own MAC and address
+    /// (and `allow_ips`); see docs/architecture.md. `false` turns every check off for this
+    /// port, for a pod that must send as others (a bridge or a router in a pod).
+    #[serde(default = "port_security_on", skip_serializing_if = "is_true")]
+    pub port_security: bool,
+    /// More IPv4 sources the pod may send from (and claim in ARP), for pods that route other
+    /// addresses: at most 16 CIDRs, each once; only with port security on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_ips: Vec<Ipv4Cidr>,
+}
+
+fn port_security_on() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What a pod port is built on (`port_add`'s `kind`).
@@ -428,6 +445,13 @@ pub struct PortInfo {
     pub mtu: u32,
     /// `up`, or `failed: <why>` when the device broke (its namespace was deleted, say).
     pub state: String,
+    /// Frames from the port are checked against its MAC, address and `allow_ips` (pod ports
+    /// unless added with port security off; never the host, overlay or NodePort ports).
+    #[serde(default)]
+    pub port_security: bool,
+    /// More sources the pod may send from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_ips: Vec<Ipv4Cidr>,
 }
 
 /// The MAC table.
@@ -556,6 +580,8 @@ mod tests {
             ifname: None,
             mtu: Some(1400),
             kind: PortAddKind::Tap,
+            port_security: true,
+            allow_ips: Vec::new(),
         });
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(
@@ -577,6 +603,23 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("args.kind"), "{e:?}");
         assert_eq!("afxdp".parse::<PortAddKind>(), Ok(PortAddKind::Afxdp));
         assert!("xdp".parse::<PortAddKind>().is_err());
+        // Port security: on unless said otherwise, and written only when it is not the default.
+        let Request::PortAdd(args) = &x else { panic!("{x:?}") };
+        assert!(args.port_security && args.allow_ips.is_empty());
+        let x = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","allow_ips":["192.0.2.0/24"]}}"#,
+        )
+        .unwrap();
+        let Request::PortAdd(args) = &x else { panic!("{x:?}") };
+        assert_eq!(args.allow_ips, vec!["192.0.2.0/24".parse().unwrap()]);
+        let off = r#"{"command":"port_add","args":{"name":"a","netns":"n","port_security":false}}"#;
+        let x = parse_request(off).unwrap();
+        assert_eq!(serde_json::to_string(&x).unwrap(), off);
+        let e = parse_request(
+            r#"{"command":"port_add","args":{"name":"a","netns":"n","allow_ips":["192.0.2.1/24"]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("args.allow_ips[0]"), "{e:?}");
         assert_eq!(parse_request(r#"{"command":"port_list"}"#).unwrap(), Request::PortList);
         assert_eq!(
             parse_request(r#"{"command":"fdb_flush","args":{}}"#).unwrap(),

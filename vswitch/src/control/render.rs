@@ -43,7 +43,7 @@ pub fn render(reply: &Reply) -> String {
             })
             .unwrap_or_default(),
         Reply::Port(p) => format!(
-            "{} {} ifname={} mac={} ip={} mtu={} netns={} state={}\n",
+            "{} {} ifname={} mac={} ip={} mtu={} netns={} state={} port_security={}\n",
             p.name,
             kind_name(p),
             p.ifname,
@@ -51,7 +51,8 @@ pub fn render(reply: &Reply) -> String {
             p.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
             p.mtu,
             p.netns.as_deref().unwrap_or("-"),
-            p.state
+            p.state,
+            port_security(p)
         ),
         Reply::Ports { ports } => {
             let rows: Vec<Vec<String>> = ports
@@ -66,10 +67,11 @@ pub fn render(reply: &Reply) -> String {
                         p.mtu.to_string(),
                         p.netns.clone().unwrap_or_else(|| "-".into()),
                         p.state.clone(),
+                        port_security(p),
                     ]
                 })
                 .collect();
-            table(&["NAME", "KIND", "IFNAME", "MAC", "IP", "MTU", "NETNS", "STATE"], &rows)
+            table(&["NAME", "KIND", "IFNAME", "MAC", "IP", "MTU", "NETNS", "STATE", "PORT SECURITY"], &rows)
         }
         Reply::Fdb(f) => {
             let rows: Vec<Vec<String>> = f
@@ -173,6 +175,18 @@ pub fn render(reply: &Reply) -> String {
                 st.fdb_size, st.fdb.learned, st.fdb.moves, st.fdb.learn_limit_hits, st.fdb.aged, st.fdb.flushed, st.neighbors
             );
             s
+        }
+    }
+}
+
+/// `on`, `on +CIDR,CIDR` with an allow-list, or `off`.
+fn port_security(p: &PortInfo) -> String {
+    match (p.port_security, p.allow_ips.is_empty()) {
+        (false, _) => "off".into(),
+        (true, true) => "on".into(),
+        (true, false) => {
+            let list: Vec<String> = p.allow_ips.iter().map(ToString::to_string).collect();
+            format!("on +{}", list.join(","))
         }
     }
 }

@@ -216,6 +216,10 @@ pub struct PodswitchNode {
     /// The device [`PodswitchNode::add_pod`] gives pods (TAP unless built otherwise). Pods
     /// of any other kind than TAP are attached through the control API.
     pub pod_kind: PortAddKind,
+    /// Whether [`PodswitchNode::add_pod`] asks for port security on the pods it attaches
+    /// through the control API (on unless changed; tests of stations behind a pod turn it
+    /// off). The CNI plugin's pods always have it.
+    pub port_security: bool,
     /// Container ids of the pods attached through the plugin (DEL'd on drop).
     cni_attachments: Vec<(String, PathBuf)>,
     _dir: ScratchDir,
@@ -333,6 +337,7 @@ impl PodswitchNode {
             ns,
             cni_plugin,
             pod_kind: PortAddKind::Tap,
+            port_security: true,
             cni_attachments: Vec::new(),
             _dir: dir,
         };
@@ -416,6 +421,19 @@ impl PodswitchNode {
         ip: Option<Ipv4IfAddr>,
         kind: PortAddKind,
     ) -> io::Result<&Pod> {
+        let security = self.port_security.then(Vec::new);
+        self.add_pod_secured(name, ip, kind, security)
+    }
+
+    /// [`PodswitchNode::add_pod_kind`] with port security of its own: on with the given
+    /// allow-list, or off with `None`.
+    pub fn add_pod_secured(
+        &mut self,
+        name: &str,
+        ip: Option<Ipv4IfAddr>,
+        kind: PortAddKind,
+        security: Option<Vec<Ipv4Cidr>>,
+    ) -> io::Result<&Pod> {
         let ns = netns_with_lo(&unique_name(&format!("{}-{name}", self.ns.name())))?;
         let plugin = self.cni_plugin.clone().filter(|_| kind == PortAddKind::Tap);
         if let (Some(plugin), None) = (plugin, ip) {
@@ -439,6 +457,8 @@ impl PodswitchNode {
                 ifname: None,
                 mtu: None,
                 kind,
+                port_security: security.is_some(),
+                allow_ips: security.unwrap_or_default(),
             }))
             .map_err(|e| io::Error::other(format!("port add {name} ({kind}): {e}")))?;
         let Reply::Port(PortInfo { ip: Some(ip), mac, .. }) = reply else {

@@ -31,6 +31,7 @@ pub mod l2;
 pub mod nat;
 pub mod output;
 pub mod overlay;
+pub mod port_security;
 pub mod reply;
 pub mod steer;
 
@@ -64,6 +65,8 @@ pub struct Pipeline {
     pub overlay: Option<Overlay>,
     /// Services and the connections through them.
     pub nat: ServiceNat,
+    /// What each pod port may send as (`port_security.rs`).
+    pub port_security: port_security::PortSecurity,
     /// With several workers: MAC table changes the other workers should hear of, filled by
     /// the learn stage, emptied by the worker after each batch. Without: never filled.
     pub announced: Vec<(crate::tables::fdb::FdbKey, PortId)>,
@@ -105,6 +108,7 @@ impl Pipeline {
             announced: Vec::with_capacity(if workers > 1 { crate::packet::BATCH_SIZE } else { 0 }),
             plan: TxPlan::new(config.ports.max_ports),
             fdb: Fdb::new(config.fdb),
+            port_security: port_security::PortSecurity::new(config.ports.max_ports),
             neigh: NeighTable::new(config.ports.max_ports),
             gateway: Gateway {
                 ip: config.node.gateway,
@@ -163,6 +167,7 @@ impl Pipeline {
                 overlay::decap(batch, ov, self.gateway.mac, counters);
             }
             classify::run(batch, counters, self.nat.steer.flow_seed);
+            port_security::run(batch, &self.port_security, counters);
             steer::run(batch, &self.nat.steer, &self.gateway);
         }
         let announced = (self.nat.steer.workers > 1).then_some(&mut self.announced);

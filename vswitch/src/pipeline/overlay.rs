@@ -7,8 +7,9 @@
 //! - **Decapsulation** ([`decap`], first stage): the overlay port delivers each datagram's
 //!   payload (VXLAN header + inner frame) with the sender's underlay address in
 //!   `meta.tunnel`. The header is checked (I flag, this node's VNI, a known sender) and
-//!   removed; the inner frame must be untagged IPv4, and its destination MAC is set to the
-//!   gateway's, so the gateway stage routes it to the local pod (or the host port) whatever
+//!   removed; the inner frame must be untagged IPv4 from the sending peer's pod CIDR or its
+//!   node (underlay) address (anything else is `overlay_src_spoofed`: a peer speaks only for
+//!   its own pods), and its destination MAC is set to the gateway's, so the gateway stage routes it to the local pod (or the host port) whatever
 //!   MAC the sending VTEP chose. Anything else is dropped and counted by reason.
 //! - **Encapsulation decision**: the gateway stage's, in `gateway/to_peer.rs`; the overlay
 //!   port builds the outer headers.
@@ -17,7 +18,7 @@ use crate::packet::{Action, Batch, Packet};
 use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::peers::PeerTable;
-use crate::wire::{self, vxlan, EtherType, EthernetFrame, MacAddr, VxlanHeader};
+use crate::wire::{self, vxlan, EtherType, EthernetFrame, Ipv4Packet, MacAddr, VxlanHeader};
 
 use super::drop_packet;
 
@@ -65,10 +66,12 @@ fn decap_one(pkt: &mut Packet, overlay: &Overlay, gateway_mac: MacAddr) -> Resul
     if header.vni().get() != overlay.vni {
         return Err(DropReason::VxlanUnknownVni);
     }
-    match pkt.meta.tunnel {
-        Some(ip) if overlay.peers.by_underlay(ip).is_some() => {}
-        _ => return Err(DropReason::VxlanUnknownPeer),
-    }
+    let peer = pkt
+        .meta
+        .tunnel
+        .and_then(|ip| overlay.peers.by_underlay(ip))
+        .ok_or(DropReason::VxlanUnknownPeer)?;
+    let (peer_cidr, peer_ip) = (peer.pod_cidr, peer.ip);
     if !pkt.pull_front(vxlan::HEADER_LEN) {
         return Err(DropReason::VxlanMalformed);
     }
@@ -76,6 +79,13 @@ fn decap_one(pkt: &mut Packet, overlay: &Overlay, gateway_mac: MacAddr) -> Resul
         EthernetFrame::new_checked(pkt.data_mut()).map_err(|_| DropReason::VxlanMalformed)?;
     if inner.ethertype() != EtherType::Ipv4 {
         return Err(DropReason::VxlanInnerNotIpv4);
+    }
+    // A malformed inner header is classify's to drop (and name).
+    if let Ok(ip) = Ipv4Packet::new_checked(inner.payload()) {
+        let src = ip.src_addr();
+        if src != peer_ip && !peer_cidr.contains(src) {
+            return Err(DropReason::OverlaySrcSpoofed);
+        }
     }
     inner.set_dst_addr(gateway_mac);
     Ok(())
@@ -144,6 +154,23 @@ mod tests {
             let (action, _, c) = decap_one_frame(&d, from);
             assert_eq!(action, Action::Drop(reason));
             assert_eq!(c.drops[reason as usize], 1);
+        }
+    }
+
+    #[test]
+    fn inner_sources_must_be_the_senders() {
+        let from = |src: Ipv4Addr| {
+            let inner = udp_frame(MAC_C, MAC_A, src, IP_A, 1, 2, b"x");
+            decap_one_frame(&vxlan_datagram(0x08, 1, &inner), PEER_IP).0
+        };
+        let peer = overlay().peers.by_underlay(PEER_IP).unwrap().clone();
+        assert_eq!(from(peer.pod_cidr.nth(5).unwrap()), Action::Continue);
+        assert_eq!(from(PEER_IP), Action::Continue);
+        let spoofed = Action::Drop(DropReason::OverlaySrcSpoofed);
+        // A local pod, the gateway, another node's pods, an outside address.
+        for src in [IP_B, GW_IP, Ipv4Addr::new(10, 244, 3, 7), Ipv4Addr::new(8, 8, 8, 8)] {
+            assert!(!peer.pod_cidr.contains(src));
+            assert_eq!(from(src), spoofed, "{src}");
         }
     }
 

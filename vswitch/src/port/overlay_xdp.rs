@@ -17,14 +17,19 @@
 //! §5 leaves that to the receiver); the inner frame's own checksums still are, by its
 //! destination.
 //!
-//! Next hops: the source MAC of each datagram is remembered for its source address (a peer on
-//! the same segment, or the router in front of it). A frame for a peer whose next hop was
-//! seen within [`NEXT_HOP_TTL`] is written whole (Ethernet, outer IPv4/UDP/VXLAN, inner
-//! frame) into the AF_XDP transmit ring. Otherwise it goes through the kernel like the socket
-//! overlay's (raw socket; the kernel routes it and resolves the next hop), and the peer's next
-//! datagram teaches the port its MAC. At most [`MAX_NEXT_HOPS`] are kept; when full, expired
-//! ones are dropped first, and a new sender that still finds no room is sent to through the
-//! kernel.
+//! Next hops: the source MAC of a datagram is remembered for its source address (a peer on
+//! the same segment, or the router in front of it), but only from a datagram that passes the
+//! VXLAN check (I flag, this node's VNI) and the peer check: its source must be an address
+//! the pipeline has sent to, and the pipeline sends only to the peer table's underlay
+//! addresses (the gateway stage sets `meta.tunnel` from it). Any other host on the underlay
+//! sending UDP to the VXLAN port, or a datagram the decap stage is about to drop, teaches
+//! the port nothing. A frame for a peer whose next hop was seen within [`NEXT_HOP_TTL`] is
+//! written whole (Ethernet, outer IPv4/UDP/VXLAN, inner frame) into the AF_XDP transmit
+//! ring. Otherwise it goes through the kernel like the socket overlay's (raw socket; the
+//! kernel routes it and resolves the next hop), the address is marked as wanted, and the
+//! peer's next datagram teaches the port its MAC. At most [`MAX_NEXT_HOPS`] addresses are
+//! kept, wanted or known; when full, expired ones are dropped first, and a new one that
+//! still finds no room is sent to through the kernel.
 //!
 //! TCP super-frames (a TAP pod's TSO) go through the kernel's UDP GSO as in the socket
 //! overlay: one `sendmsg` per 64 KiB costs less than writing each segment to the ring, and
@@ -41,7 +46,7 @@ use super::afxdp::AfXdpPort;
 use super::overlay::{outer_headers, OverlayOptions, OverlayPort, OUTER_LEN};
 use super::{Port, PortId, PortKind, TxOutcome};
 use crate::packet::{Batch, BATCH_SIZE};
-use crate::wire::MacAddr;
+use crate::wire::{MacAddr, VxlanHeader};
 
 /// Ethernet header in front of the outer IPv4.
 const ETH_LEN: usize = 14;
@@ -56,10 +61,11 @@ pub const NEXT_HOP_TTL: u32 = 60;
 /// Most next hops remembered per port.
 pub const MAX_NEXT_HOPS: usize = 4096;
 
-/// Underlay address → (next-hop MAC, second it was last seen), bounded.
+/// Underlay address → (next-hop MAC once learned, second it was last seen or wanted),
+/// bounded. An address gets an entry only by being sent to ([`NextHops::want`]).
 #[derive(Debug)]
 struct NextHops {
-    map: FxHashMap<Ipv4Addr, (MacAddr, u32)>,
+    map: FxHashMap<Ipv4Addr, (Option<MacAddr>, u32)>,
 }
 
 impl NextHops {
@@ -69,11 +75,14 @@ impl NextHops {
         NextHops { map }
     }
 
-    /// Remembers that `ip` sent from `mac` at second `now`; never grows past
-    /// [`MAX_NEXT_HOPS`] (expired entries make room first).
-    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) {
+    /// Marks `ip` as an address frames are sent to at second `now`, so its datagrams may
+    /// teach its next hop; never grows past [`MAX_NEXT_HOPS`] (expired entries make room
+    /// first).
+    fn want(&mut self, ip: Ipv4Addr, now: u32) {
         if let Some(e) = self.map.get_mut(&ip) {
-            *e = (mac, now);
+            if e.0.is_none() {
+                e.1 = now;
+            }
             return;
         }
         if self.map.len() >= MAX_NEXT_HOPS {
@@ -82,14 +91,32 @@ impl NextHops {
                 return;
             }
         }
-        self.map.insert(ip, (mac, now));
+        self.map.insert(ip, (None, now));
+    }
+
+    /// Remembers that `ip` sent from `mac` at second `now`, if `ip` is sent to (wanted or
+    /// known); true when remembered.
+    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) -> bool {
+        match self.map.get_mut(&ip) {
+            Some(e) => {
+                *e = (Some(mac), now);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The next hop of `ip`, if seen within [`NEXT_HOP_TTL`] of `now`.
     fn get(&self, ip: Ipv4Addr, now: u32) -> Option<MacAddr> {
         let (mac, seen) = self.map.get(&ip)?;
-        (now.saturating_sub(*seen) < NEXT_HOP_TTL).then_some(*mac)
+        (now.saturating_sub(*seen) < NEXT_HOP_TTL).then_some((*mac)?)
     }
+}
+
+/// True when `payload` (what follows the outer UDP header) starts with a VXLAN header with
+/// the I flag and `vni`: the check the decap stage makes first.
+fn vxlan_ok(payload: &[u8], vni: u32) -> bool {
+    VxlanHeader::new_checked(payload).is_ok_and(|h| h.vni().get() == vni)
 }
 
 /// The VXLAN endpoint of a node on an AF_XDP underlay queue.
@@ -169,7 +196,9 @@ impl Port for OverlayXdpPort {
                     pkt.pull_front(STRIP_LEN);
                     pkt.truncate(payload);
                     pkt.meta.tunnel = Some(src);
-                    self.next_hops.learn(src, mac, now);
+                    if vxlan_ok(pkt.data(), self.opts.vni) {
+                        self.next_hops.learn(src, mac, now);
+                    }
                 }
                 None => {
                     // Empty: the decap stage drops it, counted as `vxlan_malformed`.
@@ -207,7 +236,10 @@ impl Port for OverlayXdpPort {
                     outer_headers(outer, &self.opts, dst, &[frame]);
                     self.xdp.queue_parts(&head, frame, &mut out);
                 }
-                _ => self.to_kernel.push(i),
+                _ => {
+                    self.next_hops.want(dst, now);
+                    self.to_kernel.push(i);
+                }
             }
         }
         self.xdp.flush();
@@ -295,22 +327,44 @@ mod tests {
         let mut h = NextHops::new();
         let (a, m) = (Ipv4Addr::new(192, 168, 0, 2), MacAddr([2, 0, 0, 0, 0, 2]));
         assert_eq!(h.get(a, 0), None);
-        h.learn(a, m, 10);
+        h.want(a, 5);
+        assert_eq!(h.get(a, 5), None, "wanted, not known");
+        assert!(h.learn(a, m, 10));
         assert_eq!(h.get(a, 10 + NEXT_HOP_TTL - 1), Some(m));
         assert_eq!(h.get(a, 10 + NEXT_HOP_TTL), None, "expired: the kernel path again");
         let m2 = MacAddr([2, 0, 0, 0, 0, 3]);
-        h.learn(a, m2, 100);
+        assert!(h.learn(a, m2, 100));
         assert_eq!(h.get(a, 100), Some(m2), "a move is learned at once");
         for i in 0..MAX_NEXT_HOPS as u32 + 10 {
-            h.learn(Ipv4Addr::from(0x0a00_0000 + i), m, 100);
+            h.want(Ipv4Addr::from(0x0a00_0000 + i), 100);
         }
         assert_eq!(h.map.len(), MAX_NEXT_HOPS, "full: newcomers are not kept");
         assert_eq!(h.get(a, 100), Some(m2), "nothing known is evicted while fresh");
         // Once the others expired, a newcomer makes room by sweeping them.
         let late = 100 + NEXT_HOP_TTL;
-        h.learn(Ipv4Addr::new(172, 16, 0, 1), m, late);
-        assert_eq!(h.get(Ipv4Addr::new(172, 16, 0, 1), late), Some(m));
+        let c = Ipv4Addr::new(172, 16, 0, 1);
+        h.want(c, late);
+        assert!(h.learn(c, m, late));
+        assert_eq!(h.get(c, late), Some(m));
         assert_eq!(h.map.len(), 1);
+    }
+
+    #[test]
+    fn only_checked_datagrams_from_peers_teach_a_next_hop() {
+        let mut h = NextHops::new();
+        let (peer, m) = (Ipv4Addr::new(192, 168, 0, 2), MacAddr([2, 0, 0, 0, 0, 2]));
+        let stranger = Ipv4Addr::new(192, 168, 0, 66);
+        assert!(!h.learn(stranger, m, 1), "never sent to: not a peer");
+        assert_eq!(h.get(stranger, 1), None);
+        assert!(h.map.is_empty());
+        h.want(peer, 1);
+        assert!(h.learn(peer, m, 2));
+        assert_eq!(h.get(peer, 2), Some(m));
+        // The VXLAN check: I flag and this node's VNI.
+        assert!(vxlan_ok(&[0x08, 0, 0, 0, 0, 0, 1, 0, 0xaa], 1));
+        assert!(!vxlan_ok(&[0x08, 0, 0, 0, 0, 0, 2, 0, 0xaa], 1), "another VNI");
+        assert!(!vxlan_ok(&[0x00, 0, 0, 0, 0, 0, 1, 0, 0xaa], 1), "no I flag");
+        assert!(!vxlan_ok(&[0x08, 0, 0], 1), "short");
     }
 
     proptest::proptest! {

@@ -1,5 +1,6 @@
-//! IPv6 fixed header (RFC 8200). The switch forwards IPv6 at L2 and only needs to know a
-//! header is sound; extension headers are payload to it.
+//! IPv6 fixed header (RFC 8200), and a view of one extension header. The switch forwards
+//! IPv6 at L2 and only needs to know a header is sound; extension headers are payload to it,
+//! except to port security, which walks them with [`ExtHeader`] to find what a pod sends.
 //!
 //! ```text
 //! +-------+---------------+---------------------------------------+
@@ -169,6 +170,78 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// Next-header values: the extension headers a receiver walks before the upper layer (RFC
+/// 8200 §4: hop-by-hop options, routing, fragment, destination options), and the upper layers
+/// port security inspects.
+pub mod next_header {
+    /// Hop-by-hop options.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// Routing.
+    pub const ROUTING: u8 = 43;
+    /// Fragment.
+    pub const FRAGMENT: u8 = 44;
+    /// Destination options.
+    pub const DEST_OPTS: u8 = 60;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+    /// UDP.
+    pub const UDP: u8 = 17;
+}
+
+/// A view over one extension header (hop-by-hop, routing, destination options: length in
+/// 8-byte units after the first 8; fragment: always 8 bytes, RFC 8200 §4.5).
+///
+/// `new_checked`: the whole header within the buffer (`Truncated`). After it succeeds no
+/// accessor panics.
+#[derive(Debug, Clone)]
+pub struct ExtHeader<'a> {
+    buffer: &'a [u8],
+    kind: u8,
+}
+
+impl<'a> ExtHeader<'a> {
+    /// A checked view of the extension header of type `kind` at the start of `buffer`.
+    #[inline]
+    pub fn new_checked(buffer: &'a [u8], kind: u8) -> Result<ExtHeader<'a>> {
+        need(Layer::Ipv6, buffer, 8)?;
+        let h = ExtHeader { buffer, kind };
+        need(Layer::Ipv6, buffer, h.header_len())?;
+        Ok(h)
+    }
+
+    /// The type of the header that follows.
+    #[inline]
+    pub fn next_header(&self) -> u8 {
+        self.buffer[0]
+    }
+
+    /// Length of this header in bytes.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        if self.kind == next_header::FRAGMENT {
+            8
+        } else {
+            (usize::from(self.buffer[1]) + 1) * 8
+        }
+    }
+
+    /// A fragment header's offset in 8-byte units (0 for other headers and first fragments).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        if self.kind == next_header::FRAGMENT {
+            get_u16(self.buffer, 2) >> 3
+        } else {
+            0
+        }
+    }
+
+    /// What follows this header.
+    #[inline]
+    pub fn payload(&self) -> &'a [u8] {
+        &self.buffer[self.header_len()..]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -203,6 +276,20 @@ mod tests {
             Packet::new_checked(&v4[..]),
             Err(Error::Invalid { field: "version", .. })
         ));
+    }
+
+    #[test]
+    fn extension_headers() {
+        // Hop-by-hop with 8 bytes after the first 8, then a fragment header (offset 3).
+        let mut b = vec![44u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(&[58, 0, 0, 3 << 3, 0, 0, 0, 1, 0x86]);
+        let h = ExtHeader::new_checked(&b, next_header::HOP_BY_HOP).unwrap();
+        assert_eq!((h.next_header(), h.header_len(), h.frag_offset()), (44, 16, 0));
+        let f = ExtHeader::new_checked(h.payload(), next_header::FRAGMENT).unwrap();
+        assert_eq!((f.next_header(), f.header_len(), f.frag_offset()), (58, 8, 3));
+        assert_eq!(f.payload(), &[0x86]);
+        assert!(ExtHeader::new_checked(&b[..15], next_header::HOP_BY_HOP).is_err());
+        assert!(ExtHeader::new_checked(&b[..7], next_header::FRAGMENT).is_err());
     }
 
     proptest! {

@@ -35,7 +35,7 @@ pub use arp::{Operation as ArpOperation, Packet as ArpPacket, Repr as ArpRepr};
 pub use ethernet::{parse_l2, EtherType, Frame as EthernetFrame, L2Header, Repr as EthernetRepr};
 pub use icmp::{Message as IcmpMessage, Packet as IcmpPacket};
 pub use ipv4::{IpProtocol, Packet as Ipv4Packet, Quoted as QuotedIpv4, Repr as Ipv4Repr};
-pub use ipv6::Packet as Ipv6Packet;
+pub use ipv6::{ExtHeader as Ipv6ExtHeader, Packet as Ipv6Packet};
 pub use ports::Ports;
 pub use tcp::{Packet as TcpPacket, TcpFlags};
 pub use udp::Packet as UdpPacket;

@@ -35,6 +35,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::packet::{Action, Batch, Packet, BATCH_SIZE};
+use crate::pipeline::port_security::PortPolicy;
 use crate::pipeline::steer::{ReplyMarks, Steering};
 use crate::pipeline::{Entry, Pipeline};
 use crate::port::{Port, PortId};
@@ -90,6 +91,8 @@ pub enum Command {
         owner: usize,
         /// The pod's address and MAC.
         neighbor: Option<(Ipv4Addr, MacAddr)>,
+        /// What the pod may send as; `None`: the port is not checked.
+        security: Option<PortPolicy>,
         /// Answer.
         reply: Sender<Result<(), AttachError>>,
     },
@@ -464,13 +467,15 @@ impl WorkerHandle {
     /// Attaches a port with its queues: one per worker (worker `i` polls `queues[i]`), or a
     /// single one, owned by worker `id % workers`; the others hand that port's packets to
     /// it. With `neighbor`, the pod's address is added to every worker's neighbor table in
-    /// the same step. Refused (nothing changed anywhere) when the id is in use, the address
+    /// the same step, and with `security` its port policy, so no frame of the port is ever
+    /// handled unchecked. Refused (nothing changed anywhere) when the id is in use, the address
     /// is taken, or the queue count fits neither shape.
     pub fn add_port(
         &self,
         id: PortId,
         queues: Vec<Box<dyn Port>>,
         neighbor: Option<(Ipv4Addr, MacAddr)>,
+        security: Option<PortPolicy>,
     ) -> Result<Result<(), AttachError>, WorkerGone> {
         let n = self.count();
         let single = queues.len() == 1;
@@ -489,7 +494,7 @@ impl WorkerHandle {
             } else {
                 queues[i].take()
             };
-            Command::AddPort { id, port, owner, neighbor, reply }
+            Command::AddPort { id, port, owner, neighbor, security, reply }
         })?;
         if answers.iter().any(Result::is_err) {
             let mut first = None;
@@ -1069,8 +1074,8 @@ impl Worker {
 
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::AddPort { id, port, owner, neighbor, reply } => {
-                let _ = reply.send(self.add_port(id, port, owner, neighbor));
+            Command::AddPort { id, port, owner, neighbor, security, reply } => {
+                let _ = reply.send(self.add_port(id, port, owner, neighbor, security));
             }
             Command::RemovePort { id, reply } => {
                 let _ = reply.send(self.remove_port(id));
@@ -1163,6 +1168,7 @@ impl Worker {
         port: Option<Box<dyn Port>>,
         owner: usize,
         neighbor: Option<(Ipv4Addr, MacAddr)>,
+        security: Option<PortPolicy>,
     ) -> Result<(), AttachError> {
         match self.slots.get(id.index()) {
             None => return Err(AttachError::BeyondLimit(id)),
@@ -1193,6 +1199,8 @@ impl Worker {
         if let Some(mac) = mac {
             self.pipeline.fdb.apply_announced(FdbKey::new(None, mac), id, Instant::now());
         }
+        // The id is below max_ports (its slot exists), so the policy always fits.
+        self.pipeline.port_security.set(id, security);
         self.counters[id.index()] = PortCounters::default();
         self.live.push(id);
         self.live.sort_unstable();
@@ -1214,6 +1222,7 @@ impl Worker {
         self.ready.retain(|p| *p != id);
         self.pipeline.fdb.flush_port(id);
         self.pipeline.neigh.remove_port(id);
+        self.pipeline.port_security.set(id, None);
         if self.pipeline.gateway.host_port == Some(id) {
             self.pipeline.gateway.host_port = None;
         }
@@ -1253,7 +1262,7 @@ mod tests {
                 2 => Some((IP_B, MAC_B)),
                 _ => None,
             };
-            w.add_port(PortId(i), vec![Box::new(p)], neighbor).unwrap().unwrap();
+            w.add_port(PortId(i), vec![Box::new(p)], neighbor, None).unwrap().unwrap();
             handles.push(h);
         }
         (w, handles)
@@ -1414,7 +1423,7 @@ mod tests {
             assert_eq!(stats.neighbors, 1);
             // The id can be reused.
             let (p, _h) = MemoryPort::new();
-            w.add_port(PortId(2), vec![Box::new(p)], None).unwrap().unwrap();
+            w.add_port(PortId(2), vec![Box::new(p)], None, None).unwrap().unwrap();
         }
     }
 
@@ -1423,22 +1432,24 @@ mod tests {
         for workers in [1, 2] {
             let (w, _h) = start(workers);
             let (p, _) = MemoryPort::new();
-            let e = w.add_port(PortId(1), vec![Box::new(p)], None).unwrap().unwrap_err();
+            let e = w.add_port(PortId(1), vec![Box::new(p)], None, None).unwrap().unwrap_err();
             assert!(matches!(e, AttachError::InUse(PortId(1))), "{e}");
             let (p, _) = MemoryPort::new();
-            let e =
-                w.add_port(PortId(5), vec![Box::new(p)], Some((IP_A, MAC_C))).unwrap().unwrap_err();
+            let e = w
+                .add_port(PortId(5), vec![Box::new(p)], Some((IP_A, MAC_C)), None)
+                .unwrap()
+                .unwrap_err();
             assert!(matches!(e, AttachError::Neighbor(NeighError::Exists(IP_A))), "{e}");
             assert!(e.to_string().contains("already in use"), "{e}");
             let (p, _) = MemoryPort::new();
-            let e = w.add_port(PortId(99), vec![Box::new(p)], None).unwrap().unwrap_err();
+            let e = w.add_port(PortId(99), vec![Box::new(p)], None, None).unwrap().unwrap_err();
             assert!(matches!(e, AttachError::BeyondLimit(PortId(99))), "{e}");
             // Refused everywhere: the id is still free on every worker.
             let (p, _) = MemoryPort::new();
-            w.add_port(PortId(5), vec![Box::new(p)], None).unwrap().unwrap();
+            w.add_port(PortId(5), vec![Box::new(p)], None, None).unwrap().unwrap();
             let queues: Vec<Box<dyn Port>> =
                 (0..3).map(|_| Box::new(MemoryPort::new().0) as Box<dyn Port>).collect();
-            let e = w.add_port(PortId(6), queues, None).unwrap().unwrap_err();
+            let e = w.add_port(PortId(6), queues, None, None).unwrap().unwrap_err();
             assert!(matches!(e, AttachError::QueueCount { queues: 3, .. }), "{e}");
         }
     }

@@ -78,6 +78,8 @@ struct PortRecord {
     mtu: u32,
     /// An AF_XDP pod end's queue-steering program, attached while this lives.
     pod_steering: Option<TcxLink>,
+    /// Port security: the allow-list when on (pod ports by default), `None` when off.
+    security: Option<Vec<crate::cidr::Ipv4Cidr>>,
 }
 
 #[derive(Debug)]

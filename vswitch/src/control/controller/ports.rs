@@ -4,9 +4,10 @@
 
 use std::io;
 
-use crate::cidr::Ipv4IfAddr;
+use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
 use crate::config::{MAX_MTU, MIN_MTU};
 use crate::control::api::*;
+use crate::pipeline::port_security::{PortPolicy, MAX_ALLOW_IPS};
 use crate::port::afxdp::AfXdpOptions;
 use crate::port::{PortId, PortKind};
 use crate::sys::tun;
@@ -114,6 +115,7 @@ impl Controller {
                 format!("{mac} is in use by another port or the gateway"),
             ));
         }
+        let security = plan_port_security(args)?;
         Ok(PortRecord {
             id: PortId(slot as u16),
             kind,
@@ -123,6 +125,7 @@ impl Controller {
             ip,
             mtu,
             pod_steering: None,
+            security,
         })
     }
 
@@ -206,8 +209,14 @@ impl Controller {
             ip,
             mtu: rec.mtu,
         };
+        let security = match &rec.security {
+            Some(allow) => Some(PortPolicy::new(rec.mac, ip.addr, allow).map_err(|e| {
+                ApiError::field(ErrorKind::InvalidArgument, "args.allow_ips", e.to_string())
+            })?),
+            None => None,
+        };
         let dev = st.devices.create_pod(ns, &pod)?;
-        let handed = self.worker.add_port(rec.id, dev.queues, Some((ip.addr, rec.mac)));
+        let handed = self.worker.add_port(rec.id, dev.queues, Some((ip.addr, rec.mac)), security);
         match handed {
             Ok(Ok(())) => Ok(dev.steering),
             Ok(Err(e)) => {
@@ -266,6 +275,8 @@ impl Controller {
                 None => "up".to_string(),
                 Some(f) => format!("failed: {f}"),
             },
+            port_security: rec.security.is_some(),
+            allow_ips: rec.security.clone().unwrap_or_default(),
         }
     }
 
@@ -300,5 +311,63 @@ fn validate_port_name(name: &str) -> Result<(), ApiError> {
                 "{name:?} is not a valid port name: use 1-{MAX_PORT_NAME_LEN} of [A-Za-z0-9._:-]"
             ),
         ))
+    }
+}
+
+/// The port-security plan of a `port add`: the allow-list when on, `None` when off. Names
+/// the field at fault.
+fn plan_port_security(args: &PortAddArgs) -> Result<Option<Vec<Ipv4Cidr>>, ApiError> {
+    let bad = |msg: String| ApiError::field(ErrorKind::InvalidArgument, "args.allow_ips", msg);
+    if !args.port_security {
+        if !args.allow_ips.is_empty() {
+            return Err(bad("has no effect with port_security off".into()));
+        }
+        return Ok(None);
+    }
+    if args.allow_ips.len() > MAX_ALLOW_IPS {
+        return Err(bad(format!("at most {MAX_ALLOW_IPS} entries, got {}", args.allow_ips.len())));
+    }
+    for (i, c) in args.allow_ips.iter().enumerate() {
+        if args.allow_ips[..i].contains(c) {
+            return Err(bad(format!("{c} is listed twice")));
+        }
+    }
+    Ok(Some(args.allow_ips.clone()))
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+
+    fn args(security: bool, allow: &[&str]) -> PortAddArgs {
+        PortAddArgs {
+            name: "p".into(),
+            netns: "n".into(),
+            ip: None,
+            mac: None,
+            ifname: None,
+            mtu: None,
+            kind: PortAddKind::Tap,
+            port_security: security,
+            allow_ips: allow.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn port_security_plans_name_the_field() {
+        assert_eq!(plan_port_security(&args(true, &[])).unwrap(), Some(vec![]));
+        assert_eq!(plan_port_security(&args(false, &[])).unwrap(), None);
+        let one = plan_port_security(&args(true, &["192.0.2.0/24"])).unwrap();
+        assert_eq!(one, Some(vec!["192.0.2.0/24".parse().unwrap()]));
+        let many: Vec<String> = (0..=MAX_ALLOW_IPS).map(|i| format!("10.{i}.0.0/16")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        for bad in [
+            args(false, &["192.0.2.0/24"]),
+            args(true, &["192.0.2.0/24", "192.0.2.0/24"]),
+            args(true, &many),
+        ] {
+            let e = plan_port_security(&bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("args.allow_ips"), "{e:?}");
+        }
     }
 }

@@ -100,6 +100,7 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: gw, prefix_len: config.node.pod_cidr.prefix_len() }),
                 mtu: config.node.mtu,
                 pod_steering: None,
+                security: None,
             };
             add_own_port(&worker, &mut ids, &mut ports, &hp.name, port, record, |id| {
                 worker.call(|reply| Command::SetHostPort { id: Some(id), reply })
@@ -145,6 +146,7 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: ov.underlay_ip, prefix_len: 32 }),
                 mtu: ov.underlay_mtu,
                 pod_steering: None,
+                security: None,
             };
             add_own_port(&worker, &mut ids, &mut ports, OVERLAY_PORT_NAME, queues, record, |id| {
                 worker.call(|reply| Command::SetOverlayPort { id: Some(id), reply })
@@ -201,6 +203,7 @@ impl Controller {
                 ip: Some(Ipv4IfAddr { addr: ip, prefix_len: 32 }),
                 mtu: link.mtu,
                 pod_steering: None,
+                security: None,
             };
             add_own_port(
                 &worker,
@@ -311,7 +314,7 @@ fn add_own_port(
     let id = PortId(slot as u16);
     role(id).map_err(|e| StartError::Worker(e.to_string()))?;
     worker
-        .add_port(id, queues, None)
+        .add_port(id, queues, None, None)
         .map_err(|e| StartError::Worker(e.to_string()))?
         .map_err(|e| StartError::Worker(e.to_string()))?;
     ids[slot] = true;

@@ -131,6 +131,8 @@ fn add(name: &str) -> Request {
         ifname: None,
         mtu: None,
         kind: PortAddKind::Tap,
+        port_security: true,
+        allow_ips: Vec::new(),
     })
 }
 
