@@ -48,12 +48,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::cidr::Ipv4Cidr;
-use crate::packet::{Action, Batch, Packet, PortId};
+use crate::packet::{Action, Batch, Frag, Packet, PortId};
 use crate::stats::{DropReason, PortCounters};
 use crate::wire::ipv6::next_header as nh;
 use crate::wire::{
-    ArpOperation, ArpPacket, EtherType, EthernetFrame, IcmpPacket, IpProtocol, Ipv4Packet,
-    Ipv6ExtHeader, Ipv6Packet, MacAddr, UdpPacket,
+    ArpOperation, ArpPacket, EtherType, EthernetFrame, IcmpPacket, IpProtocol, Ipv6ExtHeader,
+    Ipv6Packet, MacAddr, UdpPacket,
 };
 
 use super::drop_packet;
@@ -204,31 +204,32 @@ fn check(pkt: &Packet, policy: &PortPolicy) -> Result<(), DropReason> {
     }
     let l3 = data.get(usize::from(pkt.meta.l3_offset)..).unwrap_or(&[]);
     match EtherType::from(pkt.meta.ethertype) {
-        EtherType::Ipv4 => check_ipv4(l3, policy),
+        EtherType::Ipv4 => check_ipv4(pkt, policy),
         EtherType::Arp => check_arp(l3, policy),
         EtherType::Ipv6 => check_ipv6(l3, policy),
         _ => Err(DropReason::PodEthertype),
     }
 }
 
+/// IPv4, from what classify put in `Meta` (the source, the fragment bits, the UDP source
+/// port); only an ICMP message's type byte is read from the frame.
 #[inline]
-fn check_ipv4(l3: &[u8], policy: &PortPolicy) -> Result<(), DropReason> {
-    let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4BadHeader)?;
-    if !policy.allows_ipv4(ip.src_addr()) {
+fn check_ipv4(pkt: &Packet, policy: &PortPolicy) -> Result<(), DropReason> {
+    let m = &pkt.meta;
+    if !policy.allows_ipv4(m.flow.src) {
         return Err(DropReason::SrcIpSpoofed);
     }
-    if ip.frag_offset() != 0 {
+    if m.frag == Frag::Later {
         return Ok(());
     }
-    match ip.next_header() {
-        IpProtocol::Icmp => match IcmpPacket::new_checked(ip.payload()) {
-            Ok(icmp) if u8::from(icmp.msg_type()) == ICMP_REDIRECT => Err(DropReason::IcmpRedirect),
+    match IpProtocol::from(m.flow.proto) {
+        IpProtocol::Icmp => match pkt.data().get(usize::from(m.l4_offset)) {
+            Some(&ICMP_REDIRECT) => Err(DropReason::IcmpRedirect),
             _ => Ok(()),
         },
-        IpProtocol::Udp => match UdpPacket::new_checked(ip.payload()) {
-            Ok(udp) if udp.src_port() == DHCPV4_SERVER_PORT => Err(DropReason::DhcpServer),
-            _ => Ok(()),
-        },
+        IpProtocol::Udp if m.has_ports && m.flow.sport == DHCPV4_SERVER_PORT => {
+            Err(DropReason::DhcpServer)
+        }
         _ => Ok(()),
     }
 }
