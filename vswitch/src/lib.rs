@@ -43,7 +43,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod port;
 pub mod stats;
-pub mod sys;
+pub use podswitch_sys as sys;
 pub mod tables;
 pub mod wire;
 pub mod worker;

@@ -772,10 +772,11 @@ impl AsRawFd for XskSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::bpf::{self, BpfMap, MapKind, XdpLink, XdpMode, XdpProgram};
-    use crate::sys::netlink::Netlink;
-    use crate::sys::netns::NamedNetNs;
-    use crate::sys::packet::PacketSocket;
+    use crate::test_support::needs_root;
+    use crate::bpf::{self, BpfMap, MapKind, XdpLink, XdpMode, XdpProgram};
+    use crate::netlink::Netlink;
+    use crate::netns::NamedNetNs;
+    use crate::packet::PacketSocket;
     use std::sync::atomic::AtomicU32;
     use std::time::{Duration, Instant};
 
@@ -823,10 +824,7 @@ mod tests {
 
     #[test]
     fn frames_go_both_ways_through_a_copy_mode_socket() {
-        if !crate::sys::process::is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let p = pair();
         let cfg =
             XskConfig { frame_count: 256, fill_size: 128, comp_size: 128, ..XskConfig::default() };

@@ -171,7 +171,7 @@ pub(super) fn align4(len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::parse::{Attrs, Messages};
+    use crate::netlink::parse::{Attrs, Messages};
 
     #[test]
     fn requests_are_encoded_with_lengths_and_padding() {

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::message::*;
 use super::parse::{kernel_error, malformed, parse_ack, Messages};
-use crate::sys::netns::NetNs;
+use crate::netns::NetNs;
 
 // --- Client parameters -------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ fn set_netlink_flag(sock: &Socket, option: libc::c_int) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::test_support::{link, needs_root, test_ns};
+    use crate::netlink::test_support::{link, needs_root, test_ns};
 
     #[test]
     fn errors_name_the_operation() {

@@ -94,16 +94,13 @@ pub fn disable_tx_checksum(ns: &NetNs, ifname: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::Netlink;
+    use crate::test_support::needs_root;
+    use crate::netlink::Netlink;
 
     #[test]
     fn rx_queues_counts_the_queues_a_veth_uses() {
-        if !crate::sys::process::is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let ns = crate::lab::topology::netns_with_lo(&crate::lab::topology::unique_name("pswet"))
-            .unwrap();
+        needs_root!();
+        let ns = crate::test_support::test_ns("pswet");
         ns.run(|| {
             let mut nl = Netlink::open().unwrap();
             nl.veth_add("one0", "one1", None).unwrap();

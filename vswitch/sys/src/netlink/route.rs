@@ -104,7 +104,7 @@ fn route_what(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::test_support::{link, needs_root, test_ns};
+    use crate::netlink::test_support::{link, needs_root, test_ns};
 
     #[test]
     fn routes() {

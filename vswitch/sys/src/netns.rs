@@ -286,11 +286,7 @@ fn bind_mount(src: &Path, dst: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
+    use crate::test_support::needs_root;
 
     #[test]
     fn names_are_validated() {
@@ -310,10 +306,7 @@ mod tests {
 
     #[test]
     fn create_run_and_delete() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let name = format!("pswut-{}", std::process::id());
         let outer = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         {

@@ -258,15 +258,11 @@ pub fn validate_ifname(name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::Netlink;
-    use crate::sys::netns::NamedNetNs;
+    use crate::test_support::needs_root;
+    use crate::netlink::Netlink;
+    use crate::netns::NamedNetNs;
     use std::io::Read;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
 
     /// A fresh namespace with a name unique to this process and test.
     fn test_ns() -> NamedNetNs {
@@ -308,10 +304,7 @@ mod tests {
 
     #[test]
     fn create_read_and_vanish_on_close() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let ns = test_ns();
         let file = ns
             .run(|| {
@@ -340,10 +333,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_fail_clearly() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let ns = test_ns();
         ns.run(|| {
             let _tap = TapDevice::create("dup0", TapOptions::default()).unwrap();
@@ -359,10 +349,7 @@ mod tests {
 
     #[test]
     fn vnet_hdr_offloads_and_multi_queue() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let ns = test_ns();
         ns.run(|| {
             let tap = TapDevice::create("vnet0", TapOptions { vnet_hdr: true, multi_queue: true })

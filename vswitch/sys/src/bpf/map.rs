@@ -176,17 +176,11 @@ impl BpfMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_root() -> bool {
-        crate::sys::process::is_root()
-    }
+    use crate::test_support::needs_root;
 
     #[test]
     fn maps_update_lookup_and_delete() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let m = BpfMap::create(MapKind::Hash, "psw_test", 4, 8, 16).unwrap();
         let mut v = [0u8; 8];
         assert!(!m.lookup(&7u32.to_ne_bytes(), &mut v).unwrap());

@@ -270,17 +270,11 @@ pub fn prog_loaded(id: u32) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_root() -> bool {
-        crate::sys::process::is_root()
-    }
+    use crate::test_support::needs_root;
 
     #[test]
     fn a_rejected_program_reports_the_verifier_log() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         // Returns without setting r0: the verifier refuses to read an uninitialised register.
         let e = XdpProgram::load("psw_bad", &[Insn::exit()]).unwrap_err();
         let msg = e.to_string();

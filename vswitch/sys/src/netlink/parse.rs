@@ -234,8 +234,8 @@ pub(super) fn c_string(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::route::route_attrs;
-    use crate::sys::netlink::test_support::nlattr;
+    use crate::netlink::route::route_attrs;
+    use crate::netlink::test_support::nlattr;
 
     #[test]
     fn links_parse_and_tolerate_damage() {

@@ -55,7 +55,7 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::test_support::{link, needs_root, test_ns};
+    use crate::netlink::test_support::{link, needs_root, test_ns};
 
     #[test]
     fn addresses() {

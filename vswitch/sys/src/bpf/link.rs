@@ -251,18 +251,15 @@ impl XdpLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::bpf::insn::reg::*;
-    use crate::sys::bpf::insn::{Insn, TC_ACT_OK, XDP_PASS};
-    use crate::sys::bpf::map::{BpfMap, MapKind};
-    use crate::sys::bpf::prog::prog_loaded;
-    use crate::sys::bpf::xsk_redirect::xsk_redirect_program;
-    use crate::sys::netlink::Netlink;
-    use crate::sys::netns::{NamedNetNs, NetNs};
+    use crate::test_support::needs_root;
+    use crate::bpf::insn::reg::*;
+    use crate::bpf::insn::{Insn, TC_ACT_OK, XDP_PASS};
+    use crate::bpf::map::{BpfMap, MapKind};
+    use crate::bpf::prog::prog_loaded;
+    use crate::bpf::xsk_redirect::xsk_redirect_program;
+    use crate::netlink::Netlink;
+    use crate::netns::{NamedNetNs, NetNs};
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    fn is_root() -> bool {
-        crate::sys::process::is_root()
-    }
 
     /// A throwaway namespace holding a veth pair `xa`/`xb` (both up); deleted on drop, which
     /// deletes the pair and with it any attachment.
@@ -286,10 +283,7 @@ mod tests {
 
     #[test]
     fn programs_load_attach_and_detach_by_drop() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let pass = XdpProgram::load("psw_pass", &[Insn::mov64_imm(R0, XDP_PASS), Insn::exit()])
             .expect("load a return-XDP_PASS program");
         let xsks = BpfMap::create(MapKind::XskMap, "psw_xsks", 4, 4, 4).unwrap();
@@ -330,10 +324,7 @@ mod tests {
 
     #[test]
     fn tc_programs_attach_through_tcx_follow_their_device_and_detach_by_drop() {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        needs_root!();
         let ok = [Insn::mov64_imm(R0, TC_ACT_OK), Insn::exit()];
         let a = SchedClsProgram::load("psw_tc_a", &ok).expect("load a tc program");
         let b = SchedClsProgram::load("psw_tc_b", &ok).unwrap();

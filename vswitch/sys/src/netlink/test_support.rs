@@ -1,23 +1,15 @@
-//! Test helpers shared by the netlink modules' tests: throwaway namespaces, polling, the
-//! root check, and a hand-made attribute encoder independent of [`super::message::Request`].
+//! Test helpers shared by the netlink modules' tests: throwaway namespaces, polling, and a
+//! hand-made attribute encoder independent of [`super::message::Request`].
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::message::align4;
 use super::{LinkInfo, Netlink};
-use crate::sys::netns::NamedNetNs;
-
-pub(super) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use crate::netns::NamedNetNs;
 
 /// A fresh namespace with a name unique to this process and test; deleted on drop.
 pub(super) fn test_ns() -> NamedNetNs {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    NamedNetNs::create(&format!("pswnl-{}-{n}", std::process::id())).unwrap()
+    crate::test_support::test_ns("pswnl")
 }
 
 pub(super) fn link(nl: &mut Netlink, name: &str) -> LinkInfo {
@@ -35,16 +27,7 @@ pub(super) fn eventually(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Returns from the test, saying so, unless running as root.
-macro_rules! needs_root {
-    () => {
-        if !$crate::sys::netlink::test_support::is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
-pub(super) use needs_root;
+pub(super) use crate::test_support::needs_root;
 
 /// One attribute, encoded by hand: header, payload, padding.
 pub(super) fn nlattr(ty: u16, payload: &[u8]) -> Vec<u8> {

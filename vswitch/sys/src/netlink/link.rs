@@ -11,8 +11,8 @@ use super::message::*;
 use super::parse::{malformed, parse_link};
 use super::socket::Netlink;
 use super::validate::{check_index, invalid};
-use crate::sys::netns::NetNs;
-use crate::sys::tun::validate_ifname;
+use crate::netns::NetNs;
+use crate::tun::validate_ifname;
 
 /// The most queues a link can have (the kernel's limit in `rtnl_create_link`).
 pub const MAX_QUEUES: u32 = 4096;
@@ -261,11 +261,11 @@ impl fmt::Display for MacFmt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::parse::Attrs;
-    use crate::sys::netlink::test_support::{eventually, link, needs_root, test_ns};
-    use crate::sys::netlink::AddrInfo;
-    use crate::sys::netns::NamedNetNs;
-    use crate::sys::tun::{TapDevice, TapOptions};
+    use crate::netlink::parse::Attrs;
+    use crate::netlink::test_support::{eventually, link, needs_root, test_ns};
+    use crate::netlink::AddrInfo;
+    use crate::netns::NamedNetNs;
+    use crate::tun::{TapDevice, TapOptions};
     use std::net::Ipv4Addr;
 
     #[test]
@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn veth_with_queues() {
         needs_root!();
-        use crate::sys::xsk::{XskConfig, XskSocket};
+        use crate::xsk::{XskConfig, XskSocket};
         let (ns, peer_ns) = (test_ns(), test_ns());
         let mut nl = Netlink::open_in(&ns).unwrap();
         let mut peer_nl = Netlink::open_in(&peer_ns).unwrap();

@@ -38,7 +38,7 @@ fn xsk_redirect_insns(map_fd: RawFd) -> Vec<Insn> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::bpf::insn::bytes;
+    use crate::bpf::insn::bytes;
 
     #[test]
     fn the_xsk_program_is_the_documented_five_instructions() {
