@@ -31,13 +31,12 @@
 //! precondition.
 #![deny(unsafe_code)]
 
-pub mod cidr;
+pub use podswitch_api::cidr;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
-pub mod lab;
 pub mod offload;
 pub mod packet;
 pub mod pipeline;

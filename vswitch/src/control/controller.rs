@@ -47,8 +47,7 @@ use crate::worker::{Command, WorkerGone, WorkerHandle};
 /// Interface name pods get when the request names none.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
-/// Longest port name.
-pub const MAX_PORT_NAME_LEN: usize = 128;
+pub use podswitch_api::limits::MAX_PORT_NAME_LEN;
 
 /// A port as the control plane knows it.
 #[derive(Debug)]

@@ -94,8 +94,8 @@ pub fn disable_tx_checksum(ns: &NetNs, ifname: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::needs_root;
     use crate::netlink::Netlink;
+    use crate::test_support::needs_root;
 
     #[test]
     fn rx_queues_counts_the_queues_a_veth_uses() {

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Where named namespaces are mounted (the iproute2 convention).
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -281,6 +282,24 @@ fn bind_mount(src: &Path, dst: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `<tag>-<pid>-<n>` (for namespaces and files).
+pub fn unique_name(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates a named namespace with `lo` up (deleted when the guard drops).
+pub fn netns_with_lo(name: &str) -> io::Result<NamedNetNs> {
+    let ns = NamedNetNs::create(name)?;
+    let mut nl = crate::netlink::Netlink::open_in(&ns)?;
+    let lo = nl
+        .link_get("lo")?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no lo in a new namespace"))?;
+    nl.link_set_up(lo.index, true)?;
+    Ok(ns)
 }
 
 #[cfg(test)]

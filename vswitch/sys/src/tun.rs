@@ -258,9 +258,9 @@ pub fn validate_ifname(name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::needs_root;
     use crate::netlink::Netlink;
     use crate::netns::NamedNetNs;
+    use crate::test_support::needs_root;
     use std::io::Read;
     use std::sync::atomic::{AtomicU32, Ordering};
 

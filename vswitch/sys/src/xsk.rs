@@ -772,11 +772,11 @@ impl AsRawFd for XskSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::needs_root;
     use crate::bpf::{self, BpfMap, MapKind, XdpLink, XdpMode, XdpProgram};
     use crate::netlink::Netlink;
     use crate::netns::NamedNetNs;
     use crate::packet::PacketSocket;
+    use crate::test_support::needs_root;
     use std::sync::atomic::AtomicU32;
     use std::time::{Duration, Instant};
 

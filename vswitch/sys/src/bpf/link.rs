@@ -251,7 +251,6 @@ impl XdpLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::needs_root;
     use crate::bpf::insn::reg::*;
     use crate::bpf::insn::{Insn, TC_ACT_OK, XDP_PASS};
     use crate::bpf::map::{BpfMap, MapKind};
@@ -259,6 +258,7 @@ mod tests {
     use crate::bpf::xsk_redirect::xsk_redirect_program;
     use crate::netlink::Netlink;
     use crate::netns::{NamedNetNs, NetNs};
+    use crate::test_support::needs_root;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A throwaway namespace holding a veth pair `xa`/`xb` (both up); deleted on drop, which

@@ -12,17 +12,17 @@ use std::io::{self, Read};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::time::{Duration, Instant};
 
-use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
-use crate::config::Config;
-use crate::control::api::{PortAddArgs, PortAddKind, PortInfo, Reply, Request};
-use crate::control::client::{self, Client, ClientError};
-use crate::sys::netlink::Netlink;
-use crate::sys::netns::{NamedNetNs, NetNs};
-use crate::sys::process::send_signal;
-use crate::wire::MacAddr;
+use podswitch_api::cidr::{Ipv4Cidr, Ipv4IfAddr};
+use podswitch_api::client::{self, Client, ClientError};
+use podswitch_api::mac::MacAddr;
+use podswitch_api::protocol::{PortAddArgs, PortAddKind, PortInfo, Reply, Request};
+use podswitch_sys::netlink::Netlink;
+use podswitch_sys::netns::{NamedNetNs, NetNs};
+use podswitch_sys::process::send_signal;
+use vswitch::config::Config;
 
 /// How long a freshly started switch has to answer on its socket.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,23 +30,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a stopping switch has after SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A name unique to this process and call: `<tag>-<pid>-<n>` (for namespaces and files).
-pub fn unique_name(tag: &str) -> String {
-    format!("{tag}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Creates a named namespace with `lo` up.
-pub fn netns_with_lo(name: &str) -> io::Result<NamedNetNs> {
-    let ns = NamedNetNs::create(name)?;
-    let mut nl = Netlink::open_in(&ns)?;
-    let lo = nl
-        .link_get("lo")?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no lo in a new namespace"))?;
-    nl.link_set_up(lo.index, true)?;
-    Ok(ns)
-}
+pub use podswitch_sys::netns::{netns_with_lo, unique_name};
 
 /// A scratch directory removed on drop.
 #[derive(Debug)]
@@ -356,7 +340,7 @@ impl PodswitchNode {
         underlay: &mut Underlay,
         n: u8,
         pods: usize,
-        peers: &[crate::config::PeerConfig],
+        peers: &[vswitch::config::PeerConfig],
         underlay_mtu: u32,
         cni_plugin: Option<PathBuf>,
         config_edit: impl FnOnce(&mut Config),
@@ -371,13 +355,13 @@ impl PodswitchNode {
             |ns| underlay.plug(ns, ip, underlay_mtu),
             |c| {
                 c.node.name = format!("node-{n}");
-                c.worker.pin = crate::config::Pinning::Off;
+                c.worker.pin = vswitch::config::Pinning::Off;
                 c.worker.count = 1;
-                c.node.mtu = underlay_mtu - crate::config::OVERLAY_OVERHEAD;
-                c.overlay = Some(crate::config::OverlayConfig {
+                c.node.mtu = underlay_mtu - vswitch::config::OVERLAY_OVERHEAD;
+                c.overlay = Some(vswitch::config::OverlayConfig {
                     underlay_ip: ip,
                     vni: 1,
-                    udp_port: crate::wire::vxlan::UDP_PORT,
+                    udp_port: vswitch::wire::vxlan::UDP_PORT,
                     underlay_mtu,
                     udp_checksum: false,
                     afxdp_interface: None,
@@ -498,26 +482,47 @@ impl BridgeNode {
         nl.link_set_up(br, true)?;
         let mut node = BridgeNode { pods: Vec::new(), ns, gateway };
         for i in 1..=pods {
-            let pod_ns = netns_with_lo(&unique_name(&format!("{}-pod{i}", node.ns.name())))?;
-            let host_end = format!("veth{i}");
-            nl.veth_add(&host_end, "eth0", Some(&pod_ns))?;
-            let h = nl.link_get(&host_end)?.ok_or_else(|| io::Error::other("veth vanished"))?.index;
-            nl.link_set_mtu(h, mtu)?;
-            nl.link_set_master(h, Some(br))?;
-            nl.link_set_up(h, true)?;
-            let ip =
-                pod_cidr.nth(1 + i as u32).ok_or_else(|| io::Error::other("pod CIDR too small"))?;
-            let mut pnl = Netlink::open_in(&pod_ns)?;
-            let eth0 = pnl.link_get("eth0")?.ok_or_else(|| io::Error::other("eth0 vanished"))?;
-            pnl.link_set_mtu(eth0.index, mtu)?;
-            pnl.addr_add(eth0.index, ip, pod_cidr.prefix_len())?;
-            pnl.link_set_up(eth0.index, true)?;
-            pnl.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), eth0.index)?;
-            let mac = eth0.mac.map(MacAddr).unwrap_or(MacAddr::ZERO);
-            node.pods.push(Pod { name: format!("pod{i}"), ip, mac, ns: pod_ns });
+            let (pod, host_end) = veth_pod(&mut nl, node.ns.name(), i, pod_cidr, mtu, true)?;
+            nl.link_set_master(host_end, Some(br))?;
+            node.pods.push(pod);
         }
         Ok(node)
     }
+}
+
+/// Pod `i` (1-based) of the node whose namespace `nl` talks to, on a veth pair: a fresh
+/// namespace `<node>-pod<i>-...` holding `eth0` with address `.1+i` of `pod_cidr`, MTU `mtu`
+/// and a default route via the CIDR's first host; the node end `veth<i>`, up, same MTU.
+/// With `tx_checksum` false the pod's `eth0` computes checksums itself (for a switch that
+/// reads the frames from the node end and cannot complete partial checksums). Returns the pod
+/// and the node end's interface index, for the caller to attach to its switch.
+pub fn veth_pod(
+    nl: &mut Netlink,
+    node: &str,
+    i: usize,
+    pod_cidr: Ipv4Cidr,
+    mtu: u32,
+    tx_checksum: bool,
+) -> io::Result<(Pod, u32)> {
+    let gateway = pod_cidr.nth(1).ok_or_else(|| io::Error::other("pod CIDR has no hosts"))?;
+    let ip = pod_cidr.nth(1 + i as u32).ok_or_else(|| io::Error::other("pod CIDR too small"))?;
+    let pod_ns = netns_with_lo(&unique_name(&format!("{node}-pod{i}")))?;
+    let host_end = format!("veth{i}");
+    nl.veth_add(&host_end, "eth0", Some(&pod_ns))?;
+    let h = nl.link_get(&host_end)?.ok_or_else(|| io::Error::other("veth vanished"))?.index;
+    nl.link_set_mtu(h, mtu)?;
+    nl.link_set_up(h, true)?;
+    let mut pnl = Netlink::open_in(&pod_ns)?;
+    let eth0 = pnl.link_get("eth0")?.ok_or_else(|| io::Error::other("eth0 vanished"))?;
+    pnl.link_set_mtu(eth0.index, mtu)?;
+    pnl.addr_add(eth0.index, ip, pod_cidr.prefix_len())?;
+    if !tx_checksum {
+        podswitch_sys::ethtool::disable_tx_checksum(&pod_ns, "eth0")?;
+    }
+    pnl.link_set_up(eth0.index, true)?;
+    pnl.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), eth0.index)?;
+    let mac = eth0.mac.map(MacAddr).unwrap_or(MacAddr::ZERO);
+    Ok((Pod { name: format!("pod{i}"), ip, mac, ns: pod_ns }, h))
 }
 
 /// An underlay network: a namespace holding a bridge that node namespaces plug into with veth
@@ -548,8 +553,8 @@ pub fn node_pod_cidr(n: u8) -> Ipv4Cidr {
 }
 
 /// Node `n` as an overlay peer of the others (a podswitch node: default VTEP MAC).
-pub fn podswitch_peer(n: u8) -> crate::config::PeerConfig {
-    crate::config::PeerConfig::new(&format!("node-{n}"), underlay_ip(n), node_pod_cidr(n), None)
+pub fn podswitch_peer(n: u8) -> vswitch::config::PeerConfig {
+    vswitch::config::PeerConfig::new(&format!("node-{n}"), underlay_ip(n), node_pod_cidr(n), None)
         .expect("a valid peer")
 }
 
@@ -635,7 +640,7 @@ impl KernelVxlanNode {
         vni: u32,
         underlay_mtu: u32,
     ) -> io::Result<KernelVxlanNode> {
-        let mtu = underlay_mtu - crate::config::OVERLAY_OVERHEAD;
+        let mtu = underlay_mtu - vswitch::config::OVERLAY_OVERHEAD;
         let bridge = BridgeNode::build(tag, pod_cidr, pods, mtu)?;
         underlay.plug(&bridge.ns, underlay_ip, underlay_mtu)?;
         let o = underlay_ip.octets();
@@ -679,7 +684,7 @@ impl KernelVxlanNode {
     /// hardware): fine for another kernel, wrong for a peer that receives VXLAN through a
     /// socket, as podswitch does. Costs the kernel its TSO on the underlay.
     pub fn complete_checksums(&self) -> io::Result<()> {
-        crate::sys::ethtool::disable_tx_checksum(&self.bridge.ns, "ul0")
+        podswitch_sys::ethtool::disable_tx_checksum(&self.bridge.ns, "ul0")
     }
 
     /// Routes `pod_cidr` through the overlay to the node at `ip` whose VTEP answers to `mac`.

@@ -4,7 +4,7 @@
 //! markdown table (the one in `docs/cni.md`):
 //!
 //! ```sh
-//! cargo test --release -p cni-shim --test bench -- --ignored --nocapture
+//! cargo test --release -p podswitch-tests --test cni_bench -- --ignored --nocapture
 //! ```
 
 #[macro_use]
@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use podswitch_lab::topology::{netns_with_lo, unique_name, ScratchDir};
+use podswitch_sys::netns::{NamedNetNs, NetNs};
 use serde_json::{json, Value};
-use vswitch::lab::topology::{netns_with_lo, unique_name, ScratchDir};
-use vswitch::sys::netns::{NamedNetNs, NetNs};
 
 /// Interleaved rounds per datapath.
 const ROUNDS: usize = 3;

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::api::{ApiError, Reply, Request, Response};
+use crate::protocol::{ApiError, Reply, Request, Response};
 
 /// How long a call may take before the client gives up (port adds do netlink work).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);

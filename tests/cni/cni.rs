@@ -12,11 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use podswitch_api::protocol::{PortAddArgs, Request};
+use podswitch_lab::traffic;
+use podswitch_sys::netlink::Netlink;
+use podswitch_sys::netns::{NamedNetNs, NetNs};
 use serde_json::{json, Value};
-use vswitch::control::api::{PortAddArgs, Request};
-use vswitch::lab::traffic;
-use vswitch::sys::netlink::Netlink;
-use vswitch::sys::netns::{NamedNetNs, NetNs};
 
 fn links(ns: &NetNs) -> Vec<String> {
     let mut nl = Netlink::open_in(ns).expect("netlink");
@@ -174,11 +174,14 @@ fn af_xdp_pods_are_added_checked_and_deleted() {
     let pods: Vec<NamedNetNs> = (0..2).map(|_| pod_ns()).collect();
     let results = add_all(&pods, &conf);
     let ports = match node.switch.call(&Request::PortList).unwrap() {
-        vswitch::control::api::Reply::Ports { ports } => ports,
+        podswitch_api::protocol::Reply::Ports { ports } => ports,
         other => panic!("{other:?}"),
     };
     assert!(
-        ports.iter().filter(|p| p.name != "psw0").all(|p| p.kind == vswitch::port::PortKind::Afxdp),
+        ports
+            .iter()
+            .filter(|p| p.name != "psw0")
+            .all(|p| p.kind == podswitch_api::protocol::PortKind::Afxdp),
         "{ports:?}"
     );
     assert!(reaches(&pods[0], result_ip(&results[1])));

@@ -2,7 +2,7 @@
 //! a fresh namespace, pod namespaces, and the plugin (and the stock reference plugins)
 //! executed exactly as a container runtime executes them.
 //!
-//! Everything is a guard from `vswitch::lab::topology`, so a failing assertion still deletes
+//! Everything is a guard from `podswitch_lab::topology`, so a failing assertion still deletes
 //! the namespaces and stops the switch. host-local keeps its store in a scratch directory of
 //! the test, so tests run in parallel and can look at what it holds.
 
@@ -12,16 +12,16 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use podswitch_api::protocol::{Reply, Request};
+use podswitch_lab::topology::{netns_with_lo, unique_name, PodswitchNode, ScratchDir};
+use podswitch_sys::netns::{NamedNetNs, NetNs};
 use serde_json::{json, Value};
-use vswitch::control::api::{Reply, Request};
-use vswitch::lab::topology::{netns_with_lo, unique_name, PodswitchNode, ScratchDir};
-use vswitch::sys::netns::{NamedNetNs, NetNs};
 
 /// The plugin under test.
-pub const PLUGIN: &str = env!("CARGO_BIN_EXE_podswitch-cni");
+pub const PLUGIN: &str = env!("CARGO_BIN_EXE_psw-test-cni");
 
 /// The switch the pods are attached to.
-pub const SWITCH: &str = env!("CARGO_BIN_EXE_psw-cni-test-switch");
+pub const SWITCH: &str = env!("CARGO_BIN_EXE_psw-test-switch");
 
 /// Where Debian's `containernetworking-plugins` puts the reference plugins.
 pub const STOCK_DIR: &str = "/usr/lib/cni";
@@ -32,7 +32,7 @@ pub const POD_CIDR: &str = "10.244.1.0/24";
 /// Returns from the test, passing, when not root or when a stock plugin is missing.
 macro_rules! require {
     ($($plugin:expr),*) => {
-        if !vswitch::sys::process::is_root() {
+        if !podswitch_sys::process::is_root() {
             eprintln!("skipped: needs root");
             return;
         }

@@ -11,17 +11,12 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::{Ipv4Cidr, Ipv4IfAddr};
-use crate::port::PortKind;
-pub use crate::stats::PortStatsReport;
-use crate::tables::fdb::FdbCounters;
-use crate::wire::MacAddr;
+pub use crate::counters::{ConntrackCounters, FdbCounters, PortStatsReport};
+pub use crate::limits::MAX_REQUEST_LEN;
+use crate::mac::MacAddr;
 
 /// Version of this API; bumped on incompatible changes.
 pub const API_VERSION: u32 = 1;
-
-/// Longest request line the server reads: room for a `service_apply` of the largest Service
-/// table (65,536 Services of a few endpoints is about 16 MB of JSON).
-pub const MAX_REQUEST_LEN: usize = 64 << 20;
 
 /// A request. Serialized as `{"command": "<snake_case name>", "args": {...}}`; commands
 /// without arguments may omit `args`.
@@ -75,7 +70,7 @@ pub enum Request {
     ConntrackStats,
 }
 
-pub use crate::tables::services::{Algorithm, Endpoint, L4Proto, ServiceSpec};
+pub use crate::service::{Algorithm, Endpoint, L4Proto, ServiceSpec};
 
 /// A Service by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +80,25 @@ pub struct ServiceRefArgs {
     pub namespace: String,
     /// Name.
     pub name: String,
+}
+
+/// What a port is, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// A pod's TAP device, living in the pod's network namespace.
+    Tap,
+    /// The node's own TAP device carrying the gateway address.
+    Host,
+    /// An in-memory port (tests and benchmarks).
+    Memory,
+    /// The VXLAN overlay: a UDP socket on the node's underlay address.
+    Overlay,
+    /// A pod's veth pair whose host end the switch drives through an AF_XDP socket.
+    Afxdp,
+    /// The interface carrying the node's address, driven through AF_XDP behind the NodePort
+    /// filter: only NodePort packets reach the switch.
+    NodePort,
 }
 
 /// Arguments of [`Request::EndpointSet`].
@@ -155,7 +169,7 @@ pub struct ConntrackStatsReply {
     /// Memory one entry takes at capacity, bytes.
     pub bytes_per_entry: u64,
     /// Event counters.
-    pub counters: crate::tables::conntrack::ConntrackCounters,
+    pub counters: ConntrackCounters,
 }
 
 /// Arguments of [`Request::PeerAdd`].

@@ -9,9 +9,6 @@
 //! Nothing is installed or configured outside the lab's own namespaces; every traffic loop
 //! is bounded in packets and time.
 
-pub mod topology;
-pub mod traffic;
-
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,12 +19,12 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::control::api::{Reply, Request};
-use crate::sys::netns::NetNs;
-use topology::{
+use crate::topology::{
     node_pod_cidr, podswitch_peer, underlay_ip, KernelVxlanNode, PodswitchNode, Underlay,
 };
-use traffic::Endpoint;
+use crate::traffic::{self, Endpoint};
+use podswitch_api::protocol::{Reply, Request};
+use podswitch_sys::netns::NetNs;
 
 /// Options of `podswitch lab`.
 #[derive(Debug, Clone, Args)]
@@ -143,7 +140,7 @@ fn interrupted() -> Result<(), String> {
 
 /// Entry point of `podswitch lab`.
 pub fn main(args: LabArgs) -> ExitCode {
-    if !crate::sys::process::is_root() {
+    if !podswitch_sys::process::is_root() {
         eprintln!("podswitch lab: needs root (it creates network namespaces and TAP devices)");
         return ExitCode::from(2);
     }
@@ -529,9 +526,9 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn print_switch_stats(s: &crate::control::api::StatsReply) {
+fn print_switch_stats(s: &podswitch_api::protocol::StatsReply) {
     println!("\nswitch counters (podswitch ctl stats)");
-    print!("{}", crate::control::render::render(&Reply::Stats(s.clone())));
+    print!("{}", vswitch::control::render::render(&Reply::Stats(s.clone())));
 }
 
 fn print_table(m: &[Summary], rounds: u64) {
@@ -575,5 +572,5 @@ fn print_table(m: &[Summary], rounds: u64) {
         table_rows.push(r);
     }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    print!("{}", crate::control::render::table(&header, &table_rows));
+    print!("{}", vswitch::control::render::table(&header, &table_rows));
 }
