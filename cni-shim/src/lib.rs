@@ -91,6 +91,24 @@ fn version_info(stdin: &[u8]) -> String {
     serde_json::to_string(&info).expect("version info serializes")
 }
 
+/// The plugin process: reads the environment and stdin, runs [`run`], writes its answer to
+/// stdout. The `podswitch-cni` binary is this, and so is the copy the behaviour tests build.
+pub fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin).map(|_| ());
+    let outcome = run(&|k| std::env::var(k).ok(), read.map(|()| stdin.as_slice()));
+    let mut out = std::io::stdout().lock();
+    if !outcome.stdout.is_empty() {
+        let _ = writeln!(out, "{}", outcome.stdout);
+    }
+    let _ = out.flush();
+    if outcome.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,23 +153,5 @@ mod tests {
         assert_eq!(error_code(&o), 50);
         let del = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
         assert!(invoke(&del, conf).success, "DEL with no switch running succeeds");
-    }
-}
-
-/// The plugin process: reads the environment and stdin, runs [`run`], writes its answer to
-/// stdout. The `podswitch-cni` binary is this, and so is the copy the behaviour tests build.
-pub fn main() -> ExitCode {
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin).map(|_| ());
-    let outcome = run(&|k| std::env::var(k).ok(), read.map(|()| stdin.as_slice()));
-    let mut out = std::io::stdout().lock();
-    if !outcome.stdout.is_empty() {
-        let _ = writeln!(out, "{}", outcome.stdout);
-    }
-    let _ = out.flush();
-    if outcome.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }

@@ -2,6 +2,8 @@
 //! `vswitch::cli`) and `lab`, the self-contained demonstration (`podswitch-lab`). It is a
 //! package of its own because the lab links the switch's library and this binary links both.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

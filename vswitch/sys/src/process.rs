@@ -21,6 +21,14 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Clock ticks per second of the `/proc` CPU time counters (`sysconf(_SC_CLK_TCK)`); `None`
+/// when the system does not say.
+pub fn clock_ticks_per_sec() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0)
+}
+
 /// The effective user id of the calling process.
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
