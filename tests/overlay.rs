@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use podswitch_lab::topology::Pod;
 use podswitch_tests::topology::{
     node_pod_cidr, podswitch_peer, underlay_ip, KernelVxlanNode, PodswitchNode, Underlay,
 };
@@ -16,7 +17,6 @@ use vswitch::control::api::{
     ErrorKind, PeerAddArgs, PeerDelArgs, PortAddArgs, PortAddKind, PortInfo, Reply, Request,
 };
 use vswitch::control::client::ClientError;
-use vswitch::lab::topology::Pod;
 
 const EXE: &str = env!("CARGO_BIN_EXE_psw-test-switch");
 
@@ -410,7 +410,7 @@ fn too_big_for_the_overlay_gets_frag_needed_and_tcp_still_completes() {
     let n1 = overlay_node(&mut ul, 1, 0, &[2]);
     let n2 = overlay_node(&mut ul, 2, 1, &[1]);
     // A pod whose MTU (1500) is larger than the overlay carries (1450).
-    let ns = vswitch::lab::topology::netns_with_lo(&vswitch::lab::topology::unique_name("psob"))
+    let ns = podswitch_lab::topology::netns_with_lo(&podswitch_lab::topology::unique_name("psob"))
         .expect("netns");
     match call(
         &n1,

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use vswitch::lab::topology::ScratchDir;
+use podswitch_lab::topology::ScratchDir;
 use vswitch::sys::netns::NetNs;
 
 /// The mark kube-proxy sets on packets that need masquerading (bit 14).
@@ -443,7 +443,7 @@ pub fn add_one(
 /// How many Services are loaded in `ns` by `tool`'s layout: `KUBE-SVC-*` chains in the `nat`
 /// table, or elements of the `service-ips` map. Fails as [`load`] does.
 pub fn loaded_services(ns: &NetNs, tool: Tool, timeout: Duration) -> io::Result<usize> {
-    vswitch::lab::traffic::refuse_root(ns)?;
+    podswitch_lab::traffic::refuse_root(ns)?;
     tool.available().map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
     let scratch = ScratchDir::new("kube-rules")?;
     let args: &[&str] = match tool {
@@ -466,7 +466,7 @@ fn run_loader(
     partial: bool,
     timeout: Duration,
 ) -> io::Result<Duration> {
-    vswitch::lab::traffic::refuse_root(ns)?;
+    podswitch_lab::traffic::refuse_root(ns)?;
     tool.available().map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
     let scratch = ScratchDir::new("kube-rules")?;
     let rules = scratch.path().join("rules");
@@ -542,8 +542,8 @@ fn run_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podswitch_lab::topology::{netns_with_lo, unique_name};
     use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-    use vswitch::lab::topology::{netns_with_lo, unique_name};
     use vswitch::sys::netlink::Netlink;
     use vswitch::sys::process::is_root;
 

@@ -53,13 +53,7 @@ fn mem_total_kib(meminfo: &str) -> Option<u64> {
 
 /// Clock ticks per second of the `/proc` CPU counters.
 fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
+    vswitch::sys::process::clock_ticks_per_sec().map_or(100.0, |t| t as f64)
 }
 
 /// What a datapath's CPU time is read from.

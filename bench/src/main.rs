@@ -4,7 +4,7 @@
 //! for a full `all` run, `docs/benchmarks.md`).
 //!
 //! ```text
-//!   scenarios ──► peers (topologies, torn down on drop) ──► vswitch::lab::traffic tools
+//!   scenarios ──► peers (topologies, torn down on drop) ──► podswitch_lab::traffic tools
 //!        │                                                        │
 //!        └──────────── results (every run) ──► stats ──► report.md + CDF .svg
 //! ```
@@ -154,7 +154,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             machine.cpus - 1
         ));
     }
-    vswitch::lab::traffic::set_placement(Some(client_cpu), Some(server_cpu));
+    podswitch_lab::traffic::set_placement(Some(client_cpu), Some(server_cpu));
     peers::set_busy_poll(cli.busy_poll);
     if let Some(w) = cli.workers {
         if w == 0 || w > vswitch::config::MAX_WORKERS {

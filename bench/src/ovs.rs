@@ -15,7 +15,7 @@
 //! controller and standalone fail mode, so its flow table is the single `NORMAL` flow; its
 //! internal port `br0` carries the gateway address, as the Linux bridge does in `BridgeNode`.
 //!
-//! [`BridgeNode`]: vswitch::lab::topology::BridgeNode
+//! [`BridgeNode`]: podswitch_lab::topology::BridgeNode
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::Ipv4Addr;
@@ -23,12 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use podswitch_lab::topology::{
+    netns_with_lo, unique_name, veth_pod, Pod, ScratchDir, STOP_TIMEOUT,
+};
 use vswitch::cidr::Ipv4Cidr;
-use vswitch::lab::topology::{netns_with_lo, unique_name, Pod, ScratchDir, STOP_TIMEOUT};
 use vswitch::sys::netlink::Netlink;
 use vswitch::sys::netns::{NamedNetNs, NetNs};
 use vswitch::sys::process::send_signal;
-use vswitch::wire::MacAddr;
 
 /// How long the database, the bridge and its ports have to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -417,24 +418,9 @@ impl OvsNode {
         self.port_kind = if afxdp { "afxdp" } else { "system" }.to_string();
 
         for i in 1..=pods {
-            let pod_ns = netns_with_lo(&unique_name(&format!("{}-pod{i}", self.ns.name())))?;
-            let host_end = format!("veth{i}");
-            nl.veth_add(&host_end, "eth0", Some(&pod_ns))?;
-            let h = nl.link_get(&host_end)?.ok_or_else(|| io::Error::other("veth vanished"))?.index;
-            nl.link_set_mtu(h, mtu)?;
-            nl.link_set_up(h, true)?;
-            let ip =
-                pod_cidr.nth(1 + i as u32).ok_or_else(|| io::Error::other("pod CIDR too small"))?;
-            let mut pnl = Netlink::open_in(&pod_ns)?;
-            let eth0 = pnl.link_get("eth0")?.ok_or_else(|| io::Error::other("eth0 vanished"))?;
-            pnl.link_set_mtu(eth0.index, mtu)?;
-            pnl.addr_add(eth0.index, ip, pod_cidr.prefix_len())?;
-            vswitch::sys::ethtool::disable_tx_checksum(&pod_ns, "eth0")?;
-            pnl.link_set_up(eth0.index, true)?;
-            pnl.route_add(Ipv4Addr::UNSPECIFIED, 0, Some(self.gateway), eth0.index)?;
-            let mac = eth0.mac.map(MacAddr).unwrap_or(MacAddr::ZERO);
-            self.pods.push(Pod { name: format!("pod{i}"), ip, mac, ns: pod_ns });
-            self.add_port(vsctl, &host_end, &mtu_request, deadline)?;
+            let (pod, _) = veth_pod(&mut nl, self.ns.name(), i, pod_cidr, mtu, false)?;
+            self.pods.push(pod);
+            self.add_port(vsctl, &format!("veth{i}"), &mtu_request, deadline)?;
         }
         Ok(())
     }
@@ -525,7 +511,7 @@ impl Drop for OvsNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vswitch::lab::traffic::{self, Endpoint};
+    use podswitch_lab::traffic::{self, Endpoint};
     use vswitch::sys::netns::NETNS_RUN_DIR;
     use vswitch::sys::process::is_root;
 

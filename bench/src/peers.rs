@@ -15,12 +15,12 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use vswitch::cidr::Ipv4Cidr;
-use vswitch::control::api::PortAddKind;
-use vswitch::lab::topology::{
+use podswitch_lab::topology::{
     netns_with_lo, node_pod_cidr, podswitch_peer, underlay_ip, unique_name, BridgeNode,
     KernelVxlanNode, Pod, PodswitchNode, Underlay,
 };
+use vswitch::cidr::Ipv4Cidr;
+use vswitch::control::api::PortAddKind;
 use vswitch::sys::netns::{NamedNetNs, NetNs};
 
 use crate::machine::CpuSource;

@@ -17,8 +17,7 @@ impl Drop for TempDir {
 
 #[test]
 fn quick_tcp_throughput_reports_kernel_and_podswitch() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !vswitch::sys::process::is_root() {
         eprintln!("skipped: needs root");
         return;
     }

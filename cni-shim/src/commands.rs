@@ -14,14 +14,14 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 
-use vswitch::cidr::{Ipv4Cidr, Ipv4IfAddr};
-use vswitch::control::api::{
+use podswitch_api::cidr::{Ipv4Cidr, Ipv4IfAddr};
+use podswitch_api::client::{Client, ClientError};
+use podswitch_api::limits::MAX_PORT_NAME_LEN;
+use podswitch_api::protocol::{
     ErrorKind, PortAddArgs, PortAddKind, PortDelArgs, PortInfo, Reply, Request, StatusReply,
 };
-use vswitch::control::client::{Client, ClientError};
-use vswitch::control::controller::MAX_PORT_NAME_LEN;
-use vswitch::sys::netlink::Netlink;
-use vswitch::sys::netns::NetNs;
+use podswitch_sys::netlink::Netlink;
+use podswitch_sys::netns::NetNs;
 
 use crate::config::{invalid, NetConf, PortType};
 use crate::ipam::{fit_to_node, Delegate, Lease, CHECK_SINCE, STATUS_GC_SINCE};
@@ -393,7 +393,7 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     if link.mac != Some(port.mac.0) {
         return Err(mismatch(format!(
             "interface {ifname} in {netns} has MAC {}; the switch's port has {}",
-            link.mac.map(|m| vswitch::wire::MacAddr(m).to_string()).unwrap_or_default(),
+            link.mac.map(|m| podswitch_api::mac::MacAddr(m).to_string()).unwrap_or_default(),
             port.mac
         )));
     }

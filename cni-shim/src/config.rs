@@ -15,11 +15,11 @@ use serde_json::{Map, Value};
 use crate::spec::{code, CniError, CniResult, Dns, Version, LATEST, SUPPORTED_VERSIONS};
 
 /// Where the switch listens unless `socket` says otherwise.
-pub const DEFAULT_SOCKET: &str = vswitch::config::DEFAULT_SOCKET;
+pub const DEFAULT_SOCKET: &str = podswitch_api::limits::DEFAULT_SOCKET;
 
 /// Smallest and largest MTU the switch accepts.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> =
-    vswitch::config::MIN_MTU..=vswitch::config::MAX_MTU;
+    podswitch_api::limits::MIN_MTU..=podswitch_api::limits::MAX_MTU;
 
 /// Top-level keys: the spec's, then podswitch's.
 const KNOWN_KEYS: [&str; 13] = [

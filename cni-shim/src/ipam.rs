@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
+use podswitch_api::cidr::Ipv4IfAddr;
 use serde_json::{Map, Value};
-use vswitch::cidr::Ipv4IfAddr;
 
 use crate::config::{invalid, NetConf};
 use crate::spec::{code, CniError, Dns, Env, Route, Version};
@@ -260,7 +260,7 @@ pub fn lease_from_result(v: &Value, version: Version) -> Result<Lease, String> {
 /// leased when its prefix is the pod CIDR's, else as a /32 (routed through the gateway).
 pub fn fit_to_node(
     lease: &Lease,
-    pod_cidr: vswitch::cidr::Ipv4Cidr,
+    pod_cidr: podswitch_api::cidr::Ipv4Cidr,
     gateway: Ipv4Addr,
 ) -> Result<Ipv4IfAddr, CniError> {
     if !pod_cidr.is_host(lease.addr.addr) || lease.addr.addr == gateway {

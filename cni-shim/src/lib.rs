@@ -10,11 +10,18 @@
 //! - [`config`]: the network configuration, checked field by field.
 //! - [`ipam`]: running the IPAM plugin, version negotiation, result conversion.
 //! - [`commands`]: ADD, DEL, CHECK, STATUS and GC against the switch's control API.
+//!
+//! It links the switch's API crate (`podswitch-api`: requests, replies, limits, the socket
+//! client) and its OS crate (`podswitch-sys`: netlink and namespaces, for CHECK), never the
+//! dataplane.
 
 pub mod commands;
 pub mod config;
 pub mod ipam;
 pub mod spec;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
 
 use config::NetConf;
 use spec::{code, CniError, Command, Env, Version, VersionInfo, LATEST, SUPPORTED_VERSIONS};
@@ -82,6 +89,24 @@ fn version_info(stdin: &[u8]) -> String {
         supported_versions: SUPPORTED_VERSIONS.iter().map(Version::to_string).collect(),
     };
     serde_json::to_string(&info).expect("version info serializes")
+}
+
+/// The plugin process: reads the environment and stdin, runs [`run`], writes its answer to
+/// stdout. The `podswitch-cni` binary is this, and so is the copy the behaviour tests build.
+pub fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin).map(|_| ());
+    let outcome = run(&|k| std::env::var(k).ok(), read.map(|()| stdin.as_slice()));
+    let mut out = std::io::stdout().lock();
+    if !outcome.stdout.is_empty() {
+        let _ = writeln!(out, "{}", outcome.stdout);
+    }
+    let _ = out.flush();
+    if outcome.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Shared helpers for the behaviour tests: build a node running the switch with pods in fresh
-//! namespaces (through `vswitch::lab::topology`), read the switch's state over its control
+//! namespaces (through `podswitch_lab::topology`), read the switch's state over its control
 //! API, and send or watch raw frames on a pod's interface.
 //!
 //! Every helper cleans up through guards, so a failing assertion (a panic) still removes the
@@ -12,16 +12,16 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use podswitch_lab::topology::PodswitchNode;
 use vswitch::config::Config;
 pub use vswitch::control::api::PortAddKind;
 use vswitch::control::api::{FdbReply, PortStatsReport, Reply, Request, StatsReply};
-use vswitch::lab::topology::PodswitchNode;
 use vswitch::sys::netlink::Netlink;
 use vswitch::sys::netns::NetNs;
 use vswitch::wire::MacAddr;
 
-pub use vswitch::lab::topology;
-pub use vswitch::lab::traffic;
+pub use podswitch_lab::topology;
+pub use podswitch_lab::traffic;
 
 /// Returns from the test, passing, when not running as root.
 #[macro_export]

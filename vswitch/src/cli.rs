@@ -1,5 +1,7 @@
-//! The `podswitch` command line: `run`, `ctl`, `lab`, `check-config`. Parsing and printing
-//! only; every `ctl` command is one control API request (see `control::api`).
+//! The switch's command line: `run`, `ctl`, `check-config`. Parsing and printing only; every
+//! `ctl` command is one control API request (see `control::api`). The `podswitch` binary
+//! (package `vswitch/cli`) is these commands plus `lab`, which lives in `podswitch-lab`
+//! because the lab links this library; [`main`] is the switch alone, for the test binaries.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +23,9 @@ pub struct Cli {
     command: Command,
 }
 
+/// The switch's commands.
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Run the switch in the current network namespace until SIGINT/SIGTERM, then remove
     /// everything it created.
     Run {
@@ -37,13 +40,11 @@ enum Command {
     },
     /// Talk to a running switch over its control socket.
     Ctl(CtlArgs),
-    /// Build a node and pods in fresh network namespaces, run the switch, prove and measure
-    /// connectivity, and remove everything again.
-    Lab(crate::lab::LabArgs),
 }
 
+/// Options of `ctl`.
 #[derive(Debug, Args)]
-struct CtlArgs {
+pub struct CtlArgs {
     /// Control socket of the switch.
     #[arg(long, env = "PODSWITCH_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
@@ -244,10 +245,14 @@ enum FdbCommand {
     },
 }
 
-/// Entry point of the `podswitch` binary.
+/// The switch without the lab: the entry point of the test binaries (`psw-test-switch`).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    run(Cli::parse().command)
+}
+
+/// Runs one of the switch's commands; the exit status is the process's.
+pub fn run(command: Command) -> ExitCode {
+    match command {
         Command::Run { config } => match Config::load(&config) {
             Err(e) => {
                 eprintln!("podswitch: {e}");
@@ -272,7 +277,6 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => ctl(args),
-        Command::Lab(args) => crate::lab::main(args),
     }
 }
 

@@ -27,23 +27,24 @@
 //! The cluster DNS responder ([`dns`]) also runs on threads of its own, off the packet path;
 //! pods reach it through the Service NAT like any endpoint.
 //!
-//! `unsafe` is denied crate-wide and allowed only in [`sys`], where each block states its
-//! precondition.
-#![deny(unsafe_code)]
+//! `unsafe` is forbidden here: every syscall and `unsafe` block is in the `podswitch-sys`
+//! crate (re-exported as [`sys`]), including the prefetch hint the tables use. The control
+//! API's types are the `podswitch-api` crate's (re-exported through [`control::api`] and
+//! [`cidr`]); the lab is `podswitch-lab`, outside the daemon.
+#![forbid(unsafe_code)]
 
-pub mod cidr;
+pub use podswitch_api::cidr;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dns;
-pub mod lab;
 pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
 pub mod stats;
-pub mod sys;
+pub use podswitch_sys as sys;
 pub mod tables;
 pub mod wire;
 pub mod worker;

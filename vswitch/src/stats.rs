@@ -20,7 +20,7 @@
 //! The overlay port sends a super-frame's VXLAN datagrams with UDP GSO: `tx_packets` counts
 //! the datagrams, `tx_gso_sends` the `UDP_SEGMENT` sends that carried them.
 
-use serde::{Deserialize, Serialize};
+pub use podswitch_api::counters::PortStatsReport;
 
 macro_rules! drop_reasons {
     ($($(#[doc = $doc:literal])* $name:ident => $label:literal,)*) => {
@@ -294,61 +294,6 @@ impl PortCounters {
             device_drops: Default::default(),
         }
     }
-}
-
-/// One port's counters as the control API returns them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortStatsReport {
-    /// Port name.
-    pub name: String,
-    /// Frames read from the port.
-    pub rx_packets: u64,
-    /// Bytes read from the port.
-    pub rx_bytes: u64,
-    /// Frames written to the port.
-    pub tx_packets: u64,
-    /// Bytes written to the port.
-    pub tx_bytes: u64,
-    /// Of `tx_packets`, super-frames merged from several frames (software GRO on a TAP).
-    #[serde(default)]
-    pub tx_gro_frames: u64,
-    /// Frames carried by those super-frames.
-    #[serde(default)]
-    pub tx_gro_merged: u64,
-    /// Overlay port: `UDP_SEGMENT` sends (each several of the `tx_packets` datagrams).
-    #[serde(default)]
-    pub tx_gso_sends: u64,
-    /// Frames from this port that were flooded.
-    pub flooded: u64,
-    /// Of `flooded`, unicast frames to a MAC the table did not know.
-    pub unknown_unicast: u64,
-    /// ARP requests from this port answered by the switch.
-    pub arp_replies: u64,
-    /// ICMP echo requests to the gateway answered by the switch.
-    pub icmp_echo_replies: u64,
-    /// Frames from this port routed by the gateway.
-    pub routed: u64,
-    /// Packets from this port answered with ICMP "fragmentation needed" (too big for the
-    /// overlay, DF set).
-    #[serde(default)]
-    pub frag_needed: u64,
-    /// Packets from this port to a Service answered with a reset / port unreachable.
-    #[serde(default)]
-    pub service_rejects: u64,
-    /// Frames from this port handed to the worker tracking their flow (flow steering).
-    #[serde(default)]
-    pub steered: u64,
-    /// Frames for this port passed to the worker owning its only queue.
-    #[serde(default)]
-    pub tx_handoffs: u64,
-    /// Drops by reason label; reasons with no drops are left out.
-    pub drops: std::collections::BTreeMap<String, u64>,
-    /// Drops the device counted before the switch saw the frames (an AF_XDP socket's
-    /// `xsk_rx_ring_full`, `xsk_fill_ring_empty`, ...), by name; absent for devices that
-    /// report none.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub device_drops: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

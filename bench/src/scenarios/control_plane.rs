@@ -142,14 +142,14 @@ fn measure_podswitch(
     use vswitch::control::api::{Request, ServiceApplyArgs};
     use vswitch::control::client::Client;
     let ns = scratch_netns("pswcp").map_err(|e| e.to_string())?;
-    let dir = vswitch::lab::topology::ScratchDir::new("pswcp").map_err(|e| e.to_string())?;
+    let dir = podswitch_lab::topology::ScratchDir::new("pswcp").map_err(|e| e.to_string())?;
     let cidr = vswitch::cidr::Ipv4Cidr::new(std::net::Ipv4Addr::new(10, 244, 1, 0), 24)
         .expect("valid CIDR");
     // A node as it runs in a cluster: host port and cluster DNS on, so every Service change
     // also republishes the DNS names.
     let config = vswitch::config::Config::for_node("bench", cidr, dir.path().join("s.sock"));
     let exe = crate::peers::switch_exe().map_err(|e| e.to_string())?;
-    let switch = vswitch::lab::topology::SwitchProcess::start(&exe, &ns, &config)
+    let switch = podswitch_lab::topology::SwitchProcess::start(&exe, &ns, &config)
         .map_err(|e| e.to_string())?;
     let mut client = Client::connect(switch.socket()).map_err(|e| e.to_string())?;
     let t = std::time::Instant::now();

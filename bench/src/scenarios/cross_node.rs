@@ -1,7 +1,7 @@
 //! Cross-node: a pod on node 1 talks to a pod on node 2 through the overlay (VXLAN over a veth
 //! underlay), one build per peer per round, peers alternating.
 
-use vswitch::lab::traffic::{self, Endpoint};
+use podswitch_lab::traffic::{self, Endpoint};
 
 use super::{add_peer_columns, step_error, us, Ctx};
 use crate::peers::{CrossNode, Peer};

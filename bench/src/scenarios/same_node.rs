@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use hdrhistogram::Histogram;
+use podswitch_lab::traffic::{self, Endpoint, PAYLOAD_FOR_64_BYTE_FRAMES};
 use vswitch::cidr::Ipv4Cidr;
-use vswitch::lab::traffic::{self, Endpoint, PAYLOAD_FOR_64_BYTE_FRAMES};
 
 use super::{add_peer_columns, cdf_points, step_error, us, Ctx};
 use crate::machine::CpuSource;

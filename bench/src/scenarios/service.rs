@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use podswitch_lab::traffic::{self, Endpoint};
 use vswitch::cidr::Ipv4Cidr;
-use vswitch::lab::traffic::{self, Endpoint};
 
 use super::{step_error, us, Ctx};
 use crate::kube_rules::{self, Proto, Service, Tool};

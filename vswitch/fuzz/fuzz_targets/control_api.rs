@@ -1,7 +1,7 @@
-//! The control API's request parser (`control/api.rs`), as the server reads a line from the
-//! socket: UTF-8, trimmed, then `parse_request`. A request that parses must serialize and
-//! parse back to itself (the CLI and the CNI plugin write what the server reads), and its
-//! contents go on to the pure checks the controller applies: Service validation, the
+//! The control API's request parser (`podswitch-api`'s `protocol.rs`), as the server reads a
+//! line from the socket: UTF-8, trimmed, then `parse_request`. A request that parses must
+//! serialize and parse back to itself (the CLI and the CNI plugin write what the server
+//! reads), and its contents go on to the pure checks the controller applies: Service validation, the
 //! Service table (Maglev included) for `service_add`, `service_apply` and `endpoint_set`,
 //! and peer validation for `peer_add`. A refused line's error must serialize too.
 //!

@@ -6,8 +6,7 @@ use serde::Deserialize;
 
 use super::{invalid, ConfigError};
 
-/// Default control socket path.
-pub const DEFAULT_SOCKET: &str = "/run/podswitch/podswitch.sock";
+pub use podswitch_api::limits::DEFAULT_SOCKET;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

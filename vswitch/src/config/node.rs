@@ -13,10 +13,7 @@ use super::{invalid, ConfigError};
 
 /// Default pod MTU.
 pub const DEFAULT_MTU: u32 = 1500;
-/// Smallest MTU IPv4 allows (RFC 791).
-pub const MIN_MTU: u32 = 68;
-/// Largest MTU a port buffer carries (see `packet::MAX_FRAME_LEN`).
-pub const MAX_MTU: u32 = 9000;
+pub use podswitch_api::limits::{MAX_MTU, MIN_MTU};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

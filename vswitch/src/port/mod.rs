@@ -23,29 +23,10 @@ pub mod tap;
 use std::io;
 use std::os::fd::RawFd;
 
-use serde::{Deserialize, Serialize};
-
 use crate::packet::Batch;
 pub use crate::packet::PortId;
 
-/// What a port is, as the API shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PortKind {
-    /// A pod's TAP device, living in the pod's network namespace.
-    Tap,
-    /// The node's own TAP device carrying the gateway address.
-    Host,
-    /// An in-memory port (tests and benchmarks).
-    Memory,
-    /// The VXLAN overlay: a UDP socket on the node's underlay address.
-    Overlay,
-    /// A pod's veth pair whose host end the switch drives through an AF_XDP socket.
-    Afxdp,
-    /// The interface carrying the node's address, driven through AF_XDP behind the NodePort
-    /// filter: only NodePort packets reach the switch.
-    NodePort,
-}
+pub use podswitch_api::protocol::PortKind;
 
 /// Result of one `tx_burst`.
 ///

@@ -339,12 +339,12 @@ mod tests {
     /// would land elsewhere (the kernel's flow hash).
     #[test]
     fn every_flow_a_veth_pod_end_sends_arrives_on_the_queue_of_its_worker() {
-        use crate::lab::topology::{netns_with_lo, unique_name};
         use crate::packet::Batch;
         use crate::port::afxdp::{AfXdpOptions, AfXdpPort};
         use crate::port::{Port, PortId};
         use crate::sys::bpf::XdpMode;
         use crate::sys::netlink::Netlink;
+        use crate::sys::netns::{netns_with_lo, unique_name};
         use std::collections::HashMap;
         use std::net::UdpSocket;
         use std::time::{Duration, Instant};

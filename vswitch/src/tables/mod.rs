@@ -21,16 +21,5 @@ pub mod peers;
 pub mod services;
 pub mod steer_marks;
 
-/// Brings the cache line holding `p` towards the CPU: a hint only, whatever `p` is.
-#[inline(always)]
-#[allow(unsafe_code)]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect,
-    // whatever the address (here always one inside a live allocation).
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
+/// The prefetch hint of the batched lookups (in `podswitch-sys`, being `unsafe` to call).
+pub(crate) use crate::sys::prefetch::prefetch;

@@ -60,8 +60,7 @@ pub use devices::{afxdp_host_name, Devices, KernelDevices, PodDevice, PodQueues,
 /// Interface name pods get when the request names none.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
-/// Longest port name.
-pub const MAX_PORT_NAME_LEN: usize = 128;
+pub use podswitch_api::limits::MAX_PORT_NAME_LEN;
 
 /// Namespace of the built-in DNS Services.
 pub const DNS_NAMESPACE: &str = "kube-system";

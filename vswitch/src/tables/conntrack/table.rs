@@ -71,42 +71,7 @@ impl Entry {
     }
 }
 
-/// Event counters of the table, as the API reports them.
-///
-/// `created = len() + expired + removed + flushed` at all times.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConntrackCounters {
-    /// Entries created.
-    pub created: u64,
-    /// Lookups that found a live entry.
-    pub found: u64,
-    /// Creations refused because the table was full.
-    pub full: u64,
-    /// Creations refused because a 5-tuple was already tracked.
-    pub clash: u64,
-    /// Creations refused because of the first packet's TCP flags.
-    pub invalid: u64,
-    /// Entries removed because they expired (by lookup, create or sweep).
-    pub expired: u64,
-    /// Entries removed one by one ([`Conntrack::remove`], [`Conntrack::remove_backend`]).
-    pub removed: u64,
-    /// Entries removed by [`Conntrack::flush`].
-    pub flushed: u64,
-}
-
-impl ConntrackCounters {
-    /// Adds another table's counters (the workers' tables add up to the node's).
-    pub fn add(&mut self, o: &ConntrackCounters) {
-        self.created += o.created;
-        self.found += o.found;
-        self.full += o.full;
-        self.clash += o.clash;
-        self.invalid += o.invalid;
-        self.expired += o.expired;
-        self.removed += o.removed;
-        self.flushed += o.flushed;
-    }
-}
+pub use podswitch_api::counters::ConntrackCounters;
 
 /// A slab slot: one entry on two whole cache lines (the entry is 120 bytes), which a
 /// lookup and the update after it touch together and prefetching brings in together.

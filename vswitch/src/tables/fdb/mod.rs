@@ -115,31 +115,7 @@ impl Learned {
     }
 }
 
-/// Event counters of the table, as the API reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FdbCounters {
-    /// Entries created.
-    pub learned: u64,
-    /// Station moves (an entry changed port).
-    pub moves: u64,
-    /// New MACs not learned because the table was full.
-    pub learn_limit_hits: u64,
-    /// Entries removed by aging.
-    pub aged: u64,
-    /// Entries removed by flushes (API or port removal).
-    pub flushed: u64,
-}
-
-impl FdbCounters {
-    /// Adds another table's counters (the workers' tables add up to the switch's).
-    pub fn add(&mut self, o: &FdbCounters) {
-        self.learned += o.learned;
-        self.moves += o.moves;
-        self.learn_limit_hits += o.learn_limit_hits;
-        self.aged += o.aged;
-        self.flushed += o.flushed;
-    }
-}
+pub use podswitch_api::counters::FdbCounters;
 
 /// One entry as listed by the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

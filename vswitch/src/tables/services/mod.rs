@@ -2,8 +2,8 @@
 //! first packet of a connection to a VIP. Later packets follow conntrack, not this table.
 //!
 //! What it owns: the choice of an endpoint for a new flow, from a table of Services derived
-//! from their specs. Its files: [`spec`] (the API shapes and their validation, re-exported
-//! here), `table` (the indexes, building and editing), `lookup` (selection, and the
+//! from their specs. Its parts: [`spec`] (the API shapes and their validation: the
+//! `podswitch-api` crate's `service`, re-exported here), `table` (the indexes, building and editing), `lookup` (selection, and the
 //! per-worker state it needs: [`ServiceState`]). What it does not own: flow state, NAT,
 //! session affinity (the caller keeps the stickiness), and publishing: the control plane
 //! builds a table off to the side, whole with [`ServiceTable::from_specs`] or by editing a
@@ -51,8 +51,9 @@
 //! not allocate.
 
 mod lookup;
-pub mod spec;
 mod table;
+
+pub use podswitch_api::service as spec;
 
 pub use lookup::{Selection, ServiceCounters, ServiceState};
 pub use spec::{

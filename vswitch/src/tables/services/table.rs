@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::spec::{
-    check_endpoints, conflict, err, not_found, pack, Algorithm, Endpoint, L4Proto, ServiceError,
+    check_endpoints, endpoint_id as pack, Algorithm, Endpoint, L4Proto, ServiceError,
     ServiceErrorKind, ServiceKey, ServiceSpec,
 };
 use crate::cidr::Ipv4Cidr;
@@ -148,7 +148,7 @@ impl ServiceTable {
         previous: Option<&ServiceTable>,
     ) -> Result<ServiceTable, ServiceError> {
         if specs.len() > max_services {
-            return Err(err(
+            return Err(ServiceError::invalid(
                 "services",
                 format!("{} services, at most {max_services} allowed", specs.len()),
             ));
@@ -161,14 +161,14 @@ impl ServiceTable {
             spec.validate(service_cidr).map_err(|e| e.in_list(i))?;
             let key = spec.key();
             if let Some(&j) = index.get(&key) {
-                return Err(conflict(
+                return Err(ServiceError::conflict(
                     format!("services[{i}].vip"),
                     format!("{key} is also services[{j}]"),
                 ));
             }
             if let Some(other) = t.port_of(&spec.namespace, &spec.name, spec.port, spec.proto) {
                 let j = index[&other];
-                return Err(conflict(
+                return Err(ServiceError::conflict(
                     format!("services[{i}].name"),
                     format!(
                         "{}/{} port {}/{} is also services[{j}]",
@@ -179,7 +179,7 @@ impl ServiceTable {
             if let Some(other) = t.ports_of(&spec.namespace, &spec.name).first() {
                 if other.vip != spec.vip {
                     let j = index[other];
-                    return Err(conflict(
+                    return Err(ServiceError::conflict(
                         format!("services[{i}].vip"),
                         format!(
                             "{}/{} is on {} (services[{j}]): one VIP for all its ports",
@@ -190,7 +190,7 @@ impl ServiceTable {
             }
             if let Some(other) = t.node_port_clash(&spec) {
                 let j = index[&other];
-                return Err(conflict(
+                return Err(ServiceError::conflict(
                     format!("services[{i}].node_port"),
                     format!("{} is also services[{j}]'s", spec.node_port.unwrap_or_default()),
                 ));
@@ -252,7 +252,7 @@ impl ServiceTable {
             self.ports_of(&spec.namespace, &spec.name).iter().find(|k| Some(**k) != old_key)
         {
             if sibling.vip != spec.vip {
-                return Err(conflict(
+                return Err(ServiceError::conflict(
                     "vip",
                     format!(
                         "{}/{} is on {} (port {}/{}): one VIP for all its ports",
@@ -263,7 +263,7 @@ impl ServiceTable {
         }
         if let Some(other) = self.by_key.get(&key) {
             if old_key != Some(key) {
-                return Err(conflict(
+                return Err(ServiceError::conflict(
                     "vip",
                     format!("{key} is service {}/{}", other.spec.namespace, other.spec.name),
                 ));
@@ -271,7 +271,7 @@ impl ServiceTable {
         }
         if let Some(other) = self.node_port_clash(&spec).filter(|k| Some(*k) != old_key) {
             let o = &self.by_key[&other].spec;
-            return Err(conflict(
+            return Err(ServiceError::conflict(
                 "node_port",
                 format!(
                     "{}/{} is service {}/{}'s",
@@ -343,23 +343,28 @@ impl ServiceTable {
         check_endpoints(&endpoints)?;
         let ports = self.ports_of(namespace, name);
         let key = match (port, ports) {
-            (_, []) => return Err(not_found("name", format!("no service {namespace}/{name}"))),
+            (_, []) => {
+                return Err(ServiceError::not_found(
+                    "name",
+                    format!("no service {namespace}/{name}"),
+                ))
+            }
             (None, [only]) => *only,
             (None, many) => {
                 let list: Vec<String> =
                     many.iter().map(|k| format!("{}/{}", k.port, k.proto)).collect();
-                return Err(err(
+                return Err(ServiceError::invalid(
                     "port",
                     format!("{namespace}/{name} has ports {}: say which", list.join(", ")),
                 ));
             }
             (Some((p, proto)), _) => self.port_of(namespace, name, p, proto).ok_or_else(|| {
-                err("port", format!("{namespace}/{name} has no port {p}/{proto}"))
+                ServiceError::invalid("port", format!("{namespace}/{name} has no port {p}/{proto}"))
             })?,
         };
         // The other indexes stay as they are: the key, name and VIP do not change.
         let Some(svc) = self.by_key.get(&key) else {
-            return Err(not_found("name", format!("no service {namespace}/{name}")));
+            return Err(ServiceError::not_found("name", format!("no service {namespace}/{name}")));
         };
         if svc.spec.endpoints == endpoints {
             // Unchanged: nothing is rebuilt, workers keep its state.
