@@ -72,11 +72,11 @@ mod tests {
         fn prepare(&mut self, pkt: &mut Packet) -> Option<u16> {
             let n = pkt.meta.in_port.0;
             self.prepared.push(n);
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 pkt.meta.action = Action::Drop(DropReason::Runt);
                 return None;
             }
-            (n % 2 == 0).then_some(n)
+            n.is_multiple_of(2).then_some(n)
         }
         fn between(&mut self, prepared: &[Option<u16>]) {
             self.betweens.push(prepared.len());
