@@ -598,6 +598,62 @@ fn dns_over_tcp(ns: &NetNs, server: SocketAddrV4, name: &str) -> (u16, Vec<Ipv4A
 }
 
 #[test]
+fn a_fragmented_dns_query_through_the_vip_is_answered() {
+    require_root!();
+    fragmented_dns_query(PortAddKind::Tap);
+}
+
+#[test]
+fn a_fragmented_dns_query_through_the_vip_is_answered_afxdp() {
+    require_root!();
+    fragmented_dns_query(PortAddKind::Afxdp);
+}
+
+/// A 4,000-byte DNS query (padded with an additional TXT record) leaves the pod as IPv4
+/// fragments; the switch must give every fragment the translation of the first, so the
+/// responder behind the DNS VIP reassembles and answers it.
+fn fragmented_dns_query(kind: PortAddKind) {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let n = node_kind(EXE, 2, kind);
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(&n.pods[1], 8080)])));
+    let client = &n.pods[0];
+    let mut q = Message::query();
+    q.metadata.id = 4000;
+    let name = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
+    q.add_query(Query::query(name, RecordType::A));
+    let pad = TXT::new(vec!["x".repeat(250); 15]);
+    q.add_additional(Record::from_rdata(Name::from_ascii("pad.").unwrap(), 0, RData::TXT(pad)));
+    let bytes = q.to_vec().unwrap();
+    assert!(bytes.len() >= 3_800 && bytes.len() <= 4_100, "{} bytes", bytes.len());
+    let sock = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let dns = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    let mut answer = None;
+    for _ in 0..3 {
+        sock.send_to(&bytes, dns).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok((len, _)) = sock.recv_from(&mut buf) {
+            answer = Some(Message::from_vec(&buf[..len]).unwrap());
+            break;
+        }
+    }
+    let m = answer.expect("an answer to the fragmented query");
+    assert_eq!(m.metadata.id, 4000);
+    let ips: Vec<Ipv4Addr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ips, [VIP]);
+    assert_eq!(drops(&n, &client.name, "frag_untracked"), 0);
+}
+
+#[test]
 fn pods_resolve_service_names_through_the_cluster_dns() {
     require_root!();
     resolve_service_names(PortAddKind::Tap);
