@@ -72,11 +72,11 @@ mod tests {
         fn prepare(&mut self, pkt: &mut Packet) -> Option<u16> {
             let n = pkt.meta.in_port.0;
             self.prepared.push(n);
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 pkt.meta.action = Action::Drop(DropReason::Runt);
                 return None;
             }
-            (n % 2 == 0).then_some(n)
+            n.is_multiple_of(2).then_some(n)
         }
         fn between(&mut self, prepared: &[Option<u16>]) {
             self.betweens.push(prepared.len());
@@ -100,8 +100,8 @@ mod tests {
         assert_eq!(p.betweens, vec![BATCH_SIZE]);
         let want: Vec<(u16, Option<u16>)> = undecided
             .iter()
-            .filter(|&&i| i % 3 != 0)
-            .map(|&i| (i, (i % 2 == 0).then_some(i)))
+            .filter(|&&i| !i.is_multiple_of(3))
+            .map(|&i| (i, i.is_multiple_of(2).then_some(i)))
             .collect();
         assert_eq!(p.handled, want);
     }
