@@ -53,7 +53,8 @@ use fabric::Fabric;
 /// Bursts taken from one port before the others get a turn.
 pub const MAX_BURSTS_PER_TURN: usize = 8;
 
-/// How often the MAC table is swept for aged entries.
+/// How often pods' own MACs are refreshed in the MAC table (and the longest an idle worker
+/// sleeps, so the sliced aging sweep still advances).
 pub const AGING_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the control plane waits for the worker to answer before calling it stuck.
@@ -775,8 +776,8 @@ impl Worker {
                 self.service(id, 1);
             }
             let now = Instant::now();
+            self.pipeline.fdb.age_step(now, crate::tables::fdb::AGING_STEP_SLOTS);
             if now.duration_since(self.last_sweep) >= AGING_SWEEP_INTERVAL {
-                self.pipeline.fdb.age(now);
                 self.keep_pod_macs(now);
                 self.last_sweep = now;
             }
