@@ -406,11 +406,9 @@ impl Fdb {
         let all = self.stale(now);
         let t = self.clock.ticks(now);
         let clock = self.clock;
-        let slice = self
-            .index
-            .retain_slice(self.sweep.cursor, due as usize, budget, |e| {
-                !all && !clock.expired(t, e.seen)
-            });
+        let slice = self.index.retain_slice(self.sweep.cursor, due as usize, budget, |e| {
+            !all && !clock.expired(t, e.seen)
+        });
         self.sweep.cursor = slice.next;
         if slice.next >= slots {
             // Every entry present at the pass's start was examined (or refreshed since).
