@@ -237,8 +237,7 @@ fn timeout_kills_the_tool() {
     let ns = netns_with_lo(&unique_name("pswkr")).unwrap();
     let dir = ScratchDir::new("kube-rules-timeout").unwrap();
     let started = Instant::now();
-    let e =
-        run_in(&ns, "sleep", &["5"], None, dir.path(), Duration::from_millis(100)).unwrap_err();
+    let e = run_in(&ns, "sleep", &["5"], None, dir.path(), Duration::from_millis(100)).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
     assert!(e.to_string().contains("sleep"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -274,26 +273,20 @@ fn load_and_add_one_per_tool() {
 /// accepted connection arrived on.
 fn connect_through(ns: &NetNs, s: &Service, tries: usize) -> Vec<Ipv4Addr> {
     let listener = ns
-        .run(|| {
-            TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SYNTHETIC_TARGET_PORT))
-        })
+        .run(|| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SYNTHETIC_TARGET_PORT)))
         .unwrap()
         .unwrap();
     listener.set_nonblocking(true).unwrap();
     let to = SocketAddr::V4(SocketAddrV4::new(s.vip, s.port));
     let mut seen = Vec::new();
     for _ in 0..tries {
-        let _client = ns
-            .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(2)))
-            .unwrap()
-            .unwrap();
+        let _client =
+            ns.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(2))).unwrap().unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
         let accepted = loop {
             match listener.accept() {
                 Ok((a, _)) => break a,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) => panic!("accept: {e}"),

@@ -43,8 +43,9 @@
 //! header is finished here in software before it leaves: a TCP/IPv4 super-frame is cut into
 //! segments that fit the port's MTU ([`super::gso`]), and a partial checksum is completed
 //! ([`VnetHdr::complete_checksum`]). The other way needs nothing: the pod end has tx
-//! checksum offload turned off by the control plane, so its frames arrive complete (the
-//! "checksum trap" of `IO-NOTES.md`), and veth turns off the pod end's segmentation while an
+//! checksum offload turned off by the control plane, so its frames arrive complete (AF_XDP
+//! has no field for a partial checksum; see the Ports section of `docs/architecture.md`),
+//! and veth turns off the pod end's segmentation while an
 //! XDP program is attached in native mode.
 //!
 //! Memory: one UMEM per port, so per queue (16 MiB with the defaults). The next step is

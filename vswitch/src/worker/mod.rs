@@ -1,8 +1,10 @@
 //! The worker: the thread that owns the ports, the tables and the counters, and runs
 //! receive → pipeline → transmit on bursts.
 //!
-//! Threading model: one worker thread does all packet work; the control plane never touches
-//! its state. The control plane sends [`Command`]s over a channel and wakes the worker
+//! Threading model: N worker threads do all packet work, each on its own queue of every
+//! device with its own tables, and hand each other frames through the [`fabric`] (steered
+//! Service flows, frames for a single-queue port); the control plane never touches their
+//! state. The control plane sends [`Command`]s over a channel and wakes the worker
 //! through a `mio::Waker`; the worker applies them *between* bursts, so a port being added or
 //! removed never pauses or reorders traffic on the others, and a reply means the change is in
 //! effect. Reads of counters and tables are answered the same way, with copies.

@@ -180,10 +180,7 @@ fn the_test_builder_makes_valid_segments() {
         assert!(tcp_checksum_ok(&f));
         let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
         let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!() };
-        assert_eq!(
-            ip.header().to_header().calc_header_checksum(),
-            ip.header().header_checksum()
-        );
+        assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
     }
 }
 
@@ -583,9 +580,7 @@ fn corrupt(f: &mut [u8]) {
 #[test]
 fn a_segment_with_a_bad_tcp_checksum_is_not_merged() {
     let segs = stream(&[100; 4]);
-    for (bad, want) in
-        [(0, vec![1, 3]), (1, vec![1, 1, 2]), (2, vec![2, 1, 1]), (3, vec![3, 1])]
-    {
+    for (bad, want) in [(0, vec![1, 3]), (1, vec![1, 1, 2]), (2, vec![2, 1, 1]), (3, vec![3, 1])] {
         let mut f = frames(&segs);
         corrupt(&mut f[bad].0);
         let out = run(&f);
