@@ -1,5 +1,5 @@
 //! A stateful harness for the whole packet path, shared by the fuzz target
-//! `pipeline_stateful` (`vswitch/fuzz/`) and the bounded property test below.
+//! `pipeline_stateful` (`vswitch/fuzz/`) and the bounded property test in `tests.rs`.
 //!
 //! What it owns: a realistic node ([`Harness::new`]) and a decoder that turns any byte string
 //! into a run over it ([`run_case`]). No I/O, no threads; time is simulated.
@@ -59,7 +59,7 @@
 //!   theirs, and at the end no connection is tracked by both workers.
 //!
 //! The warm-up is not checked: it is the same for every case (its templates are made once
-//! per thread), and the unit tests below check it.
+//! per thread), and the unit tests in `tests.rs` check it.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -21,7 +21,7 @@
 //! - **Flush**: all entries, or those of one port (used when a port is removed, so a reused
 //!   port id never inherits stale stations).
 //! - **Pods' own MACs**: the worker enters the MAC the control plane gave each pod when the
-//!   port is attached and refreshes it at every aging sweep while the port exists, unless a
+//!   port is attached and refreshes it every second while the port exists, unless a
 //!   frame showed it moving to another port (`worker::Worker::keep_pod_macs`). A pod that
 //!   only receives is therefore never reached by flooding; after a flush its MAC is back
 //!   within a second. Other stations are learned as above.
