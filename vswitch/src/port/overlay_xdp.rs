@@ -193,11 +193,8 @@ impl Port for OverlayXdpPort {
         for &i in indices {
             let Some(pkt) = pkts.get(usize::from(i)) else { continue };
             let frame = pkt.data();
-            let dst = match plan(pkt) {
-                Plan::NoPeer => {
-                    out.errors += 1;
-                    continue;
-                }
+            let Some(plan) = plan(pkt, &mut out) else { continue };
+            let dst = match plan {
                 // Super-frames go through the kernel's UDP GSO.
                 Plan::Segments(_) => {
                     self.to_kernel.push(i);

@@ -11,6 +11,7 @@ use std::ops::Range;
 use super::OverlayOptions;
 use crate::offload::gso::{tcp4_segment_headers, Segmentation};
 use crate::packet::Packet;
+use crate::port::TxOutcome;
 use crate::wire::checksum;
 
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8).
@@ -30,18 +31,19 @@ pub enum Plan {
     Whole(Ipv4Addr),
     /// A TCP super-frame (`meta.vnet` GSO) for this peer: one datagram per segment.
     Segments(Ipv4Addr),
-    /// No peer chosen (`meta.tunnel` unset): the gateway stage did not route it here. The
-    /// port counts it as a tx error.
-    NoPeer,
 }
 
-/// What `pkt` becomes on an overlay port.
+/// What `pkt` becomes on an overlay port; `None`, counted in `out.errors`, when no peer was
+/// chosen for it (`meta.tunnel` unset: the gateway stage did not route it here).
 #[inline]
-pub fn plan(pkt: &Packet) -> Plan {
+pub fn plan(pkt: &Packet, out: &mut TxOutcome) -> Option<Plan> {
     match pkt.meta.tunnel {
-        None => Plan::NoPeer,
-        Some(dst) if pkt.meta.vnet.is_gso() => Plan::Segments(dst),
-        Some(dst) => Plan::Whole(dst),
+        None => {
+            out.errors += 1;
+            None
+        }
+        Some(dst) if pkt.meta.vnet.is_gso() => Some(Plan::Segments(dst)),
+        Some(dst) => Some(Plan::Whole(dst)),
     }
 }
 

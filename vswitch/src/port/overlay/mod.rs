@@ -399,11 +399,8 @@ impl Port for OverlayPort {
         for &i in indices {
             let Some(pkt) = pkts.get(usize::from(i)) else { continue };
             let frame = pkt.data();
-            let dst = match plan(pkt) {
-                Plan::NoPeer => {
-                    out.errors += 1;
-                    continue;
-                }
+            let Some(plan) = plan(pkt, &mut out) else { continue };
+            let dst = match plan {
                 Plan::Whole(dst) => {
                     if self.queue.len() == TX_MSGS {
                         self.flush(pkts, &mut out);
