@@ -2,7 +2,7 @@
 //! translated both ways, with real TCP and UDP between real pod namespaces.
 
 use std::io::{ErrorKind as IoKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -61,37 +61,14 @@ fn tcp_server<'s>(
     id: u8,
     stop: &'s AtomicBool,
 ) {
-    let l = ns.run(move || TcpListener::bind(SocketAddrV4::new(addr, port))).unwrap().unwrap();
-    l.set_nonblocking(true).unwrap();
-    s.spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    c.set_nonblocking(false).unwrap();
-                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    s.spawn(move || {
-                        let mut b = [0u8; 64];
-                        while let Ok(n) = c.read(&mut b) {
-                            if n == 0 || c.write_all(&[id]).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+    tcp_server_with(s, ns, addr, port, stop, Duration::from_secs(5), move |mut c| {
+        let mut b = [0u8; 64];
+        while let Ok(n) = c.read(&mut b) {
+            if n == 0 || c.write_all(&[id]).is_err() {
+                break;
             }
         }
     });
-}
-
-/// Sets `stop` when dropped: declared first inside a `thread::scope`, it stops the servers
-/// when the test body panics too, so the scope's join cannot hang on them.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// A UDP server in `ns` answering each datagram with its `id`, until `stop`.

@@ -36,9 +36,9 @@
 //! reply is seen and then gets the long `udp_assured` timeout.
 //!
 //! Threading: the table belongs to one worker and is used without locks; both directions of
-//! a flow must be handled by the same table. The switch runs one worker, so that holds.
-//! With several workers, each flow's two directions would have to be steered to the same
-//! worker (or the table shared); that multi-worker design is future work, not done here.
+//! a flow must be handled by the same table. With several workers, flow steering
+//! (`pipeline::steer`) hands both directions of a connection to the worker that created it;
+//! the limit `max_entries` is shared by all the workers' tables through one atomic count.
 //!
 //! Memory: a slab of entries indexed by [`EntryId`] (each entry on its own two cache lines),
 //! and an index holding two keys per entry, each mapping to `id << 1 | direction`. The
