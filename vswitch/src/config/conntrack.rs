@@ -13,8 +13,10 @@ use super::{invalid, ConfigError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConntrackSettings {
     /// Most tracked connections; when full, new connections are dropped (and counted),
-    /// established ones are never evicted.
+    /// unassured ones early-dropped first (see `tables::conntrack`).
     pub max_entries: usize,
+    /// Most connections one pod port may hold (by default an eighth of `max_entries`).
+    pub max_per_port: usize,
     /// TCP timeouts, one per state.
     pub tcp: TcpTimeouts,
     /// UDP before a reply was seen.
@@ -47,11 +49,20 @@ pub struct TcpTimeouts {
     pub close: Duration,
 }
 
+/// `max_per_port` is `max_entries / DEFAULT_SHARE` unless set. An eighth: a node runs up
+/// to 110 pods (Kubernetes' default `maxPods`), most holding a handful of Service
+/// connections, so a pod near its share is a flood or a busy proxy. With an eighth, one
+/// flooding pod leaves seven eighths of the table to the others, and it takes eight pods
+/// flooding at once to fill it (then early drop still frees unassured entries), while a
+/// proxy pod on a default node can still hold 32,768 connections.
+const DEFAULT_SHARE: u32 = 8;
+
 /// Conntrack limits and timeouts (seconds), defaulting to Linux's nf_conntrack values.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct ConntrackSection {
     max_entries: u32,
+    max_per_port: Option<u32>,
     tcp_syn_sent_secs: u32,
     tcp_syn_recv_secs: u32,
     tcp_established_secs: u32,
@@ -69,6 +80,7 @@ impl Default for ConntrackSection {
     fn default() -> Self {
         ConntrackSection {
             max_entries: 262_144,
+            max_per_port: None,
             tcp_syn_sent_secs: 120,
             tcp_syn_recv_secs: 60,
             tcp_established_secs: 432_000,
@@ -85,12 +97,23 @@ impl Default for ConntrackSection {
 }
 
 impl ConntrackSection {
-    /// Validates the section: a limit from 1 to 2^24, each timeout from 1 second to 30 days.
+    /// Validates the section: a limit from 1 to 2^24, a per-port share from 1 to that
+    /// limit, each timeout from 1 second to 30 days.
     pub(super) fn validate(self) -> Result<ConntrackSettings, ConfigError> {
         if !(1..=16_777_216).contains(&self.max_entries) {
             return Err(invalid(
                 "conntrack.max_entries",
                 format!("must be from 1 to 16777216, got {}", self.max_entries),
+            ));
+        }
+        let max_per_port = self.max_per_port.unwrap_or((self.max_entries / DEFAULT_SHARE).max(1));
+        if !(1..=self.max_entries).contains(&max_per_port) {
+            return Err(invalid(
+                "conntrack.max_per_port",
+                format!(
+                    "must be from 1 to conntrack.max_entries ({}), got {max_per_port}",
+                    self.max_entries
+                ),
             ));
         }
         let secs = |key: &str, v: u32| {
@@ -105,6 +128,7 @@ impl ConntrackSection {
         };
         Ok(ConntrackSettings {
             max_entries: self.max_entries as usize,
+            max_per_port: max_per_port as usize,
             tcp: TcpTimeouts {
                 syn_sent: secs("tcp_syn_sent_secs", self.tcp_syn_sent_secs)?,
                 syn_recv: secs("tcp_syn_recv_secs", self.tcp_syn_recv_secs)?,

@@ -926,7 +926,7 @@ impl Harness {
         static CONFIG_PARSED: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
         let config = CONFIG_PARSED.get_or_init(|| Config::parse(CONFIG).expect("a valid config"));
         let marks = Arc::new(ReplyMarks::new());
-        let conntrack_len: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let conntrack_len: Arc<crate::tables::conntrack::SharedCounts> = Default::default();
         let services = services();
         let workers = (0..2)
             .map(|me| {
@@ -1710,7 +1710,7 @@ impl Harness {
             .nat
             .steer
             .conntrack_len
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .len();
         assert_eq!(shared, total, "step {}: shared conntrack count", self.step);
         let max = self.workers[0].pipeline.nat.conntrack.max_entries();
         assert!(total <= max, "step {}: {total} connections, limit {max}", self.step);

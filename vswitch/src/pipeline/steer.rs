@@ -39,9 +39,9 @@ pub struct Steering {
     pub me: usize,
     /// The shared marks.
     pub marks: std::sync::Arc<ReplyMarks>,
-    /// Entries in all the workers' connection-tracking tables (the node's limit applies to
-    /// the sum).
-    pub conntrack_len: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Entries in all the workers' connection-tracking tables, in all and per pod port (the
+    /// node's limits apply to the sums).
+    pub conntrack_len: std::sync::Arc<crate::tables::conntrack::SharedCounts>,
 }
 
 impl Default for Steering {

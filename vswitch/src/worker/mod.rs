@@ -372,7 +372,7 @@ impl WorkerHandle {
         }
         let fabric = Fabric::new(wakers.clone());
         let marks = Arc::new(ReplyMarks::new());
-        let conntrack_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conntrack_len = Arc::new(crate::tables::conntrack::SharedCounts::default());
         let mut threads = Vec::with_capacity(n);
         for (me, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -1248,6 +1248,7 @@ impl Worker {
         self.ready.retain(|p| *p != id);
         self.pipeline.fdb.flush_port(id);
         self.pipeline.neigh.remove_port(id);
+        self.pipeline.nat.conntrack.remove_port(id);
         if self.pipeline.gateway.host_port == Some(id) {
             self.pipeline.gateway.host_port = None;
         }
