@@ -897,7 +897,7 @@ impl Controller {
         let mut guard = self.state();
         let st = &mut *guard;
         let mut rec = self.plan_port_add(st, &args)?;
-        let ns = NetNs::open(&args.netns).map_err(|e| {
+        let ns = NetNs::open_pod(&args.netns).map_err(|e| {
             let kind = if e.kind() == io::ErrorKind::NotFound {
                 ErrorKind::NotFound
             } else {
