@@ -195,7 +195,11 @@ impl Config {
             Some(h) => s += &format!("[host_port]\nenabled = true\nname = {:?}\n\n", h.name),
             None => s += "[host_port]\nenabled = false\n\n",
         }
-        s += &format!("[control]\nsocket = {:?}\n\n", self.control.socket.display().to_string());
+        s += &format!("[control]\nsocket = {:?}\n", self.control.socket.display().to_string());
+        if let Some(g) = self.control.group {
+            s += &format!("group = \"{g}\"\n");
+        }
+        s += "\n";
         s += &format!(
             "[fdb]\nmax_entries = {}\naging_secs = {}\n\n[ports]\nmax_ports = {}\n",
             self.fdb.max_entries,
