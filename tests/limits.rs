@@ -26,7 +26,8 @@ fn call(n: &PodswitchNode, req: Request) -> Reply {
 }
 
 fn service(n: &PodswitchNode, name: &str, port: u16, proto: L4Proto, ep: Ipv4Addr, eport: u16) {
-    let endpoints = vec![Endpoint { ip: ep, port: eport, ready: true, terminating: false, weight: 1 }];
+    let endpoints =
+        vec![Endpoint { ip: ep, port: eport, ready: true, terminating: false, weight: 1 }];
     call(
         n,
         Request::ServiceAdd(ServiceSpec {
@@ -84,7 +85,8 @@ fn reverse_server<'s>(
 /// A connection through the VIP from `ns`, checked end to end.
 fn vip_round(ns: &NetNs, port: u16) -> std::io::Result<()> {
     let to = SocketAddrV4::new(VIP, port);
-    let mut c = ns.run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)))??;
+    let mut c =
+        ns.run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)))??;
     c.set_read_timeout(Some(Duration::from_secs(3)))?;
     c.write_all(b"abcd")?;
     let mut b = [0u8; 4];
@@ -182,7 +184,11 @@ fn a_pod_past_its_share(kind: PortAddKind) {
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         reverse_server(s, &endpoint.ns, endpoint.ip, 8080, &stop);
-        let u = endpoint.ns.run(|| UdpSocket::bind(SocketAddrV4::new(endpoint.ip, 7007))).unwrap().unwrap();
+        let u = endpoint
+            .ns
+            .run(|| UdpSocket::bind(SocketAddrV4::new(endpoint.ip, 7007)))
+            .unwrap()
+            .unwrap();
         u.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let stop = &stop;
         s.spawn(move || {
@@ -195,7 +201,11 @@ fn a_pod_past_its_share(kind: PortAddKind) {
         });
         udp_flood(&attacker.ns, 7, 300);
         assert!(
-            wait_until(Duration::from_secs(5), || drops(&n, &attacker.name, "conntrack_port_limit") > 0),
+            wait_until(Duration::from_secs(5), || drops(
+                &n,
+                &attacker.name,
+                "conntrack_port_limit"
+            ) > 0),
             "the pod past its share was refused: {:?}",
             conntrack_counters(&n)
         );
@@ -344,4 +354,65 @@ fn capabilities_are_dropped_once_running_tap() {
 fn capabilities_are_dropped_once_running_afxdp() {
     require_root!();
     capabilities_after_start(PortAddKind::Afxdp);
+}
+
+/// One DNS query over TCP from `ns` to the cluster DNS address: the reply's id.
+fn tcp_dns_query(ns: &NetNs, id: u16) -> std::io::Result<u16> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut q = Message::query();
+    q.metadata.id = id;
+    q.add_query(Query::query(
+        Name::from_ascii("kube-dns.kube-system.svc.cluster.local.").unwrap(),
+        RecordType::A,
+    ));
+    let bytes = q.to_vec().unwrap();
+    let to = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    let mut c =
+        ns.run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)))??;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    c.write_all(&framed)?;
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len)?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut reply)?;
+    Ok(Message::from_vec(&reply).map_err(std::io::Error::other)?.metadata.id)
+}
+
+/// One pod holding 64 idle TCP connections to the DNS responder (through the DNS VIP)
+/// does not lock another pod out of TCP DNS.
+fn dns_tcp_per_source(kind: PortAddKind) {
+    let n = node_kind(EXE, 2, kind);
+    let (attacker, victim) = (&n.pods[0], &n.pods[1]);
+    let to = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    let held: Vec<TcpStream> = (0..64)
+        .filter_map(|_| {
+            attacker
+                .ns
+                .run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(2)))
+                .unwrap()
+                .ok()
+        })
+        .collect();
+    assert!(held.len() >= 8, "the attacker's connections were accepted by the kernel");
+    for id in 0..5 {
+        let got = tcp_dns_query(&victim.ns, 100 + id)
+            .unwrap_or_else(|e| panic!("query {id} from the other pod: {e}"));
+        assert_eq!(got, 100 + id);
+    }
+    drop(held);
+}
+
+#[test]
+fn one_pod_cannot_lock_others_out_of_tcp_dns_tap() {
+    require_root!();
+    dns_tcp_per_source(PortAddKind::Tap);
+}
+
+#[test]
+fn one_pod_cannot_lock_others_out_of_tcp_dns_afxdp() {
+    require_root!();
+    dns_tcp_per_source(PortAddKind::Afxdp);
 }

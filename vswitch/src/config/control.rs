@@ -50,16 +50,13 @@ impl ControlSection {
         }
         let group = match self.group.as_deref() {
             None => None,
-            Some(g) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => {
-                Some(g.parse::<u32>().map_err(|_| {
-                    invalid("control.group", format!("gid {g} is out of range"))
-                })?)
-            }
+            Some(g) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => Some(
+                g.parse::<u32>()
+                    .map_err(|_| invalid("control.group", format!("gid {g} is out of range")))?,
+            ),
             Some(g) => match crate::sys::process::group_id(g) {
                 Ok(Some(gid)) => Some(gid),
-                Ok(None) => {
-                    return Err(invalid("control.group", format!("no group named {g:?}")))
-                }
+                Ok(None) => return Err(invalid("control.group", format!("no group named {g:?}"))),
                 Err(e) => {
                     return Err(invalid("control.group", format!("cannot look up {g:?}: {e}")))
                 }

@@ -57,13 +57,13 @@ impl NetNs {
                 )
             })?;
         let fd = OwnedFd::from(file);
-        // SAFETY: `st` is a plain C struct for which all-zero bytes are valid; fstatfs
-        // writes at most size_of::<statfs>() bytes into it and only reads the fd, which is
-        // valid and owned by `fd` for the duration of the call.
-        let on_nsfs = unsafe {
-            let mut st: libc::statfs = std::mem::zeroed();
-            libc::fstatfs(fd.as_raw_fd(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
-        };
+        // SAFETY: `statfs` is a plain C struct for which all-zero bytes are valid.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs writes at most size_of::<statfs>() bytes into `st`, which is valid
+        // for writes, and only reads the fd, valid and owned by `fd` for the call.
+        let r = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) };
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+        let on_nsfs = r == 0 && st.f_type as i64 == NSFS_MAGIC;
         if !on_nsfs {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -175,7 +175,12 @@ impl Index {
 
     /// The first value among the `n` slots from `hash`'s home slot on (wrapping, empty
     /// slots skipped) that `pick` accepts.
-    pub(super) fn scan(&self, hash: u32, n: usize, mut pick: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(super) fn scan(
+        &self,
+        hash: u32,
+        n: usize,
+        mut pick: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
         let home = hash as usize & self.mask;
         (0..n.min(self.slots.len()))
             .map(|i| self.slots[(home + i) & self.mask])

@@ -119,7 +119,10 @@ pub struct SharedCounts {
 
 impl Default for SharedCounts {
     fn default() -> SharedCounts {
-        SharedCounts { len: AtomicUsize::new(0), per_port: (0..PORT_SLOTS).map(|_| AtomicU32::new(0)).collect() }
+        SharedCounts {
+            len: AtomicUsize::new(0),
+            per_port: (0..PORT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        }
     }
 }
 
@@ -138,7 +141,6 @@ impl SharedCounts {
     pub fn port_len(&self, port: PortId) -> usize {
         self.per_port.get(port.index()).map_or(0, |c| c.load(Ordering::Relaxed) as usize)
     }
-
 }
 
 /// Adds one to `c` if it is below `max`: true if it was.
@@ -474,7 +476,9 @@ impl Conntrack {
         }
         if let Some(p) = owner {
             // Expired entries of the port's still count until removed: reclaim a slice.
-            if !self.reserve_port(p) && (self.sweep(now, RECLAIM_BUDGET) == 0 || !self.reserve_port(p)) {
+            if !self.reserve_port(p)
+                && (self.sweep(now, RECLAIM_BUDGET) == 0 || !self.reserve_port(p))
+            {
                 self.counters.port_limit += 1;
                 return Err(CreateError::PortLimit(p));
             }

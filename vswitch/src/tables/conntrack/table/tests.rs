@@ -376,7 +376,7 @@ fn full_table_of_assured_entries_refuses_never_evicts_then_accepts() {
     assert_eq!(ct.lookup(&a, t0 + secs(10)), Some((ida, Dir::Original)));
     assert_eq!(ct.lookup(&b, t0 + secs(10)), Some((idb, Dir::Original)));
     ct.update(ida, Dir::Original, None, 10, t0 + secs(100)); // a: until 220 s
-    // b expires (not yet swept): the full table reclaims it for the new flow.
+                                                             // b expires (not yet swept): the full table reclaims it for the new flow.
     let idc = ct.create(c, to_backend(1), None, t0 + secs(121)).unwrap();
     assert_eq!(ct.len(), 2);
     assert_eq!(ct.lookup(&a, t0 + secs(121)), Some((ida, Dir::Original)));
@@ -537,14 +537,37 @@ enum Op {
         flags: u8,
         owner: Option<u16>,
     },
-    Lookup { client: u8, sport: u16, backend: u8, snat: Option<u16>, tcp: bool, reply: bool },
-    Update { pick: usize, reply: bool, flags: u8, len: u16 },
-    Advance { secs: u64 },
-    Sweep { budget: usize },
-    Remove { pick: usize },
-    RemoveBackend { backend: u8, tcp: bool },
+    Lookup {
+        client: u8,
+        sport: u16,
+        backend: u8,
+        snat: Option<u16>,
+        tcp: bool,
+        reply: bool,
+    },
+    Update {
+        pick: usize,
+        reply: bool,
+        flags: u8,
+        len: u16,
+    },
+    Advance {
+        secs: u64,
+    },
+    Sweep {
+        budget: usize,
+    },
+    Remove {
+        pick: usize,
+    },
+    RemoveBackend {
+        backend: u8,
+        tcp: bool,
+    },
     Flush,
-    RemovePort { port: u16 },
+    RemovePort {
+        port: u16,
+    },
 }
 
 fn flags() -> impl Strategy<Value = u8> {
@@ -638,8 +661,11 @@ impl Model {
 fn run(ops: Vec<Op>, max: usize) {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut ct =
-        Conntrack::new(ConntrackConfig { max_entries: max, max_per_port: SHARE, ..ConntrackConfig::default() });
+    let mut ct = Conntrack::new(ConntrackConfig {
+        max_entries: max,
+        max_per_port: SHARE,
+        ..ConntrackConfig::default()
+    });
     let mut m = Model { entries: BTreeMap::new(), index: BTreeMap::new() };
     for op in ops {
         match op {
@@ -690,7 +716,10 @@ fn run(ops: Vec<Op>, max: usize) {
                         // (small) table.
                         assert!(m.entries.values().all(|e| now < e.2));
                         assert_eq!(dropped, 0);
-                        assert!(m.entries.keys().all(|id| !ct.get(*id).unwrap().is_early_droppable()));
+                        assert!(m
+                            .entries
+                            .keys()
+                            .all(|id| !ct.get(*id).unwrap().is_early_droppable()));
                     }
                     Err(CreateError::PortLimit(p)) => {
                         assert_eq!(Some(p), owner);
