@@ -130,7 +130,7 @@ fn full_table_early_drops(kind: PortAddKind) {
     // Two flooding pods, each within its share of half the table, fill it between them.
     let n = node_with_kind(EXE, 4, kind, |c| {
         c.conntrack.max_entries = 256;
-        c.conntrack.max_per_port = 128;
+        c.conntrack.max_per_port = Some(128);
     });
     let (attacker, attacker2, victim, endpoint) = (&n.pods[0], &n.pods[3], &n.pods[1], &n.pods[2]);
     service(&n, "silent", 9, L4Proto::Udp, endpoint.ip, 9);
@@ -175,7 +175,7 @@ fn a_full_conntrack_table_early_drops_unassured_flows_afxdp() {
 fn a_pod_past_its_share(kind: PortAddKind) {
     let n = node_with_kind(EXE, 3, kind, |c| {
         c.conntrack.max_entries = 256;
-        c.conntrack.max_per_port = 64;
+        c.conntrack.max_per_port = Some(64);
     });
     let (attacker, victim, endpoint) = (&n.pods[0], &n.pods[1], &n.pods[2]);
     service(&n, "echo", 7, L4Proto::Udp, endpoint.ip, 7007);

@@ -15,8 +15,9 @@ pub struct ConntrackSettings {
     /// Most tracked connections; when full, new connections are dropped (and counted),
     /// unassured ones early-dropped first (see `tables::conntrack`).
     pub max_entries: usize,
-    /// Most connections one pod port may hold (by default an eighth of `max_entries`).
-    pub max_per_port: usize,
+    /// Most connections one pod port may hold; `None`: an eighth of `max_entries`
+    /// ([`ConntrackSettings::per_port_limit`]).
+    pub max_per_port: Option<usize>,
     /// TCP timeouts, one per state.
     pub tcp: TcpTimeouts,
     /// UDP before a reply was seen.
@@ -25,6 +26,13 @@ pub struct ConntrackSettings {
     pub udp_assured: Duration,
     /// ICMP echo.
     pub icmp: Duration,
+}
+
+impl ConntrackSettings {
+    /// The per-port limit in force: `max_per_port`, or `max_entries / 8` (at least 1).
+    pub fn per_port_limit(&self) -> usize {
+        self.max_per_port.unwrap_or((self.max_entries / DEFAULT_SHARE as usize).max(1))
+    }
 }
 
 /// How long a TCP connection is kept without a packet, by state (keys
@@ -106,14 +114,10 @@ impl ConntrackSection {
                 format!("must be from 1 to 16777216, got {}", self.max_entries),
             ));
         }
-        let max_per_port = self.max_per_port.unwrap_or((self.max_entries / DEFAULT_SHARE).max(1));
-        if !(1..=self.max_entries).contains(&max_per_port) {
+        if let Some(m) = self.max_per_port.filter(|m| !(1..=self.max_entries).contains(m)) {
             return Err(invalid(
                 "conntrack.max_per_port",
-                format!(
-                    "must be from 1 to conntrack.max_entries ({}), got {max_per_port}",
-                    self.max_entries
-                ),
+                format!("must be from 1 to conntrack.max_entries ({}), got {m}", self.max_entries),
             ));
         }
         let secs = |key: &str, v: u32| {
@@ -128,7 +132,7 @@ impl ConntrackSection {
         };
         Ok(ConntrackSettings {
             max_entries: self.max_entries as usize,
-            max_per_port: max_per_port as usize,
+            max_per_port: self.max_per_port.map(|m| m as usize),
             tcp: TcpTimeouts {
                 syn_sent: secs("tcp_syn_sent_secs", self.tcp_syn_sent_secs)?,
                 syn_recv: secs("tcp_syn_recv_secs", self.tcp_syn_recv_secs)?,
@@ -181,6 +185,16 @@ mod tests {
                 assert!(e.starts_with(&format!("config conntrack.{key}:")), "{key}: {e}");
             }
         }
+        for v in [0, 262_145] {
+            let e =
+                Config::parse(&format!("{MINIMAL}[conntrack]\nmax_per_port = {v}\n")).unwrap_err();
+            assert!(e.to_string().starts_with("config conntrack.max_per_port:"), "{e}");
+        }
+        let c = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_entries = 80\n")).unwrap();
+        assert_eq!((c.conntrack.max_per_port, c.conntrack.per_port_limit()), (None, 10));
+        let c = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_per_port = 7\n")).unwrap();
+        assert_eq!(c.conntrack.per_port_limit(), 7);
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         let e = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_entries = 0\n")).unwrap_err();
         assert!(e.to_string().starts_with("config conntrack.max_entries:"), "{e}");
     }

@@ -213,8 +213,8 @@ impl Config {
         let c = &self.conntrack;
         let t = |d: Duration| d.as_secs();
         s += &format!(
-            "\n[conntrack]\nmax_entries = {}\nmax_per_port = {}\ntcp_syn_sent_secs = {}\ntcp_syn_recv_secs = {}\ntcp_established_secs = {}\ntcp_fin_wait_secs = {}\ntcp_close_wait_secs = {}\ntcp_last_ack_secs = {}\ntcp_time_wait_secs = {}\ntcp_close_secs = {}\nudp_secs = {}\nudp_assured_secs = {}\nicmp_secs = {}\n",
-            c.max_entries, c.max_per_port, t(c.tcp.syn_sent), t(c.tcp.syn_recv), t(c.tcp.established), t(c.tcp.fin_wait), t(c.tcp.close_wait), t(c.tcp.last_ack), t(c.tcp.time_wait), t(c.tcp.close), t(c.udp), t(c.udp_assured), t(c.icmp)
+            "\n[conntrack]\nmax_entries = {}\n{}tcp_syn_sent_secs = {}\ntcp_syn_recv_secs = {}\ntcp_established_secs = {}\ntcp_fin_wait_secs = {}\ntcp_close_wait_secs = {}\ntcp_last_ack_secs = {}\ntcp_time_wait_secs = {}\ntcp_close_secs = {}\nudp_secs = {}\nudp_assured_secs = {}\nicmp_secs = {}\n",
+            c.max_entries, c.max_per_port.map_or(String::new(), |m| format!("max_per_port = {m}\n")), t(c.tcp.syn_sent), t(c.tcp.syn_recv), t(c.tcp.established), t(c.tcp.fin_wait), t(c.tcp.close_wait), t(c.tcp.last_ack), t(c.tcp.time_wait), t(c.tcp.close), t(c.udp), t(c.udp_assured), t(c.icmp)
         );
         match &self.dns {
             Some(d) => {
