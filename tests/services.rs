@@ -314,8 +314,12 @@ fn hairpin_node_to_service_and_apply(kind: PortAddKind) {
 #[test]
 fn a_full_conntrack_table_drops_new_connections_and_keeps_old_ones() {
     require_root!();
-    let n = node_with(EXE, 2, |c| c.conntrack.max_entries = 2);
-    let (client, a) = (&n.pods[0], &n.pods[1]);
+    // One client fills the table (its share is the whole table); another finds it full.
+    let n = node_with(EXE, 3, |c| {
+        c.conntrack.max_entries = 2;
+        c.conntrack.max_per_port = Some(2);
+    });
+    let (client, a, other) = (&n.pods[0], &n.pods[1], &n.pods[2]);
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -323,11 +327,11 @@ fn a_full_conntrack_table_drops_new_connections_and_keeps_old_ones() {
         tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
         let mut c1 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
         let mut c2 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
-        let third = connect(&client.ns, SocketAddrV4::new(VIP, 80));
+        let third = connect(&other.ns, SocketAddrV4::new(VIP, 80));
         assert!(third.is_err(), "no room for a third connection");
         assert_eq!(ask(&mut c1).unwrap(), 1);
         assert_eq!(ask(&mut c2).unwrap(), 1);
-        assert!(drops(&n, "pod1", "conntrack_full") >= 1);
+        assert!(drops(&n, &other.name, "conntrack_full") >= 1);
         stop.store(true, Ordering::Relaxed);
     });
     // Direct pod-to-pod traffic is not tracked and not limited.

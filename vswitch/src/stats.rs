@@ -108,6 +108,9 @@ drop_reasons! {
     /// A new connection to a Service while the connection-tracking table was full; nothing
     /// established is evicted to make room.
     ConntrackFull => "conntrack_full",
+    /// A new connection to a Service from a pod port that already holds its share of the
+    /// connection-tracking table (`conntrack.max_per_port`); other pods still open theirs.
+    ConntrackPortLimit => "conntrack_port_limit",
     /// A packet from the node-port interface that is no NodePort Service's (the Service was
     /// removed while the interface's filter still passed its port) or whose client's MAC is
     /// not known on the way back.

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod caps;
 pub mod ethtool;
 pub mod mmsg;
 pub mod netlink;

@@ -362,7 +362,7 @@ impl WorkerHandle {
         }
         let fabric = Fabric::new(wakers.clone());
         let marks = Arc::new(ReplyMarks::new());
-        let conntrack_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conntrack_len = Arc::new(crate::tables::conntrack::SharedCounts::default());
         let flow_seed = Steering::default().flow_seed;
         let mut threads = Vec::with_capacity(n);
         for (me, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
@@ -1226,6 +1226,7 @@ impl Worker {
         self.pipeline.fdb.flush_port(id);
         self.pipeline.neigh.remove_port(id);
         self.pipeline.port_security.set(id, None);
+        self.pipeline.nat.conntrack.remove_port(id);
         if self.pipeline.gateway.host_port == Some(id) {
             self.pipeline.gateway.host_port = None;
         }

@@ -105,12 +105,7 @@ impl Harness {
     /// Table limits and the shared conntrack count.
     pub(super) fn check_tables(&self) {
         let total = self.conntrack_len();
-        let shared = self.workers[0]
-            .pipeline
-            .nat
-            .steer
-            .conntrack_len
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let shared = self.workers[0].pipeline.nat.steer.conntrack_len.len();
         assert_eq!(shared, total, "step {}: shared conntrack count", self.step);
         let max = self.workers[0].pipeline.nat.conntrack.max_entries();
         assert!(total <= max, "step {}: {total} connections, limit {max}", self.step);

@@ -321,7 +321,7 @@ impl Harness {
         static CONFIG_PARSED: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
         let config = CONFIG_PARSED.get_or_init(|| Config::parse(CONFIG).expect("a valid config"));
         let marks = Arc::new(ReplyMarks::new());
-        let conntrack_len: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let conntrack_len: Arc<crate::tables::conntrack::SharedCounts> = Default::default();
         let services = services();
         let workers = (0..2)
             .map(|me| {
