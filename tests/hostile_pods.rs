@@ -2,7 +2,7 @@
 //! the switch, the node or any other pod. Real namespaces, real frames, both port kinds.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,15 +28,6 @@ fn status(n: &PodswitchNode) -> StatusReply {
     }
 }
 
-/// Sets `stop` when dropped, so servers stop when the test body panics too.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A TCP echo server in `ns` on `addr:port` until `stop`.
 fn echo_server<'s>(
     s: &'s std::thread::Scope<'s, '_>,
@@ -45,29 +36,16 @@ fn echo_server<'s>(
     port: u16,
     stop: &'s AtomicBool,
 ) {
-    let l = ns.run(move || TcpListener::bind(SocketAddrV4::new(addr, port))).unwrap().unwrap();
-    l.set_nonblocking(true).unwrap();
-    s.spawn(move || {
+    tcp_server_with(s, ns, addr, port, stop, Duration::from_millis(200), move |mut c| {
+        let mut b = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    c.set_nonblocking(false).unwrap();
-                    c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-                    s.spawn(move || {
-                        let mut b = [0u8; 2048];
-                        while !stop.load(Ordering::Relaxed) {
-                            match c.read(&mut b) {
-                                Ok(0) => break,
-                                Ok(n) if c.write_all(&b[..n]).is_ok() => {}
-                                Ok(_) => break,
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                                Err(_) => break,
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            match c.read(&mut b) {
+                Ok(0) => break,
+                Ok(n) if c.write_all(&b[..n]).is_ok() => {}
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
             }
         }
     });

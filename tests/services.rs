@@ -2,7 +2,7 @@
 //! translated both ways, with real TCP and UDP between real pod namespaces.
 
 use std::io::{ErrorKind as IoKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -61,37 +61,14 @@ fn tcp_server<'s>(
     id: u8,
     stop: &'s AtomicBool,
 ) {
-    let l = ns.run(move || TcpListener::bind(SocketAddrV4::new(addr, port))).unwrap().unwrap();
-    l.set_nonblocking(true).unwrap();
-    s.spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    c.set_nonblocking(false).unwrap();
-                    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                    s.spawn(move || {
-                        let mut b = [0u8; 64];
-                        while let Ok(n) = c.read(&mut b) {
-                            if n == 0 || c.write_all(&[id]).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+    tcp_server_with(s, ns, addr, port, stop, Duration::from_secs(5), move |mut c| {
+        let mut b = [0u8; 64];
+        while let Ok(n) = c.read(&mut b) {
+            if n == 0 || c.write_all(&[id]).is_err() {
+                break;
             }
         }
     });
-}
-
-/// Sets `stop` when dropped: declared first inside a `thread::scope`, it stops the servers
-/// when the test body panics too, so the scope's join cannot hang on them.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// A UDP server in `ns` answering each datagram with its `id`, until `stop`.
@@ -337,8 +314,12 @@ fn hairpin_node_to_service_and_apply(kind: PortAddKind) {
 #[test]
 fn a_full_conntrack_table_drops_new_connections_and_keeps_old_ones() {
     require_root!();
-    let n = node_with(EXE, 2, |c| c.conntrack.max_entries = 2);
-    let (client, a) = (&n.pods[0], &n.pods[1]);
+    // One client fills the table (its share is the whole table); another finds it full.
+    let n = node_with(EXE, 3, |c| {
+        c.conntrack.max_entries = 2;
+        c.conntrack.max_per_port = Some(2);
+    });
+    let (client, a, other) = (&n.pods[0], &n.pods[1], &n.pods[2]);
     call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(a, 8080)])));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -346,11 +327,11 @@ fn a_full_conntrack_table_drops_new_connections_and_keeps_old_ones() {
         tcp_server(s, &a.ns, a.ip, 8080, 1, &stop);
         let mut c1 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
         let mut c2 = connect(&client.ns, SocketAddrV4::new(VIP, 80)).unwrap();
-        let third = connect(&client.ns, SocketAddrV4::new(VIP, 80));
+        let third = connect(&other.ns, SocketAddrV4::new(VIP, 80));
         assert!(third.is_err(), "no room for a third connection");
         assert_eq!(ask(&mut c1).unwrap(), 1);
         assert_eq!(ask(&mut c2).unwrap(), 1);
-        assert!(drops(&n, "pod1", "conntrack_full") >= 1);
+        assert!(drops(&n, &other.name, "conntrack_full") >= 1);
         stop.store(true, Ordering::Relaxed);
     });
     // Direct pod-to-pod traffic is not tracked and not limited.
@@ -595,6 +576,62 @@ fn dns_over_tcp(ns: &NetNs, server: SocketAddrV4, name: &str) -> (u16, Vec<Ipv4A
         })
         .collect();
     (u16::from(m.metadata.response_code), ips)
+}
+
+#[test]
+fn a_fragmented_dns_query_through_the_vip_is_answered() {
+    require_root!();
+    fragmented_dns_query(PortAddKind::Tap);
+}
+
+#[test]
+fn a_fragmented_dns_query_through_the_vip_is_answered_afxdp() {
+    require_root!();
+    fragmented_dns_query(PortAddKind::Afxdp);
+}
+
+/// A 4,000-byte DNS query (padded with an additional TXT record) leaves the pod as IPv4
+/// fragments; the switch must give every fragment the translation of the first, so the
+/// responder behind the DNS VIP reassembles and answers it.
+fn fragmented_dns_query(kind: PortAddKind) {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let n = node_kind(EXE, 2, kind);
+    call(&n, Request::ServiceAdd(spec("web", VIP, 80, L4Proto::Tcp, vec![ep(&n.pods[1], 8080)])));
+    let client = &n.pods[0];
+    let mut q = Message::query();
+    q.metadata.id = 4000;
+    let name = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
+    q.add_query(Query::query(name, RecordType::A));
+    let pad = TXT::new(vec!["x".repeat(250); 15]);
+    q.add_additional(Record::from_rdata(Name::from_ascii("pad.").unwrap(), 0, RData::TXT(pad)));
+    let bytes = q.to_vec().unwrap();
+    assert!(bytes.len() >= 3_800 && bytes.len() <= 4_100, "{} bytes", bytes.len());
+    let sock = client.ns.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let dns = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    let mut answer = None;
+    for _ in 0..3 {
+        sock.send_to(&bytes, dns).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok((len, _)) = sock.recv_from(&mut buf) {
+            answer = Some(Message::from_vec(&buf[..len]).unwrap());
+            break;
+        }
+    }
+    let m = answer.expect("an answer to the fragmented query");
+    assert_eq!(m.metadata.id, 4000);
+    let ips: Vec<Ipv4Addr> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ips, [VIP]);
+    assert_eq!(drops(&n, &client.name, "frag_untracked"), 0);
 }
 
 #[test]

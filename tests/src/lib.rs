@@ -8,8 +8,9 @@
 //! `ADD_NAMESPACES || return 77` does in OVS's system tests.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use podswitch_lab::topology::PodswitchNode;
@@ -32,6 +33,44 @@ macro_rules! require_root {
             return;
         }
     };
+}
+
+/// Sets `stop` when dropped: declared first inside a `thread::scope`, it stops the servers
+/// when the test body panics too, so the scope's join cannot hang on them.
+#[derive(Debug)]
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A TCP server in `ns` on `addr:port` until `stop`: each accepted connection (blocking,
+/// with `read_timeout`) is handed to `serve` on a thread of its own in `s`.
+pub fn tcp_server_with<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    ns: &'s NetNs,
+    addr: Ipv4Addr,
+    port: u16,
+    stop: &'s AtomicBool,
+    read_timeout: Duration,
+    serve: impl Fn(TcpStream) + Copy + Send + 's,
+) {
+    let l = ns.run(move || TcpListener::bind(SocketAddrV4::new(addr, port))).unwrap().unwrap();
+    l.set_nonblocking(true).unwrap();
+    s.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(read_timeout)).unwrap();
+                    s.spawn(move || serve(c));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
 }
 
 /// The default pod CIDR of test nodes.

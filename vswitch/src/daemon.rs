@@ -15,7 +15,7 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::control::controller::{Controller, StartError};
-use crate::control::server::{ServeError, Server};
+use crate::control::server::{Bound, ServeError, Server};
 
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    /// Capabilities could not be dropped.
+    #[error("dropping capabilities: {0}")]
+    Capabilities(std::io::Error),
 }
 
 /// A running switch: controller plus control socket.
@@ -41,9 +44,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a switch in the calling thread's network namespace.
     pub fn start(config: Config) -> Result<Daemon, DaemonError> {
-        let socket = config.control.socket.clone();
+        let bound = Server::bind(&config.control.socket, config.control.group)?;
+        Daemon::start_bound(config, bound)
+    }
+
+    /// [`Daemon::start`] on a control socket already bound.
+    pub fn start_bound(config: Config, bound: Bound) -> Result<Daemon, DaemonError> {
         let controller = Arc::new(Controller::start(config)?);
-        let server = match Server::start(&socket, controller.clone()) {
+        let server = match bound.serve(controller.clone()) {
             Ok(s) => s,
             Err(e) => {
                 controller.shutdown();
@@ -60,7 +68,9 @@ impl Daemon {
     }
 }
 
-/// Runs the switch until SIGINT or SIGTERM.
+/// Runs the switch until SIGINT or SIGTERM. Once the control socket exists, and before any
+/// thread is started, the process keeps only the capabilities the running switch uses
+/// (`sys::caps::RUNNING`, see docs/security.md).
 pub fn run(config: Config) -> Result<(), DaemonError> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DaemonError::Signals)?;
     let summary = format!(
@@ -72,7 +82,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         config.host_port.as_ref().map(|h| h.name.as_str()).unwrap_or("(none)"),
         config.control.socket.display()
     );
-    let daemon = Daemon::start(config)?;
+    let bound = Server::bind(&config.control.socket, config.control.group)?;
+    crate::sys::caps::drop_all_but(crate::sys::caps::RUNNING).map_err(DaemonError::Capabilities)?;
+    let daemon = Daemon::start_bound(config, bound)?;
     eprintln!("podswitch: running: {summary}");
     if let Some(sig) = signals.forever().next() {
         eprintln!("podswitch: signal {sig}: shutting down");

@@ -108,6 +108,9 @@ drop_reasons! {
     /// A new connection to a Service while the connection-tracking table was full; nothing
     /// established is evicted to make room.
     ConntrackFull => "conntrack_full",
+    /// A new connection to a Service from a pod port that already holds its share of the
+    /// connection-tracking table (`conntrack.max_per_port`); other pods still open theirs.
+    ConntrackPortLimit => "conntrack_port_limit",
     /// A packet from the node-port interface that is no NodePort Service's (the Service was
     /// removed while the interface's filter still passed its port) or whose client's MAC is
     /// not known on the way back.
@@ -159,76 +162,56 @@ drop_reasons! {
     WorkerPanic => "worker_panic",
 }
 
-/// Counters of one port. See the module doc for which ones add up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortCounters {
-    /// Frames read from the port.
-    pub rx_packets: u64,
-    /// Bytes of frames read from the port.
-    pub rx_bytes: u64,
-    /// Frames written to the port.
-    pub tx_packets: u64,
-    /// Bytes of frames written to the port.
-    pub tx_bytes: u64,
-    /// Of `tx_packets`, super-frames merged from two or more frames (software GRO).
-    pub tx_gro_frames: u64,
-    /// Frames carried by those `tx_gro_frames`.
-    pub tx_gro_merged: u64,
-    /// Overlay port: `UDP_SEGMENT` sends, each carrying several of the `tx_packets`
-    /// datagrams (a super-frame's segments) in one syscall.
-    pub tx_gso_sends: u64,
-    /// Frames from this port flooded (broadcast, multicast, unknown unicast).
-    pub flooded: u64,
-    /// Of `flooded`, unicast frames whose destination MAC was not in the MAC table.
-    pub unknown_unicast: u64,
-    /// ARP requests from this port that the switch answered itself.
-    pub arp_replies: u64,
-    /// ICMP echo requests to the gateway from this port answered by the switch.
-    pub icmp_echo_replies: u64,
-    /// Frames from this port routed by the gateway (TTL decremented, MACs rewritten),
-    /// to a local pod or through the overlay to a peer.
-    pub routed: u64,
-    /// Packets from this port too big for the overlay with DF set, answered with ICMP
-    /// "fragmentation needed" so path MTU discovery works.
-    pub frag_needed: u64,
-    /// Packets from this port to a Service that could not take them (no ready endpoint, an
-    /// endpoint removed under an open connection, an unknown port on a Service address),
-    /// answered with a TCP reset or ICMP port unreachable.
-    pub service_rejects: u64,
-    /// Frames from this port handed to the worker that tracks their flow's connection (flow
-    /// steering; only with several workers).
-    pub steered: u64,
-    /// Frames for this port passed to the worker that owns its only queue (only with several
-    /// workers, for single-queue ports).
-    pub tx_handoffs: u64,
-    /// Drops by reason, indexed by `DropReason as usize`.
-    pub drops: [u64; DropReason::COUNT],
+/// [`PortCounters`] (the worker's copy), its [`PortCounters::add`] and
+/// [`PortCounters::to_report`], from the one list of port counters that also gives the API
+/// its [`PortStatsReport`] (`podswitch_api::port_counter_list!`): a counter added there is
+/// counted, summed, reported and serialized everywhere.
+macro_rules! port_counters {
+    ($($(#[doc = $doc:literal])* $(#[serde($serde:meta)])? $name:ident,)*) => {
+        /// Counters of one port. See the module doc for which ones add up.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct PortCounters {
+            $($(#[doc = $doc])* pub $name: u64,)*
+            /// Drops by reason, indexed by `DropReason as usize`.
+            pub drops: [u64; DropReason::COUNT],
+        }
+
+        // By hand: `Default` is derived for arrays of at most 32 elements, and there are
+        // more reasons.
+        impl Default for PortCounters {
+            fn default() -> Self {
+                PortCounters { $($name: 0,)* drops: [0; DropReason::COUNT] }
+            }
+        }
+
+        impl PortCounters {
+            /// Adds another set of counters (used to sum per-worker copies).
+            pub fn add(&mut self, other: &PortCounters) {
+                $(self.$name += other.$name;)*
+                for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
+                    *d += o;
+                }
+            }
+
+            /// The counters as the API reports them: drops as a map of label to count, with
+            /// zero counts left out.
+            pub fn to_report(&self, name: &str) -> PortStatsReport {
+                PortStatsReport {
+                    name: name.to_string(),
+                    $($name: self.$name,)*
+                    drops: DropReason::ALL
+                        .iter()
+                        .filter(|r| self.drops[**r as usize] > 0)
+                        .map(|r| (r.label().to_string(), self.drops[*r as usize]))
+                        .collect(),
+                    device_drops: Default::default(),
+                }
+            }
+        }
+    };
 }
 
-// By hand: `Default` is derived for arrays of at most 32 elements, and there are more reasons.
-impl Default for PortCounters {
-    fn default() -> Self {
-        PortCounters {
-            rx_packets: 0,
-            rx_bytes: 0,
-            tx_packets: 0,
-            tx_bytes: 0,
-            tx_gro_frames: 0,
-            tx_gro_merged: 0,
-            tx_gso_sends: 0,
-            flooded: 0,
-            unknown_unicast: 0,
-            arp_replies: 0,
-            icmp_echo_replies: 0,
-            routed: 0,
-            frag_needed: 0,
-            service_rejects: 0,
-            steered: 0,
-            tx_handoffs: 0,
-            drops: [0; DropReason::COUNT],
-        }
-    }
-}
+podswitch_api::port_counter_list!(port_counters);
 
 impl PortCounters {
     /// Counts one drop.
@@ -240,59 +223,6 @@ impl PortCounters {
     /// Total drops over all reasons.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
-    }
-
-    /// Adds another set of counters (used to sum per-worker copies).
-    pub fn add(&mut self, other: &PortCounters) {
-        self.rx_packets += other.rx_packets;
-        self.rx_bytes += other.rx_bytes;
-        self.tx_packets += other.tx_packets;
-        self.tx_bytes += other.tx_bytes;
-        self.tx_gro_frames += other.tx_gro_frames;
-        self.tx_gro_merged += other.tx_gro_merged;
-        self.tx_gso_sends += other.tx_gso_sends;
-        self.flooded += other.flooded;
-        self.unknown_unicast += other.unknown_unicast;
-        self.arp_replies += other.arp_replies;
-        self.icmp_echo_replies += other.icmp_echo_replies;
-        self.routed += other.routed;
-        self.frag_needed += other.frag_needed;
-        self.service_rejects += other.service_rejects;
-        self.steered += other.steered;
-        self.tx_handoffs += other.tx_handoffs;
-        for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
-            *d += o;
-        }
-    }
-
-    /// The counters as the API reports them: drops as a map of label to count, with zero
-    /// counts left out.
-    pub fn to_report(&self, name: &str) -> PortStatsReport {
-        PortStatsReport {
-            name: name.to_string(),
-            rx_packets: self.rx_packets,
-            rx_bytes: self.rx_bytes,
-            tx_packets: self.tx_packets,
-            tx_bytes: self.tx_bytes,
-            tx_gro_frames: self.tx_gro_frames,
-            tx_gro_merged: self.tx_gro_merged,
-            tx_gso_sends: self.tx_gso_sends,
-            flooded: self.flooded,
-            unknown_unicast: self.unknown_unicast,
-            arp_replies: self.arp_replies,
-            icmp_echo_replies: self.icmp_echo_replies,
-            routed: self.routed,
-            frag_needed: self.frag_needed,
-            service_rejects: self.service_rejects,
-            steered: self.steered,
-            tx_handoffs: self.tx_handoffs,
-            drops: DropReason::ALL
-                .iter()
-                .filter(|r| self.drops[**r as usize] > 0)
-                .map(|r| (r.label().to_string(), self.drops[*r as usize]))
-                .collect(),
-            device_drops: Default::default(),
-        }
     }
 }
 

@@ -234,6 +234,8 @@ pub fn nat_established(flows: usize, time: Duration) -> L2Result {
     let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, 1, 0), 24).expect("valid CIDR");
     let mut config = Config::for_node("bench", cidr, PathBuf::from("/nonexistent"));
     config.conntrack.max_entries = flows + 16;
+    // All the flows come from one port: its share is the whole table.
+    config.conntrack.max_per_port = Some(flows + 16);
     let mut pipeline = Pipeline::new(&config);
     let (client_port, backend_port) = (PortId(1), PortId(2));
     let backends = [Ipv4Addr::new(10, 244, 1, 10), Ipv4Addr::new(10, 244, 1, 11)];

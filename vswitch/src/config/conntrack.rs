@@ -13,8 +13,11 @@ use super::{invalid, ConfigError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConntrackSettings {
     /// Most tracked connections; when full, new connections are dropped (and counted),
-    /// established ones are never evicted.
+    /// unassured ones early-dropped first (see `tables::conntrack`).
     pub max_entries: usize,
+    /// Most connections one pod port may hold; `None`: an eighth of `max_entries`
+    /// ([`ConntrackSettings::per_port_limit`]).
+    pub max_per_port: Option<usize>,
     /// TCP timeouts, one per state.
     pub tcp: TcpTimeouts,
     /// UDP before a reply was seen.
@@ -23,6 +26,13 @@ pub struct ConntrackSettings {
     pub udp_assured: Duration,
     /// ICMP echo.
     pub icmp: Duration,
+}
+
+impl ConntrackSettings {
+    /// The per-port limit in force: `max_per_port`, or `max_entries / 8` (at least 1).
+    pub fn per_port_limit(&self) -> usize {
+        self.max_per_port.unwrap_or((self.max_entries / DEFAULT_SHARE as usize).max(1))
+    }
 }
 
 /// How long a TCP connection is kept without a packet, by state (keys
@@ -47,11 +57,20 @@ pub struct TcpTimeouts {
     pub close: Duration,
 }
 
+/// `max_per_port` is `max_entries / DEFAULT_SHARE` unless set. An eighth: a node runs up
+/// to 110 pods (Kubernetes' default `maxPods`), most holding a handful of Service
+/// connections, so a pod near its share is a flood or a busy proxy. With an eighth, one
+/// flooding pod leaves seven eighths of the table to the others, and it takes eight pods
+/// flooding at once to fill it (then early drop still frees unassured entries), while a
+/// proxy pod on a default node can still hold 32,768 connections.
+const DEFAULT_SHARE: u32 = 8;
+
 /// Conntrack limits and timeouts (seconds), defaulting to Linux's nf_conntrack values.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct ConntrackSection {
     max_entries: u32,
+    max_per_port: Option<u32>,
     tcp_syn_sent_secs: u32,
     tcp_syn_recv_secs: u32,
     tcp_established_secs: u32,
@@ -69,6 +88,7 @@ impl Default for ConntrackSection {
     fn default() -> Self {
         ConntrackSection {
             max_entries: 262_144,
+            max_per_port: None,
             tcp_syn_sent_secs: 120,
             tcp_syn_recv_secs: 60,
             tcp_established_secs: 432_000,
@@ -85,12 +105,19 @@ impl Default for ConntrackSection {
 }
 
 impl ConntrackSection {
-    /// Validates the section: a limit from 1 to 2^24, each timeout from 1 second to 30 days.
+    /// Validates the section: a limit from 1 to 2^24, a per-port share from 1 to that
+    /// limit, each timeout from 1 second to 30 days.
     pub(super) fn validate(self) -> Result<ConntrackSettings, ConfigError> {
         if !(1..=16_777_216).contains(&self.max_entries) {
             return Err(invalid(
                 "conntrack.max_entries",
                 format!("must be from 1 to 16777216, got {}", self.max_entries),
+            ));
+        }
+        if let Some(m) = self.max_per_port.filter(|m| !(1..=self.max_entries).contains(m)) {
+            return Err(invalid(
+                "conntrack.max_per_port",
+                format!("must be from 1 to conntrack.max_entries ({}), got {m}", self.max_entries),
             ));
         }
         let secs = |key: &str, v: u32| {
@@ -105,6 +132,7 @@ impl ConntrackSection {
         };
         Ok(ConntrackSettings {
             max_entries: self.max_entries as usize,
+            max_per_port: self.max_per_port.map(|m| m as usize),
             tcp: TcpTimeouts {
                 syn_sent: secs("tcp_syn_sent_secs", self.tcp_syn_sent_secs)?,
                 syn_recv: secs("tcp_syn_recv_secs", self.tcp_syn_recv_secs)?,
@@ -157,6 +185,16 @@ mod tests {
                 assert!(e.starts_with(&format!("config conntrack.{key}:")), "{key}: {e}");
             }
         }
+        for v in [0, 262_145] {
+            let e =
+                Config::parse(&format!("{MINIMAL}[conntrack]\nmax_per_port = {v}\n")).unwrap_err();
+            assert!(e.to_string().starts_with("config conntrack.max_per_port:"), "{e}");
+        }
+        let c = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_entries = 80\n")).unwrap();
+        assert_eq!((c.conntrack.max_per_port, c.conntrack.per_port_limit()), (None, 10));
+        let c = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_per_port = 7\n")).unwrap();
+        assert_eq!(c.conntrack.per_port_limit(), 7);
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
         let e = Config::parse(&format!("{MINIMAL}[conntrack]\nmax_entries = 0\n")).unwrap_err();
         assert!(e.to_string().starts_with("config conntrack.max_entries:"), "{e}");
     }

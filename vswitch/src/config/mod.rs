@@ -195,7 +195,11 @@ impl Config {
             Some(h) => s += &format!("[host_port]\nenabled = true\nname = {:?}\n\n", h.name),
             None => s += "[host_port]\nenabled = false\n\n",
         }
-        s += &format!("[control]\nsocket = {:?}\n\n", self.control.socket.display().to_string());
+        s += &format!("[control]\nsocket = {:?}\n", self.control.socket.display().to_string());
+        if let Some(g) = self.control.group {
+            s += &format!("group = \"{g}\"\n");
+        }
+        s += "\n";
         s += &format!(
             "[fdb]\nmax_entries = {}\naging_secs = {}\n\n[ports]\nmax_ports = {}\n",
             self.fdb.max_entries,
@@ -209,8 +213,8 @@ impl Config {
         let c = &self.conntrack;
         let t = |d: Duration| d.as_secs();
         s += &format!(
-            "\n[conntrack]\nmax_entries = {}\ntcp_syn_sent_secs = {}\ntcp_syn_recv_secs = {}\ntcp_established_secs = {}\ntcp_fin_wait_secs = {}\ntcp_close_wait_secs = {}\ntcp_last_ack_secs = {}\ntcp_time_wait_secs = {}\ntcp_close_secs = {}\nudp_secs = {}\nudp_assured_secs = {}\nicmp_secs = {}\n",
-            c.max_entries, t(c.tcp.syn_sent), t(c.tcp.syn_recv), t(c.tcp.established), t(c.tcp.fin_wait), t(c.tcp.close_wait), t(c.tcp.last_ack), t(c.tcp.time_wait), t(c.tcp.close), t(c.udp), t(c.udp_assured), t(c.icmp)
+            "\n[conntrack]\nmax_entries = {}\n{}tcp_syn_sent_secs = {}\ntcp_syn_recv_secs = {}\ntcp_established_secs = {}\ntcp_fin_wait_secs = {}\ntcp_close_wait_secs = {}\ntcp_last_ack_secs = {}\ntcp_time_wait_secs = {}\ntcp_close_secs = {}\nudp_secs = {}\nudp_assured_secs = {}\nicmp_secs = {}\n",
+            c.max_entries, c.max_per_port.map_or(String::new(), |m| format!("max_per_port = {m}\n")), t(c.tcp.syn_sent), t(c.tcp.syn_recv), t(c.tcp.established), t(c.tcp.fin_wait), t(c.tcp.close_wait), t(c.tcp.last_ack), t(c.tcp.time_wait), t(c.tcp.close), t(c.udp), t(c.udp_assured), t(c.icmp)
         );
         match &self.dns {
             Some(d) => {

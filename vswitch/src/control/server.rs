@@ -5,8 +5,13 @@
 //! thread so a slow client cannot hold up the CNI plugin's calls. What keeps clients from
 //! locking each other (and the CNI plugin) out:
 //! - **Who**: a connection is served only if the kernel's `SO_PEERCRED` for it names root or
-//!   the switch's own user; anyone else gets `permission_denied` and is closed (the socket's
-//!   0660 mode is the first gate, this the second).
+//!   the switch's own user, or, with `control.group` configured, a peer whose group
+//!   (`SO_PEERCRED`'s gid) or one of whose supplementary groups (`SO_PEERGROUPS`) is that
+//!   group; anyone else gets `permission_denied` and is closed. Both are what the kernel
+//!   recorded at `connect(2)`: unlike the peer's `/proc/<pid>/status` they cannot change
+//!   under the check (the peer exiting, its pid reused), and if they cannot be read the
+//!   peer is refused. The socket file is mode 0660, owned by the switch's user and by
+//!   `control.group` when set: the first gate, this the second.
 //! - **How many**: at most [`MAX_CONNECTIONS`]. When a new one arrives at the limit, the
 //!   connection that has waited longest for its next request is closed to make room, so idle
 //!   clients can never starve a CNI `ADD`; only when all are busy with a request is the
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::api::{parse_request, ApiError, ErrorKind, Response, MAX_REQUEST_LEN};
 use super::controller::Controller;
-use crate::sys::process::{euid, peer_cred};
+use crate::sys::process::{chown_group, euid, peer_cred, peer_groups, PeerCred};
 
 /// Most connections served at once (see the module doc for what happens at the limit).
 pub const MAX_CONNECTIONS: usize = 64;
@@ -64,10 +69,43 @@ pub enum ServeError {
     },
 }
 
+/// A bound control socket not served yet ([`Server::bind`]).
+#[derive(Debug)]
+pub struct Bound {
+    path: PathBuf,
+    listener: UnixListener,
+    group: Option<u32>,
+}
+
+impl Bound {
+    /// Serves `controller` on the socket until stopped.
+    pub fn serve(self, controller: Arc<Controller>) -> Result<Server, ServeError> {
+        let Bound { path, listener, group } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("psw-control".into())
+            .spawn(move || accept_loop(listener, controller, group, stop2))
+            .map_err(|source| ServeError::Bind { path: path.clone(), source })?;
+        Ok(Server { path, stop, thread: Some(thread) })
+    }
+}
+
 impl Server {
     /// Listens on `path` (creating its directory; replacing a stale socket left by a switch
-    /// that died) and serves `controller` until stopped.
-    pub fn start(path: &Path, controller: Arc<Controller>) -> Result<Server, ServeError> {
+    /// that died), mode 0660 and given to `group` if any, and serves `controller` until
+    /// stopped.
+    pub fn start(
+        path: &Path,
+        group: Option<u32>,
+        controller: Arc<Controller>,
+    ) -> Result<Server, ServeError> {
+        Server::bind(path, group)?.serve(controller)
+    }
+
+    /// The first half of [`Server::start`]: creates the socket (the part that may need
+    /// privileges the switch drops once running) without serving it yet.
+    pub fn bind(path: &Path, group: Option<u32>) -> Result<Bound, ServeError> {
         let bind_err = |source| ServeError::Bind { path: path.to_path_buf(), source };
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
@@ -82,13 +120,10 @@ impl Server {
         }
         let listener = UnixListener::bind(path).map_err(bind_err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("psw-control".into())
-            .spawn(move || accept_loop(listener, controller, stop2))
-            .map_err(bind_err)?;
-        Ok(Server { path: path.to_path_buf(), stop, thread: Some(thread) })
+        if let Some(gid) = group {
+            chown_group(path, gid).map_err(bind_err)?;
+        }
+        Ok(Bound { path: path.to_path_buf(), listener, group })
     }
 
     /// Stops accepting, waits for the accept loop, removes the socket file.
@@ -167,7 +202,39 @@ fn refuse(stream: &mut UnixStream, kind: ErrorKind, message: &str) {
     let _ = write_response(stream, &Response::Error(ApiError::new(kind, message)));
 }
 
-fn accept_loop(listener: UnixListener, controller: Arc<Controller>, stop: Arc<AtomicBool>) {
+/// Why the peer `c` (whose supplementary groups `groups` reads) may not use the socket, if
+/// it may not: it must be root, the switch's user `me`, or in `group`.
+fn refusal(
+    c: PeerCred,
+    me: u32,
+    group: Option<u32>,
+    groups: impl FnOnce() -> io::Result<Vec<u32>>,
+) -> Option<String> {
+    if c.uid == 0 || c.uid == me {
+        return None;
+    }
+    let Some(g) = group else {
+        return Some(format!("uid {} may not use the control socket (root or uid {me})", c.uid));
+    };
+    if c.gid == g {
+        return None;
+    }
+    match groups() {
+        Ok(list) if list.contains(&g) => None,
+        Ok(_) => Some(format!(
+            "uid {} may not use the control socket (root, uid {me} or group {g})",
+            c.uid
+        )),
+        Err(e) => Some(format!("uid {}: cannot read its groups ({e}); refused", c.uid)),
+    }
+}
+
+fn accept_loop(
+    listener: UnixListener,
+    controller: Arc<Controller>,
+    group: Option<u32>,
+    stop: Arc<AtomicBool>,
+) {
     let conns = Arc::new(Conns::default());
     let me = euid();
     for conn in listener.incoming() {
@@ -176,10 +243,7 @@ fn accept_loop(listener: UnixListener, controller: Arc<Controller>, stop: Arc<At
         }
         let Ok(mut stream) = conn else { continue };
         let denied = match peer_cred(&stream) {
-            Ok(c) if c.uid == 0 || c.uid == me => None,
-            Ok(c) => {
-                Some(format!("uid {} may not use the control socket (root or uid {me})", c.uid))
-            }
+            Ok(c) => refusal(c, me, group, || peer_groups(&stream)),
             Err(_) => continue,
         };
         let Some(id) = conns.admit(&stream) else {
@@ -296,4 +360,27 @@ fn write_response(w: &mut UnixStream, r: &Response) -> io::Result<()> {
     let mut s = serde_json::to_vec(r).map_err(io::Error::other)?;
     s.push(b'\n');
     w.write_all(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32, gid: u32) -> PeerCred {
+        PeerCred { pid: 1, uid, gid }
+    }
+
+    #[test]
+    fn root_own_user_and_group_members_only_and_unreadable_groups_fail_closed() {
+        let none = || -> io::Result<Vec<u32>> { Ok(vec![]) };
+        assert_eq!(refusal(peer(0, 0), 1000, None, none), None);
+        assert_eq!(refusal(peer(1000, 5), 1000, None, none), None);
+        assert!(refusal(peer(1001, 5), 1000, None, || Ok(vec![5])).is_some(), "no group set");
+        assert_eq!(refusal(peer(1001, 5), 1000, Some(5), none), None);
+        assert_eq!(refusal(peer(1001, 6), 1000, Some(5), || Ok(vec![7, 5])), None);
+        assert!(refusal(peer(1001, 6), 1000, Some(5), || Ok(vec![7])).is_some());
+        let unreadable = || -> io::Result<Vec<u32>> { Err(io::Error::other("gone")) };
+        let why = refusal(peer(1001, 6), 1000, Some(5), unreadable).unwrap();
+        assert!(why.contains("refused"), "{why}");
+    }
 }

@@ -1,6 +1,13 @@
 //! The responder's sockets and threads: one UDP socket and one TCP listener on the same
 //! address and port, each served by its own thread, and a short-lived thread per TCP
-//! connection (at most [`MAX_TCP_CONNECTIONS`]).
+//! connection (at most [`MAX_TCP_CONNECTIONS`], at most [`MAX_TCP_PER_SOURCE`] from one
+//! client address).
+//!
+//! Who the client is: pods reach the responder through the DNS Service's NAT, which
+//! rewrites only the destination (`10.96.0.10:53` to the gateway address), never the
+//! source, so the peer address a connection is accepted from is the pod's own address
+//! (port security keeps pods to their own addresses); the node's processes come from the
+//! node's addresses. The per-source limit is therefore a per-pod limit.
 //!
 //! Every thread wakes at least every [`TICK`] to look at the stop flag, so dropping the
 //! [`DnsServer`] returns within about that long; open TCP connections are shut down, not
@@ -52,6 +59,12 @@ pub fn edit(shared: &SharedNames, f: impl FnOnce(&mut NameTable)) {
 /// Most TCP connections served at once; more are closed as soon as they are accepted.
 pub const MAX_TCP_CONNECTIONS: usize = 64;
 
+/// Most TCP connections served at once from one client address (one pod): a stub resolver
+/// uses one connection at a time per lookup (RFC 7766 §6.2.1 asks clients to reuse one),
+/// so 8 leaves a pod room for concurrent lookups while it takes eight pods together to
+/// fill [`MAX_TCP_CONNECTIONS`]. More are closed as soon as they are accepted.
+pub const MAX_TCP_PER_SOURCE: usize = 8;
+
 /// A TCP connection is closed when a complete query takes longer than this to arrive
 /// (counted from the previous reply), and when a reply takes longer than this to send.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,6 +93,14 @@ pub struct DnsCounters {
     pub tcp_connections: u64,
     /// TCP connections closed at once because [`MAX_TCP_CONNECTIONS`] were open.
     pub tcp_rejected: u64,
+    /// TCP connections closed at once because [`MAX_TCP_PER_SOURCE`] were open from the
+    /// same client address.
+    #[serde(default)]
+    pub tcp_rejected_per_source: u64,
+    /// TCP connections closed because a complete query did not arrive within
+    /// [`IDLE_TIMEOUT`] (silent, or trickling it byte by byte).
+    #[serde(default)]
+    pub tcp_idle_closed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +114,8 @@ struct Counters {
     dropped: AtomicU64,
     tcp_connections: AtomicU64,
     tcp_rejected: AtomicU64,
+    tcp_rejected_per_source: AtomicU64,
+    tcp_idle_closed: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -112,6 +135,8 @@ impl Counters {
             dropped: get(&self.dropped),
             tcp_connections: get(&self.tcp_connections),
             tcp_rejected: get(&self.tcp_rejected),
+            tcp_rejected_per_source: get(&self.tcp_rejected_per_source),
+            tcp_idle_closed: get(&self.tcp_idle_closed),
         }
     }
 }
@@ -262,6 +287,8 @@ fn serve_udp(socket: &UdpSocket, shared: &Shared) {
 struct Connection {
     socket: TcpStream,
     thread: JoinHandle<()>,
+    /// The client's address.
+    source: std::net::IpAddr,
 }
 
 fn serve_tcp(listener: &TcpListener, mut poll: Poll, shared: &Arc<Shared>) {
@@ -278,13 +305,18 @@ fn serve_tcp(listener: &TcpListener, mut poll: Poll, shared: &Arc<Shared>) {
             let _ = c.thread.join();
         }
         loop {
-            let socket = match listener.accept() {
-                Ok((socket, _)) => socket,
+            let (socket, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
             if connections.len() >= MAX_TCP_CONNECTIONS {
                 bump(&shared.counters.tcp_rejected);
+                continue;
+            }
+            let source = peer.ip();
+            if connections.iter().filter(|c| c.source == source).count() >= MAX_TCP_PER_SOURCE {
+                bump(&shared.counters.tcp_rejected_per_source);
                 continue;
             }
             let Ok(handle) = socket.try_clone() else { continue };
@@ -294,7 +326,7 @@ fn serve_tcp(listener: &TcpListener, mut poll: Poll, shared: &Arc<Shared>) {
                 .spawn(move || serve_connection(socket, &s));
             if let Ok(thread) = spawned {
                 bump(&shared.counters.tcp_connections);
-                connections.push(Connection { socket: handle, thread });
+                connections.push(Connection { socket: handle, thread, source });
             }
         }
     }
@@ -319,16 +351,16 @@ fn serve_connection(mut socket: TcpStream, shared: &Shared) {
     loop {
         let deadline = Instant::now() + IDLE_TIMEOUT;
         let mut len = [0u8; 2];
-        if read_full(&mut socket, &mut len, deadline, shared).is_err() {
-            return;
+        if let Err(e) = read_full(&mut socket, &mut len, deadline, shared) {
+            return count_close(&e, shared);
         }
         let len = usize::from(u16::from_be_bytes(len));
         if len == 0 {
             return;
         }
         message.resize(len, 0);
-        if read_full(&mut socket, &mut message, deadline, shared).is_err() {
-            return;
+        if let Err(e) = read_full(&mut socket, &mut message, deadline, shared) {
+            return count_close(&e, shared);
         }
         let Some(reply) = shared.handle(&message, Transport::Tcp) else { return };
         // `answer` keeps TCP replies within 65,535 bytes.
@@ -339,6 +371,13 @@ fn serve_connection(mut socket: TcpStream, shared: &Shared) {
         if socket.write_all(&framed).is_err() {
             return;
         }
+    }
+}
+
+/// Counts a connection closed because its query did not arrive in time.
+fn count_close(e: &io::Error, shared: &Shared) {
+    if e.kind() == io::ErrorKind::TimedOut && !shared.stopping() {
+        bump(&shared.counters.tcp_idle_closed);
     }
 }
 
@@ -424,7 +463,15 @@ mod tests {
     }
 
     fn connect(server: &DnsServer) -> TcpStream {
-        let s = TcpStream::connect(server.local_addr()).unwrap();
+        connect_from(server, Ipv4Addr::LOCALHOST)
+    }
+
+    /// A connection from `src` (any 127/8 address is the loopback's).
+    fn connect_from(server: &DnsServer, src: Ipv4Addr) -> TcpStream {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into()).unwrap();
+        sock.connect(&SocketAddr::V4(server.local_addr()).into()).unwrap();
+        let s: TcpStream = sock.into();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
         s
@@ -529,7 +576,10 @@ mod tests {
     #[test]
     fn dns_server_closes_tcp_connections_beyond_the_limit() {
         let (server, _names) = start();
-        let mut open: Vec<TcpStream> = (0..MAX_TCP_CONNECTIONS).map(|_| connect(&server)).collect();
+        // From as many sources as it takes to stay within the per-source limit.
+        let src = |i: usize| Ipv4Addr::new(127, 0, 1, (i / MAX_TCP_PER_SOURCE) as u8 + 1);
+        let mut open: Vec<TcpStream> =
+            (0..MAX_TCP_CONNECTIONS).map(|i| connect_from(&server, src(i))).collect();
         // A reply on each proves the server accepted them all before the next one.
         for (i, stream) in open.iter_mut().enumerate() {
             send_tcp(stream, &query(i as u16, "web.default.svc.cluster.local."));
@@ -538,6 +588,7 @@ mod tests {
         let mut extra = connect(&server);
         assert!(closed(&mut extra), "connection {} should be closed", MAX_TCP_CONNECTIONS + 1);
         assert_eq!(server.counters().tcp_rejected, 1);
+        assert_eq!(server.counters().tcp_rejected_per_source, 0);
         // Once one closes, a new connection is served again.
         drop(open.pop());
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -551,6 +602,60 @@ mod tests {
             assert!(Instant::now() < deadline, "no connection served after one closed");
             std::thread::sleep(TICK);
         }
+    }
+
+    #[test]
+    fn dns_server_limits_connections_per_source_address() {
+        let (server, _names) = start();
+        let a = Ipv4Addr::new(127, 0, 2, 1);
+        let mut open: Vec<TcpStream> =
+            (0..MAX_TCP_PER_SOURCE).map(|_| connect_from(&server, a)).collect();
+        for (i, stream) in open.iter_mut().enumerate() {
+            send_tcp(stream, &query(i as u16, "web.default.svc.cluster.local."));
+            assert_eq!(recv_tcp(stream).metadata.id, i as u16);
+        }
+        let mut extra = connect_from(&server, a);
+        assert!(closed(&mut extra), "one connection too many from {a}");
+        assert_eq!(server.counters().tcp_rejected_per_source, 1);
+        // Another source is served meanwhile.
+        let mut other = connect_from(&server, Ipv4Addr::new(127, 0, 2, 2));
+        send_tcp(&mut other, &query(77, "web.default.svc.cluster.local."));
+        assert_eq!(recv_tcp(&mut other).metadata.id, 77);
+        assert_eq!(server.counters().tcp_rejected, 0);
+    }
+
+    #[test]
+    fn dns_server_closes_silent_and_trickling_connections() {
+        let (server, _names) = start();
+        let mut silent = connect(&server);
+        let mut trickle = connect(&server);
+        silent.set_read_timeout(Some(IDLE_TIMEOUT * 2)).unwrap();
+        trickle.set_read_timeout(Some(TICK * 5)).unwrap();
+        // The trickler sends its query one byte at a time, each well within any per-read
+        // timeout, until the server closes the connection (bounded by the query's size).
+        let q = query(5, "web.default.svc.cluster.local.");
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        let mut closed_early = false;
+        for b in &framed[..framed.len() - 1] {
+            if trickle.write_all(std::slice::from_ref(b)).is_err() {
+                closed_early = true;
+                break;
+            }
+            let mut buf = [0u8; 1];
+            match trickle.read(&mut buf) {
+                Ok(0) => {
+                    closed_early = true;
+                    break;
+                }
+                Ok(_) => panic!("an answer to half a query"),
+                Err(_) => {}
+            }
+        }
+        assert!(closed_early, "the trickling connection was never closed");
+        assert!(closed(&mut silent), "the silent connection was not closed");
+        assert_eq!(server.counters().tcp_idle_closed, 2, "{:?}", server.counters());
+        assert_eq!(server.counters().queries, 0);
     }
 
     #[test]

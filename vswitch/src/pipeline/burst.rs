@@ -100,8 +100,8 @@ mod tests {
         assert_eq!(p.betweens, vec![BATCH_SIZE]);
         let want: Vec<(u16, Option<u16>)> = undecided
             .iter()
-            .filter(|&&i| i % 3 != 0)
-            .map(|&i| (i, (i % 2 == 0).then_some(i)))
+            .filter(|&&i| !i.is_multiple_of(3))
+            .map(|&i| (i, i.is_multiple_of(2).then_some(i)))
             .collect();
         assert_eq!(p.handled, want);
     }

@@ -193,6 +193,7 @@ impl Pipeline {
 pub fn conntrack_config(c: &crate::config::ConntrackSettings) -> ConntrackConfig {
     ConntrackConfig {
         max_entries: c.max_entries,
+        max_per_port: c.per_port_limit(),
         tcp_syn_sent: c.tcp.syn_sent,
         tcp_syn_recv: c.tcp.syn_recv,
         tcp_established: c.tcp.established,

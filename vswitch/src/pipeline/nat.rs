@@ -37,6 +37,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use crate::packet::{Action, Batch, Frag, Packet};
+use crate::port::PortId;
 use crate::stats::{DropReason, PortCounters};
 use crate::tables::conntrack::{Conntrack, CreateError, Dir, EntryId, FlowHash, FlowKey, Nat};
 use crate::tables::frags::{FragKey, FragRewrite, FragTable};
@@ -528,14 +529,15 @@ fn handle(
                 // answer the node, which translates back: source NAT to the gateway address,
                 // on a port of the NodePort range that no other connection uses with this
                 // endpoint.
-                create_snat(nat, key, n, gw.ip, None, tcp_flags, now)?
+                create_snat(nat, None, key, n, gw.ip, None, tcp_flags, now)?
             } else if ip == key.src {
                 // Hairpin: a pod reaching itself through its Service would see its own
                 // address as the source and answer itself directly; the gateway stands in,
                 // keeping the client's port when its replies are steered to this worker.
-                create_snat(nat, key, n, gw.ip, Some(key.sport), tcp_flags, now)?
+                create_snat(nat, owner(pkt, gw), key, n, gw.ip, Some(key.sport), tcp_flags, now)?
             } else {
-                nat.conntrack.create(key, n, tcp_flags, now).map_err(create_error)?
+                let owner = owner(pkt, gw);
+                nat.conntrack.create_for(owner, key, n, tcp_flags, now).map_err(create_error)?
             };
             nat.conntrack.update(id, Dir::Original, tcp_flags, len, now);
             let snat = nat.conntrack.get(id).and_then(|e| e.nat.snat);
@@ -556,8 +558,10 @@ fn handle(
 /// Creates a connection source-NATed to `gw_ip`: on `preferred` if given and free, else on
 /// a port of the NodePort range. Only ports whose replies are steered to this worker are
 /// used; up to [`SNAT_TRIES`] of those are tried.
+#[allow(clippy::too_many_arguments)]
 fn create_snat(
     nat: &mut ServiceNat,
+    owner: Option<PortId>,
     key: FlowKey,
     n: Nat,
     gw_ip: Ipv4Addr,
@@ -574,7 +578,8 @@ fn create_snat(
         if !nat.steer.owns_snat(gw_ip, p) {
             continue;
         }
-        match nat.conntrack.create(key, Nat { snat: Some((gw_ip, p)), ..n }, tcp_flags, now) {
+        let snat = Nat { snat: Some((gw_ip, p)), ..n };
+        match nat.conntrack.create_for(owner, key, snat, tcp_flags, now) {
             Ok(id) => return Ok(id),
             Err(CreateError::Clash(_)) => {
                 tries += 1;
@@ -588,9 +593,20 @@ fn create_snat(
     Err(DropReason::NatNoFlow)
 }
 
+/// The pod port a new connection counts against (`conntrack.max_per_port`): the ingress
+/// port, unless it is the node's own (host port) or the overlay's, whose connections are
+/// not one pod's. NodePort clients come in on the node-port interface and are passed
+/// `None` by their caller.
+#[inline]
+fn owner(pkt: &Packet, gw: &Gateway) -> Option<PortId> {
+    let p = pkt.meta.in_port;
+    (gw.host_port != Some(p) && gw.overlay_port != Some(p)).then_some(p)
+}
+
 fn create_error(e: CreateError) -> DropReason {
     match e {
         CreateError::Full(_) => DropReason::ConntrackFull,
+        CreateError::PortLimit(_) => DropReason::ConntrackPortLimit,
         CreateError::Clash(_) | CreateError::InvalidTcp(_) => DropReason::NatNoFlow,
     }
 }

@@ -42,9 +42,9 @@ pub struct Steering {
     pub me: usize,
     /// The shared marks.
     pub marks: std::sync::Arc<ReplyMarks>,
-    /// Entries in all the workers' connection-tracking tables (the node's limit applies to
-    /// the sum).
-    pub conntrack_len: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Entries in all the workers' connection-tracking tables, in all and per pod port (the
+    /// node's limits apply to the sums).
+    pub conntrack_len: std::sync::Arc<crate::tables::conntrack::SharedCounts>,
     /// The seed classify hashes each packet's 5-tuple with (`Meta::flow_hash`), the same for
     /// every worker: a packet classified by one is looked up in another's conntrack table.
     pub flow_seed: u64,

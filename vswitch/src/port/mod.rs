@@ -54,6 +54,20 @@ pub struct TxOutcome {
     pub gso_sends: u32,
 }
 
+impl TxOutcome {
+    /// Adds the outcome of another send of the same burst (a port that hands part of a
+    /// burst to another path).
+    pub fn add(&mut self, o: &TxOutcome) {
+        self.sent += o.sent;
+        self.bytes += o.bytes;
+        self.queue_full += o.queue_full;
+        self.errors += o.errors;
+        self.gro_frames += o.gro_frames;
+        self.gro_merged += o.gro_merged;
+        self.gso_sends += o.gso_sends;
+    }
+}
+
 /// A device the switch sends and receives frames on.
 pub trait Port: Send + std::fmt::Debug {
     /// What kind of port this is.

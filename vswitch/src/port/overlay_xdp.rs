@@ -43,7 +43,8 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use super::afxdp::AfXdpPort;
-use super::overlay::{outer_headers, OverlayOptions, OverlayPort, OUTER_LEN};
+use super::overlay::encap::{outer_headers, plan, Plan, OUTER_LEN};
+use super::overlay::{OverlayOptions, OverlayPort};
 use super::{Port, PortId, PortKind, TxOutcome};
 use crate::packet::{Batch, BATCH_SIZE};
 use crate::wire::{MacAddr, VxlanHeader};
@@ -220,16 +221,18 @@ impl Port for OverlayXdpPort {
         head[12..14].copy_from_slice(&[0x08, 0x00]);
         for &i in indices {
             let Some(pkt) = pkts.get(usize::from(i)) else { continue };
-            let Some(dst) = pkt.meta.tunnel else {
-                out.errors += 1;
-                continue;
-            };
             let frame = pkt.data();
+            let Some(plan) = plan(pkt, &mut out) else { continue };
+            let dst = match plan {
+                // Super-frames go through the kernel's UDP GSO.
+                Plan::Segments(_) => {
+                    self.to_kernel.push(i);
+                    continue;
+                }
+                Plan::Whole(dst) => dst,
+            };
             match self.next_hops.get(dst, now) {
-                Some(mac)
-                    if !pkt.meta.vnet.is_gso()
-                        && ETH_LEN + OUTER_LEN + frame.len() <= self.xdp.max_frame() =>
-                {
+                Some(mac) if ETH_LEN + OUTER_LEN + frame.len() <= self.xdp.max_frame() => {
                     head[..6].copy_from_slice(&mac.0);
                     let outer: &mut [u8; OUTER_LEN] =
                         (&mut head[ETH_LEN..]).try_into().expect("OUTER_LEN bytes");
@@ -244,12 +247,7 @@ impl Port for OverlayXdpPort {
         }
         self.xdp.flush();
         if !self.to_kernel.is_empty() {
-            let k = self.kernel.tx_burst(batch, &self.to_kernel);
-            out.sent += k.sent;
-            out.bytes += k.bytes;
-            out.queue_full += k.queue_full;
-            out.errors += k.errors;
-            out.gso_sends += k.gso_sends;
+            out.add(&self.kernel.tx_burst(batch, &self.to_kernel));
         }
         out
     }

@@ -1,8 +1,10 @@
 //! The worker: the thread that owns the ports, the tables and the counters, and runs
 //! receive → pipeline → transmit on bursts.
 //!
-//! Threading model: one worker thread does all packet work; the control plane never touches
-//! its state. The control plane sends [`Command`]s over a channel and wakes the worker
+//! Threading model: N worker threads do all packet work, each on its own queue of every
+//! device with its own tables, and hand each other frames through the [`fabric`] (steered
+//! Service flows, frames for a single-queue port); the control plane never touches their
+//! state. The control plane sends [`Command`]s over a channel and wakes the worker
 //! through a `mio::Waker`; the worker applies them *between* bursts, so a port being added or
 //! removed never pauses or reorders traffic on the others, and a reply means the change is in
 //! effect. Reads of counters and tables are answered the same way, with copies.
@@ -52,7 +54,8 @@ use fabric::Fabric;
 /// Bursts taken from one port before the others get a turn.
 pub const MAX_BURSTS_PER_TURN: usize = 8;
 
-/// How often the MAC table is swept for aged entries.
+/// How often pods' own MACs are refreshed in the MAC table (and the longest an idle worker
+/// sleeps, so the sliced aging sweep still advances).
 pub const AGING_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the control plane waits for the worker to answer before calling it stuck.
@@ -359,7 +362,7 @@ impl WorkerHandle {
         }
         let fabric = Fabric::new(wakers.clone());
         let marks = Arc::new(ReplyMarks::new());
-        let conntrack_len = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conntrack_len = Arc::new(crate::tables::conntrack::SharedCounts::default());
         let flow_seed = Steering::default().flow_seed;
         let mut threads = Vec::with_capacity(n);
         for (me, (poll, waker)) in polls.into_iter().zip(wakers).enumerate() {
@@ -771,8 +774,8 @@ impl Worker {
                 self.service(id, 1);
             }
             let now = Instant::now();
+            self.pipeline.fdb.age_step(now, crate::tables::fdb::AGING_STEP_SLOTS);
             if now.duration_since(self.last_sweep) >= AGING_SWEEP_INTERVAL {
-                self.pipeline.fdb.age(now);
                 self.keep_pod_macs(now);
                 self.last_sweep = now;
             }
@@ -1223,6 +1226,7 @@ impl Worker {
         self.pipeline.fdb.flush_port(id);
         self.pipeline.neigh.remove_port(id);
         self.pipeline.port_security.set(id, None);
+        self.pipeline.nat.conntrack.remove_port(id);
         if self.pipeline.gateway.host_port == Some(id) {
             self.pipeline.gateway.host_port = None;
         }

@@ -10,6 +10,7 @@
 //! podswitch crate.
 
 pub mod bpf;
+pub mod caps;
 pub mod ethtool;
 pub mod mmsg;
 pub mod netlink;

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -21,6 +22,9 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// `NSFS_MAGIC` from `<linux/magic.h>`: the file system namespace files live on.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// An open handle on a network namespace.
 #[derive(Debug)]
@@ -41,13 +45,32 @@ impl NetNs {
         } else {
             Path::new(NETNS_RUN_DIR).join(spec)
         };
-        let file = File::open(&path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open network namespace {}: {e}", path.display()),
-            )
-        })?;
+        // O_NONBLOCK: opening a FIFO put where a namespace was expected returns at once
+        // instead of waiting for a writer (the check below then refuses it).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open network namespace {}: {e}", path.display()),
+                )
+            })?;
         let fd = OwnedFd::from(file);
+        // SAFETY: `statfs` is a plain C struct for which all-zero bytes are valid.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs writes at most size_of::<statfs>() bytes into `st`, which is valid
+        // for writes, and only reads the fd, valid and owned by `fd` for the call.
+        let r = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) };
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+        let on_nsfs = r == 0 && st.f_type as i64 == NSFS_MAGIC;
+        if !on_nsfs {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a network namespace", path.display()),
+            ));
+        }
         // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which is valid and
         // owned by `fd` for the duration of the call.
         let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
@@ -58,6 +81,40 @@ impl NetNs {
             ));
         }
         Ok(NetNs { fd, path })
+    }
+
+    /// [`NetNs::open`] for a pod's namespace, given by a pod's runtime or an API client:
+    /// also refuses a relative path (it would depend on the daemon's working directory)
+    /// and the switch's own network namespace (a "pod" there would take over the node's
+    /// own interfaces and routes). Never blocks: a FIFO, a directory, a regular file or
+    /// any other file that is not a network namespace is refused after a non-blocking
+    /// open. Errors say what was wrong with `spec`; `NotFound` if nothing is there.
+    pub fn open_pod(spec: &str) -> io::Result<NetNs> {
+        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        if spec.contains('/') {
+            if !spec.starts_with('/') {
+                return Err(invalid(format!(
+                    "{spec:?} is a relative path: give an absolute path or a name in {NETNS_RUN_DIR}"
+                )));
+            }
+        } else {
+            validate_name(spec)?;
+        }
+        let ns = NetNs::open(spec)?;
+        let own = NetNs::open("/proc/self/ns/net")?;
+        if ns.identity()? == own.identity()? {
+            return Err(invalid(format!(
+                "{} is the switch's own network namespace, not a pod's",
+                ns.path.display()
+            )));
+        }
+        Ok(ns)
+    }
+
+    /// The namespace's identity: the device and inode of its nsfs file.
+    fn identity(&self) -> io::Result<(u64, u64)> {
+        let m = File::from(self.fd.try_clone()?).metadata()?;
+        Ok((m.dev(), m.ino()))
     }
 
     /// The namespace of the calling thread.
@@ -324,6 +381,34 @@ mod tests {
     }
 
     #[test]
+    fn pod_namespaces_are_checked_without_blocking() {
+        let e = NetNs::open_pod("run/netns/x").unwrap_err();
+        assert!(e.to_string().contains("relative path"), "{e}");
+        let e = NetNs::open_pod("./x").unwrap_err();
+        assert!(e.to_string().contains("relative path"), "{e}");
+        assert!(NetNs::open_pod("..").is_err());
+        let dir = std::env::temp_dir().join(format!("pswns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let fifo = dir.join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Nobody writes to the FIFO: a blocking open would hang this test.
+        for p in [&dir, &file, &fifo] {
+            let e = NetNs::open_pod(p.to_str().unwrap()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{}: {e}", p.display());
+            assert!(e.to_string().contains("not a network namespace"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = NetNs::open_pod("/proc/self/ns/net").unwrap_err();
+        assert!(e.to_string().contains("own network namespace"), "{e}");
+        let e = NetNs::open_pod("/proc/self/ns/mnt").unwrap_err();
+        assert!(e.to_string().contains("not a network namespace"), "{e}");
+    }
+
+    #[test]
     fn create_run_and_delete() {
         needs_root!();
         let name = format!("pswut-{}", std::process::id());
@@ -335,7 +420,7 @@ mod tests {
             assert_ne!(inner, outer);
             // The caller's thread is untouched.
             assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), outer);
-            let again = NetNs::open(&name).unwrap();
+            let again = NetNs::open_pod(&name).unwrap();
             let via_open =
                 again.run(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap()).unwrap();
             assert_eq!(via_open, inner);

@@ -47,6 +47,69 @@ pub struct PeerCred {
     pub gid: u32,
 }
 
+/// The gid of the group named `name` in the system's group database (`getgrnam_r`), `None`
+/// if there is none.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "group name contains NUL"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: all-zero bytes are a valid `group` (null pointers, gid 0).
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `c` is NUL-terminated, `grp` and `out` are valid for writes, and `buf` is
+        // valid for `buf.len()` bytes; all outlive the call, and the strings getgrnam_r
+        // stores pointers to in `grp` (unused here) point into `buf`.
+        let r = unsafe {
+            libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out)
+        };
+        match r {
+            0 if out.is_null() => return Ok(None),
+            0 => return Ok(Some(grp.gr_gid)),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            libc::ENOENT | libc::ESRCH => return Ok(None),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Gives the file at `path` to group `gid` (owner unchanged).
+pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(path, None, Some(gid))
+}
+
+/// The supplementary groups of the peer of the Unix socket `fd`, as the kernel recorded
+/// them at `connect(2)` (`SO_PEERGROUPS`, Linux 4.13): like `SO_PEERCRED`, not forgeable
+/// and not subject to the peer exiting or its pid being reused.
+pub fn peer_groups(fd: &impl std::os::fd::AsRawFd) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is valid for writes of `len` bytes; the kernel writes at most
+        // that and sets `len` to what it needs (ERANGE if more); an invalid fd is EBADF.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if r == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65_536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
 /// The credentials of the peer of the Unix socket `fd`.
 pub fn peer_cred(fd: &impl std::os::fd::AsRawFd) -> io::Result<PeerCred> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };

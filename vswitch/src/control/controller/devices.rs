@@ -312,7 +312,7 @@ impl KernelDevices {
 
 impl Devices for KernelDevices {
     fn open_netns(&mut self, spec: &str) -> io::Result<NetNs> {
-        NetNs::open(spec)
+        NetNs::open_pod(spec)
     }
 
     fn create_pod(&mut self, ns: &NetNs, pod: &PodDevice<'_>) -> Result<PodQueues, ApiError> {

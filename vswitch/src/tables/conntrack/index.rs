@@ -173,6 +173,21 @@ impl Index {
         true
     }
 
+    /// The first value among the `n` slots from `hash`'s home slot on (wrapping, empty
+    /// slots skipped) that `pick` accepts.
+    pub(super) fn scan(
+        &self,
+        hash: u32,
+        n: usize,
+        mut pick: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
+        let home = hash as usize & self.mask;
+        (0..n.min(self.slots.len()))
+            .map(|i| self.slots[(home + i) & self.mask])
+            .find(|s| s.value != EMPTY && pick(s.value))
+            .map(|s| s.value)
+    }
+
     /// Removes every key, keeping the allocation.
     pub(super) fn clear(&mut self) {
         self.slots.fill(EMPTY_SLOT);

@@ -71,6 +71,9 @@ pub enum CreateError {
     /// packets invalid).
     #[error("TCP flags {0:#04x} cannot start a connection")]
     InvalidTcp(u8),
+    /// The originating port already holds `max_per_port` entries.
+    #[error("port {0:?} holds its whole share of the conntrack table")]
+    PortLimit(crate::port::PortId),
 }
 
 #[cfg(test)]

@@ -17,11 +17,22 @@
 //!   when a new flow needs one of its keys, and [`Conntrack::sweep`] removes the rest in
 //!   bounded slices of work. Until then an expired entry still occupies a slot.
 //! - **Full**: with `max_entries` entries present, `create` first tries to reclaim expired
-//!   ones (one [`Conntrack::sweep`] slice of [`RECLAIM_BUDGET`] slots); if none is found the
-//!   new flow is refused with [`CreateError::Full`] and counted in `full`. Nothing live is
-//!   ever evicted to make room: a flood of new flows (a SYN flood to a Service VIP) cannot
-//!   break connections that are already established. Their packets are dropped instead
-//!   until entries expire or are removed.
+//!   ones (one [`Conntrack::sweep`] slice of [`RECLAIM_BUDGET`] slots), then, like Linux's
+//!   `early_drop`, removes one *unassured* entry ([`Entry::is_early_droppable`]: a TCP
+//!   handshake or closing connection, UDP without a reply, ICMP echo) among the
+//!   [`EARLY_DROP_SCAN`] index slots from the new flow's bucket on, counted in
+//!   `early_drop`. Only if none is found there is the new flow refused with
+//!   [`CreateError::Full`] and counted in `full`. Assured connections (established TCP,
+//!   answered UDP) are never evicted: a flood of new flows (a SYN flood to a Service VIP,
+//!   UDP to a silent endpoint) displaces only its own kind, and cannot break connections
+//!   that are already established.
+//! - **Per-pod share**: an entry created with [`Conntrack::create_for`] belongs to the pod
+//!   port the flow came from; a port holding `max_per_port` entries gets its new flows
+//!   refused ([`CreateError::PortLimit`], counted in `port_limit`) while other ports still
+//!   open theirs. The per-port counts ([`SharedCounts`], [`PORT_SLOTS`] of them, one per
+//!   possible port id) are kept exact on every create and removal (expiry, sweep, early
+//!   drop, `remove`, `remove_backend`, `flush`, and [`Conntrack::remove_port`], which
+//!   removes a departed port's entries).
 //! - **Clash**: a new flow whose original or reply 5-tuple belongs to a live entry is
 //!   refused ([`CreateError::Clash`]); the existing entry is untouched.
 //!
@@ -36,9 +47,10 @@
 //! reply is seen and then gets the long `udp_assured` timeout.
 //!
 //! Threading: the table belongs to one worker and is used without locks; both directions of
-//! a flow must be handled by the same table. The switch runs one worker, so that holds.
-//! With several workers, each flow's two directions would have to be steered to the same
-//! worker (or the table shared); that multi-worker design is future work, not done here.
+//! a flow must be handled by the same table (flow steering sees to that with several
+//! workers). With several workers the entry counts the two limits apply to are shared
+//! ([`Conntrack::share_limit`]): atomics changed on creation and removal, never per packet.
+//! Early drop only looks at the creating worker's own table.
 //!
 //! Memory: a slab of entries indexed by [`EntryId`] (each entry on its own two cache lines),
 //! and an index holding two keys per entry, each mapping to `id << 1 | direction`. The
@@ -80,8 +92,8 @@ mod timeouts;
 
 pub use key::{CreateError, Dir, FlowKey, Nat};
 pub use table::{
-    Conntrack, ConntrackCounters, Entry, EntryId, FlowHash, MAX_ENTRIES_LIMIT, PREALLOCATE_MAX,
-    RECLAIM_BUDGET,
+    Conntrack, ConntrackCounters, Entry, EntryId, FlowHash, SharedCounts, EARLY_DROP_SCAN,
+    MAX_ENTRIES_LIMIT, PORT_SLOTS, PREALLOCATE_MAX, RECLAIM_BUDGET,
 };
 pub use tcp::{tcp_next, CtState, TcpState};
 pub use timeouts::ConntrackConfig;

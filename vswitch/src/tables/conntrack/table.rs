@@ -4,12 +4,15 @@
 //! [module doc](super).
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::index::Index;
 use super::key::{reply_key, CreateError, Dir, FlowKey, Nat};
-use super::tcp::{initial_state, tcp_next, CtState};
+use super::tcp::{initial_state, tcp_next, CtState, TcpState};
 use super::timeouts::ConntrackConfig;
+use crate::port::PortId;
 use crate::tables::prefetch;
 
 /// Entries reserved up front. Tables configured larger than this grow (and allocate) while
@@ -18,6 +21,18 @@ pub const PREALLOCATE_MAX: usize = 65_536;
 
 /// Slots a full table examines for expired entries before refusing a new flow.
 pub const RECLAIM_BUDGET: usize = 64;
+
+/// Index slots a full table examines, from the new flow's own bucket on, for an entry it
+/// may early-drop (Linux examines `NF_CT_EVICTION_RANGE`, 8 hash chains, from the new
+/// tuple's bucket). 64 slots are 8 cache lines and hold at most 64 keys; the index is at
+/// most half full, so about 32 entries are looked at, a few hundred nanoseconds, spent only
+/// when the table is full.
+pub const EARLY_DROP_SCAN: usize = 64;
+
+/// Ports whose entries are counted for [`ConntrackConfig::max_per_port`]: every port id
+/// the switch can give out ([`MAX_PORTS`](crate::config::MAX_PORTS)). A create for a port
+/// beyond it is not limited (none exists).
+pub const PORT_SLOTS: usize = crate::config::MAX_PORTS as usize;
 
 /// The largest `max_entries` honoured: ids must fit in 30 bits, so that the index keeps
 /// the direction in the low bit and still has a value no slot uses (its empty mark), and
@@ -46,6 +61,10 @@ pub struct Entry {
     pub packets: [u64; 2],
     /// Bytes accounted, indexed by [`Dir::index`].
     pub bytes: [u64; 2],
+    /// The pod port the flow came from, whose share of the table it counts against
+    /// ([`Conntrack::create_for`]); `None` for flows no pod opened (the node, NodePort
+    /// clients).
+    pub owner: Option<PortId>,
 }
 
 impl Entry {
@@ -68,6 +87,97 @@ impl Entry {
     #[inline]
     pub fn is_expired(&self, now: Instant) -> bool {
         now >= self.expires
+    }
+
+    /// True when a full table may drop this entry to make room for a new flow (Linux's
+    /// early drop: an entry without `IPS_ASSURED`, or one that `tcp_can_early_drop`
+    /// allows). Assured, and so kept, are only a TCP connection that is `Established` with
+    /// a reply seen, and a UDP (or other protocol) flow that has seen a reply. Droppable
+    /// are TCP handshakes (`SynSent`, `SynRecv`), a TCP flow picked up mid-stream that has
+    /// had no reply, TCP connections already closing (`FinWait`, `CloseWait`, `LastAck`,
+    /// `TimeWait`, `Close`), UDP without a reply, and ICMP echo.
+    #[inline]
+    pub fn is_early_droppable(&self) -> bool {
+        match self.state {
+            CtState::Tcp(TcpState::Established) => self.packets[Dir::Reply.index()] == 0,
+            CtState::Tcp(_) => true,
+            CtState::Udp { assured } => !assured,
+            CtState::Icmp => true,
+        }
+    }
+}
+
+/// Entry counts that several workers' tables share: all entries (which `max_entries`
+/// limits) and entries per owning port (which `max_per_port` limits), so that both limits
+/// are the node's and not each worker's. Changed only when an entry is created or removed,
+/// never per packet.
+#[derive(Debug)]
+pub struct SharedCounts {
+    len: AtomicUsize,
+    per_port: Box<[AtomicU32]>,
+}
+
+impl Default for SharedCounts {
+    fn default() -> SharedCounts {
+        SharedCounts {
+            len: AtomicUsize::new(0),
+            per_port: (0..PORT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+impl SharedCounts {
+    /// Entries in all the tables sharing these counts.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// True when no table sharing these counts holds an entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries owned by `port` in all the tables sharing these counts.
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.per_port.get(port.index()).map_or(0, |c| c.load(Ordering::Relaxed) as usize)
+    }
+}
+
+/// Adds one to `c` if it is below `max`: true if it was.
+#[inline]
+fn take_below<C: Counter>(c: &C, max: usize) -> bool {
+    c.take_below(max)
+}
+
+/// The two counter widths of [`SharedCounts`].
+trait Counter {
+    fn take_below(&self, max: usize) -> bool;
+    fn give_one(&self);
+}
+
+impl Counter for AtomicUsize {
+    #[inline]
+    fn take_below(&self, max: usize) -> bool {
+        self.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+    #[inline]
+    fn give_one(&self) {
+        self.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Counter for AtomicU32 {
+    #[inline]
+    fn take_below(&self, max: usize) -> bool {
+        self.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            ((n as usize) < max).then_some(n + 1)
+        })
+        .is_ok()
+    }
+    #[inline]
+    fn give_one(&self) {
+        self.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -116,8 +226,9 @@ pub struct Conntrack {
     /// With several workers: the shared marks of reply destinations (flow steering), and the
     /// gateway address their keys are computed with.
     marks: Option<(std::sync::Arc<crate::tables::steer_marks::ReplyMarks>, Ipv4Addr)>,
-    /// With several workers: the entries of all their tables, which `max_entries` limits.
-    shared_len: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    /// Entry counts, total and per owning port: this table's own, or with several workers
+    /// those of all their tables ([`Conntrack::share_limit`]).
+    shared: Arc<SharedCounts>,
 }
 
 impl Conntrack {
@@ -147,36 +258,45 @@ impl Conntrack {
             cfg,
             counters: ConntrackCounters::default(),
             marks: None,
-            shared_len: None,
+            shared: Arc::default(),
         }
     }
 
-    /// Makes `max_entries` a limit on this table and every other table given the same
-    /// counter (the workers' tables: the node's limit). Call on an empty table.
-    pub fn share_limit(&mut self, total: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        total.fetch_add(self.len, std::sync::atomic::Ordering::Relaxed);
-        self.shared_len = Some(total);
+    /// Makes `max_entries` and `max_per_port` limits on this table and every other table
+    /// given the same counts (the workers' tables: the node's limits). Call on an empty
+    /// table.
+    pub fn share_limit(&mut self, counts: Arc<SharedCounts>) {
+        debug_assert!(self.is_empty(), "share_limit on a table with entries");
+        self.shared = counts;
     }
 
-    /// Takes room for one entry: true if there was room (and, with a shared limit, counts
-    /// it there).
+    /// The counts this table adds to (its own, or those it shares).
+    pub fn shared_counts(&self) -> &Arc<SharedCounts> {
+        &self.shared
+    }
+
+    /// Takes room for one entry: true if there was room.
     #[inline]
     fn reserve(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        let max = self.cfg.max_entries;
-        match &self.shared_len {
-            None => self.len < max,
-            Some(total) => total
-                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
-                .is_ok(),
+        take_below(&self.shared.len, self.cfg.max_entries)
+    }
+
+    /// Takes room for one entry of `port`'s: true if it is under its share (or not a
+    /// counted port).
+    #[inline]
+    fn reserve_port(&self, port: PortId) -> bool {
+        match self.shared.per_port.get(port.index()) {
+            Some(c) => take_below(c, self.cfg.max_per_port),
+            None => true,
         }
     }
 
-    /// Gives back the room of `n` removed entries.
+    /// Gives back the room of one removed entry owned by `owner`.
     #[inline]
-    fn release(&self, n: usize) {
-        if let Some(total) = &self.shared_len {
-            total.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    fn release(&self, owner: Option<PortId>) {
+        self.shared.len.give_one();
+        if let Some(c) = owner.and_then(|p| self.shared.per_port.get(p.index())) {
+            c.give_one();
         }
     }
 
@@ -277,9 +397,27 @@ impl Conntrack {
     /// Refused with `Clash` if either key belongs to a live entry (expired holders are
     /// removed and do not clash), with `InvalidTcp` for a first packet with RST, FIN or
     /// SYN-ACK, and with `Full` when `max_entries` entries remain after trying to reclaim
-    /// expired ones; nothing live is evicted.
+    /// expired ones and to early-drop an unassured one ([`Entry::is_early_droppable`]);
+    /// assured entries are never evicted. The entry has no owner: see
+    /// [`Conntrack::create_for`].
     pub fn create(
         &mut self,
+        original: FlowKey,
+        nat: Nat,
+        first_tcp_flags: Option<u8>,
+        now: Instant,
+    ) -> Result<EntryId, CreateError> {
+        self.create_for(None, original, nat, first_tcp_flags, now)
+    }
+
+    /// [`Conntrack::create`] for a flow opened by pod port `owner`, which may hold at most
+    /// `max_per_port` entries (across the tables sharing this one's counts): past that the
+    /// flow is refused with `PortLimit` (counted in `port_limit`) and nothing is dropped
+    /// for it, so one pod cannot take the table from the others. `None` creates an entry
+    /// that counts only against `max_entries`.
+    pub fn create_for(
+        &mut self,
+        owner: Option<PortId>,
         original: FlowKey,
         nat: Nat,
         first_tcp_flags: Option<u8>,
@@ -308,12 +446,21 @@ impl Conntrack {
                 self.counters.expired += 1;
             }
         }
-        if !self.reserve() {
-            self.sweep(now, RECLAIM_BUDGET);
-            if !self.reserve() {
-                self.counters.full += 1;
-                return Err(CreateError::Full(self.cfg.max_entries));
+        if let Some(p) = owner {
+            // Expired entries of the port's still count until removed: reclaim a slice.
+            if !self.reserve_port(p)
+                && (self.sweep(now, RECLAIM_BUDGET) == 0 || !self.reserve_port(p))
+            {
+                self.counters.port_limit += 1;
+                return Err(CreateError::PortLimit(p));
             }
+        }
+        if !self.reserve() && !self.make_room(&original, now) {
+            if let Some(c) = owner.and_then(|p| self.shared.per_port.get(p.index())) {
+                c.give_one();
+            }
+            self.counters.full += 1;
+            return Err(CreateError::Full(self.cfg.max_entries));
         }
         let entry = Entry {
             original,
@@ -324,6 +471,7 @@ impl Conntrack {
             expires: now + self.cfg.timeout(state, false),
             packets: [0; 2],
             bytes: [0; 2],
+            owner,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -343,6 +491,29 @@ impl Conntrack {
         self.len += 1;
         self.counters.created += 1;
         Ok(id)
+    }
+
+    /// With the table full: reclaims expired entries (one sweep slice of
+    /// [`RECLAIM_BUDGET`] slots), then early-drops the first droppable entry among the
+    /// [`EARLY_DROP_SCAN`] index slots from `original`'s bucket on, and takes the room.
+    /// False if there still is none.
+    #[cold]
+    fn make_room(&mut self, original: &FlowKey, now: Instant) -> bool {
+        self.sweep(now, RECLAIM_BUDGET);
+        if self.reserve() {
+            return true;
+        }
+        let slab = &self.slab;
+        let victim = self.index.scan(self.hash(original).0, EARLY_DROP_SCAN, |v| {
+            slab.get((v >> 1) as usize)
+                .and_then(|c| c.0.as_ref())
+                .is_some_and(|e| e.is_expired(now) || e.is_early_droppable())
+        });
+        let Some(v) = victim else { return false };
+        self.remove_slot(v >> 1);
+        self.counters.early_drop += 1;
+        // With a shared limit another worker may have taken the room just freed.
+        self.reserve()
     }
 
     /// The entry `id`, if present (expired or not).
@@ -417,8 +588,8 @@ impl Conntrack {
         let n = self.len;
         for e in self.slab.iter().filter_map(|c| c.0.as_ref()) {
             self.unmark(e);
+            self.release(e.owner);
         }
-        self.release(n);
         self.slab.clear();
         self.free.clear();
         self.index.clear();
@@ -443,6 +614,27 @@ impl Conntrack {
         }
         self.counters.removed += n as u64;
         n
+    }
+
+    /// Removes every entry (expired or not) that port `port` owns, when the port is
+    /// removed: its connections cannot carry anything any more, and a port added later
+    /// with the same id starts with its whole share. Counted in `removed`; returns how
+    /// many. Walks the whole slab: a control-plane operation, run between bursts.
+    pub fn remove_port(&mut self, port: PortId) -> usize {
+        let mut n = 0;
+        for id in 0..self.slab.len() {
+            if self.slab[id].0.is_some_and(|e| e.owner == Some(port)) {
+                self.remove_slot(id as EntryId);
+                n += 1;
+            }
+        }
+        self.counters.removed += n as u64;
+        n
+    }
+
+    /// Entries owned by `port` (in every table sharing this one's counts).
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.shared.port_len(port)
     }
 
     /// Entries present, including expired ones not yet removed.
@@ -518,7 +710,7 @@ impl Conntrack {
     fn remove_slot(&mut self, id: EntryId) {
         let e = self.slab[id as usize].0.take().expect("conntrack removes a free slot");
         self.unmark(&e);
-        self.release(1);
+        self.release(e.owner);
         let removed = self.index.remove(self.hash(&e.original).0, id << 1)
             & self.index.remove(self.hash(&e.reply()).0, id << 1 | 1);
         debug_assert!(removed, "conntrack entry {id} missing from the index");

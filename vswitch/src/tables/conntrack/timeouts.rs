@@ -11,6 +11,8 @@ pub struct ConntrackConfig {
     /// Entries at most (live or expired but not yet removed); capped at
     /// [`MAX_ENTRIES_LIMIT`](super::MAX_ENTRIES_LIMIT).
     pub max_entries: usize,
+    /// Entries one pod port may own at most ([`Conntrack::create_for`](super::Conntrack::create_for)).
+    pub max_per_port: usize,
     /// TCP `SynSent`; also the cap for any TCP state before a reply was seen.
     pub tcp_syn_sent: Duration,
     /// TCP `SynRecv`.
@@ -40,6 +42,7 @@ impl Default for ConntrackConfig {
         let s = Duration::from_secs;
         ConntrackConfig {
             max_entries: 262_144,
+            max_per_port: 262_144 / 8,
             tcp_syn_sent: s(120),
             tcp_syn_recv: s(60),
             tcp_established: s(432_000),

@@ -70,6 +70,17 @@ struct Line([Slot; PER_LINE]);
 
 const _: () = assert!(std::mem::size_of::<Line>() == 64);
 
+/// What one [`Index::retain_slice`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Slice {
+    /// Slots examined (a removal's position counts again when examined again).
+    pub(super) examined: usize,
+    /// Slots removed.
+    pub(super) removed: usize,
+    /// Where the next slice starts (the slot count when this one reached the end).
+    pub(super) next: usize,
+}
+
 /// Where a key is, or where it would go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Probe {
@@ -196,13 +207,31 @@ impl Index {
 
     /// Removes every slot `keep` rejects, in place; returns how many. `keep` must give the
     /// same answer for a slot each time.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) -> usize {
-        // A removal's backward shift moves slots not yet visited only into the hole (visited
-        // again next), and slots already visited only from the array's front to its end (a
-        // run wrapping around): every slot is visited, some twice, which `keep` allows.
+    pub(super) fn retain(&mut self, keep: impl FnMut(&Slot) -> bool) -> usize {
+        self.retain_slice(0, usize::MAX, usize::MAX, keep).removed
+    }
+
+    /// [`Index::retain`] over a slice of the array: examines at most `budget` slots from
+    /// `pos` on, never at `end` or past the array's end, and says where to resume. A removal's position is
+    /// examined again (the backward shift may have moved a later slot of the run into it),
+    /// and that counts against the budget too.
+    ///
+    /// A removal's backward shift moves slots not yet visited only into the hole (visited
+    /// again next), and slots already visited only from the array's front to its end (a
+    /// run wrapping around): slices resumed from where the last one stopped visit every slot
+    /// present throughout, some twice, which `keep` allows.
+    pub(super) fn retain_slice(
+        &mut self,
+        mut pos: usize,
+        end: usize,
+        budget: usize,
+        mut keep: impl FnMut(&Slot) -> bool,
+    ) -> Slice {
+        let mut examined = 0;
         let mut removed = 0;
-        let mut pos = 0;
-        while pos < self.slots() {
+        let end = end.min(self.slots());
+        while pos < end && examined < budget {
+            examined += 1;
             match self.slot(pos) {
                 Some(s) if !s.is_empty() && !keep(s) => {
                     self.remove_at(pos);
@@ -211,7 +240,7 @@ impl Index {
                 _ => pos += 1,
             }
         }
-        removed
+        Slice { examined, removed, next: pos }
     }
 
     /// Empties the slot at `pos`, shifting back each later slot of the run whose home is

@@ -44,6 +44,13 @@ fn packet(ct: &mut Conntrack, key: FlowKey, flags: Option<u8>, now: Instant) -> 
     (id, dir)
 }
 
+/// Creates a UDP flow and accounts a reply: assured, never early-dropped.
+fn answered(ct: &mut Conntrack, key: FlowKey, now: Instant) -> Result<EntryId, CreateError> {
+    let id = ct.create(key, to_backend(1), None, now)?;
+    ct.update(id, Dir::Reply, None, 60, now);
+    Ok(id)
+}
+
 fn state(ct: &Conntrack, id: EntryId) -> CtState {
     ct.get(id).unwrap().state
 }
@@ -51,20 +58,133 @@ fn state(ct: &Conntrack, id: EntryId) -> CtState {
 #[test]
 fn tables_sharing_a_limit_hold_max_entries_between_them() {
     let t0 = Instant::now();
-    let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = std::sync::Arc::new(SharedCounts::default());
     let (mut a, mut b) = (table(3), table(3));
     a.share_limit(total.clone());
     b.share_limit(total.clone());
-    let ida = a.create(client(1, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
-    b.create(client(2, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
-    b.create(client(3, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
+    let ida = answered(&mut a, client(1, 1, 17), t0).unwrap();
+    answered(&mut b, client(2, 1, 17), t0).unwrap();
+    answered(&mut b, client(3, 1, 17), t0).unwrap();
     let full = a.create(client(4, 1, PROTO_TCP), to_backend(1), Some(SYN), t0);
     assert!(matches!(full, Err(CreateError::Full(3))), "{full:?}");
     // Room given back by one table is usable by the other.
     assert!(a.remove(ida));
     b.create(client(5, 1, PROTO_TCP), to_backend(1), Some(SYN), t0).unwrap();
     assert_eq!(b.flush(), 3);
-    assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(total.len(), 0);
+}
+
+#[test]
+fn full_table_early_drops_an_unassured_entry_never_an_assured_one() {
+    let t0 = Instant::now();
+    let mut ct = table(3);
+    // a: answered UDP (assured); b: established TCP with a reply (assured).
+    let a = client(1, 1, 17);
+    let ida = ct.create(a, to_backend(1), None, t0).unwrap();
+    ct.update(ida, Dir::Reply, None, 10, t0);
+    let b = client(2, 1, PROTO_TCP);
+    let idb = ct.create(b, to_backend(1), Some(SYN), t0).unwrap();
+    ct.update(idb, Dir::Original, Some(SYN), 60, t0);
+    ct.update(idb, Dir::Reply, Some(SYN_ACK), 60, t0);
+    ct.update(idb, Dir::Original, Some(ACK), 60, t0);
+    assert_eq!(state(&ct, idb), CtState::Tcp(TcpState::Established));
+    // c: a SYN never answered (unassured).
+    let c = client(3, 1, PROTO_TCP);
+    ct.create(c, to_backend(1), Some(SYN), t0).unwrap();
+    // The full table drops c for d, then has nothing left to drop for e.
+    let d = client(4, 1, PROTO_TCP);
+    let idd = ct.create(d, to_backend(1), Some(SYN), t0).unwrap();
+    assert_eq!(ct.lookup(&c, t0), None);
+    assert_eq!(ct.counters().early_drop, 1);
+    ct.update(idd, Dir::Reply, Some(SYN_ACK), 60, t0);
+    ct.update(idd, Dir::Original, Some(ACK), 60, t0);
+    let e = ct.create(client(5, 1, 17), to_backend(1), None, t0);
+    assert_eq!(e, Err(CreateError::Full(3)));
+    assert_eq!(ct.counters().full, 1);
+    for (k, id) in [(a, ida), (b, idb), (d, idd)] {
+        assert_eq!(ct.lookup(&k, t0), Some((id, Dir::Original)));
+    }
+    // A closing connection may be dropped again (Linux's tcp_can_early_drop).
+    ct.update(idb, Dir::Original, Some(FIN_ACK), 60, t0);
+    ct.create(client(6, 1, 17), to_backend(1), None, t0).unwrap();
+    assert_eq!(ct.lookup(&b, t0), None);
+    let n = ct.counters();
+    assert_eq!(n.created, ct.len() as u64 + n.early_drop);
+}
+
+#[test]
+fn droppable_is_unassured_or_closing() {
+    let t0 = Instant::now();
+    let mut ct = table(8);
+    let id = ct.create(client(1, 1, PROTO_TCP), to_backend(1), Some(ACK), t0).unwrap();
+    // Picked up mid-stream: Established, but no reply yet.
+    assert_eq!(state(&ct, id), CtState::Tcp(TcpState::Established));
+    assert!(ct.get(id).unwrap().is_early_droppable());
+    ct.update(id, Dir::Reply, Some(ACK), 60, t0);
+    assert!(!ct.get(id).unwrap().is_early_droppable());
+    let id = ct.create(client(2, 1, 17), to_backend(1), None, t0).unwrap();
+    assert!(ct.get(id).unwrap().is_early_droppable());
+    ct.update(id, Dir::Reply, None, 60, t0);
+    assert!(!ct.get(id).unwrap().is_early_droppable());
+    let id = ct.create(client(3, 1, PROTO_ICMP), to_backend(1), None, t0).unwrap();
+    ct.update(id, Dir::Reply, None, 60, t0);
+    assert!(ct.get(id).unwrap().is_early_droppable());
+}
+
+#[test]
+fn a_port_past_its_share_is_refused_while_others_open_flows() {
+    let t0 = Instant::now();
+    let cfg = ConntrackConfig { max_entries: 10, max_per_port: 2, ..ConntrackConfig::default() };
+    let mut ct = Conntrack::new(cfg);
+    let (p, q) = (Some(PortId(3)), Some(PortId(4)));
+    let udp = |n| client(n, 1, 17);
+    let first = ct.create_for(p, udp(1), to_backend(1), None, t0).unwrap();
+    ct.create_for(p, udp(2), to_backend(1), None, t0).unwrap();
+    assert_eq!(
+        ct.create_for(p, udp(3), to_backend(1), None, t0),
+        Err(CreateError::PortLimit(PortId(3)))
+    );
+    assert_eq!(ct.counters().port_limit, 1);
+    ct.create_for(q, udp(4), to_backend(1), None, t0).unwrap();
+    // Flows no pod owns count only against max_entries.
+    for n in 5..9 {
+        ct.create_for(None, udp(n), to_backend(1), None, t0).unwrap();
+    }
+    assert_eq!((ct.port_len(PortId(3)), ct.port_len(PortId(4))), (2, 1));
+    // Every kind of removal gives the share back.
+    assert!(ct.remove(first));
+    assert_eq!(ct.port_len(PortId(3)), 1);
+    ct.create_for(p, udp(3), to_backend(1), None, t0).unwrap();
+    // Expired entries of the port are reclaimed when it reaches its share.
+    let later = t0 + secs(31);
+    ct.create_for(p, udp(9), to_backend(1), None, later).unwrap();
+    assert_eq!(ct.port_len(PortId(3)), 1);
+    assert_eq!(ct.remove_port(PortId(3)), 1);
+    assert_eq!(ct.port_len(PortId(3)), 0);
+    ct.create_for(q, udp(10), to_backend(2), None, later).unwrap();
+    assert_eq!(ct.port_len(PortId(4)), 1);
+    ct.flush();
+    assert_eq!((ct.port_len(PortId(4)), ct.shared_counts().len()), (0, 0));
+}
+
+#[test]
+fn shares_are_counted_across_tables() {
+    let t0 = Instant::now();
+    let shared = std::sync::Arc::new(SharedCounts::default());
+    let cfg = ConntrackConfig { max_entries: 100, max_per_port: 3, ..ConntrackConfig::default() };
+    let (mut a, mut b) = (Conntrack::new(cfg), Conntrack::new(cfg));
+    a.share_limit(shared.clone());
+    b.share_limit(shared.clone());
+    let p = Some(PortId(7));
+    a.create_for(p, client(1, 1, 17), to_backend(1), None, t0).unwrap();
+    b.create_for(p, client(2, 1, 17), to_backend(1), None, t0).unwrap();
+    b.create_for(p, client(3, 1, 17), to_backend(1), None, t0).unwrap();
+    let r = a.create_for(p, client(4, 1, 17), to_backend(1), None, t0);
+    assert_eq!(r, Err(CreateError::PortLimit(PortId(7))));
+    assert_eq!(b.remove_port(PortId(7)), 2);
+    assert_eq!(shared.port_len(PortId(7)), 1);
+    a.create_for(p, client(4, 1, 17), to_backend(1), None, t0).unwrap();
+    assert_eq!((shared.len(), shared.port_len(PortId(7))), (2, 2));
 }
 
 #[test]
@@ -239,7 +359,7 @@ fn udp_assured_after_reply() {
 }
 
 #[test]
-fn full_table_refuses_never_evicts_then_accepts() {
+fn full_table_of_assured_entries_refuses_never_evicts_then_accepts() {
     let t0 = Instant::now();
     let mut ct = table(2);
     let a = client(1, 1, 17);
@@ -248,23 +368,25 @@ fn full_table_refuses_never_evicts_then_accepts() {
     let ida = ct.create(a, to_backend(1), None, t0).unwrap();
     packet(&mut ct, a, None, t0);
     ct.update(ida, Dir::Reply, None, 10, t0); // a: assured, 120 s
-    let idb = ct.create(b, to_backend(1), None, t0).unwrap(); // b: 30 s
+    let idb = ct.create(b, to_backend(1), None, t0).unwrap();
+    ct.update(idb, Dir::Reply, None, 10, t0); // b: assured, 120 s
     assert_eq!(ct.create(c, to_backend(1), None, t0 + secs(10)), Err(CreateError::Full(2)));
     assert_eq!(ct.create(c, to_backend(1), None, t0 + secs(10)), Err(CreateError::Full(2)));
-    assert_eq!(ct.counters().full, 2);
+    assert_eq!((ct.counters().full, ct.counters().early_drop), (2, 0));
     assert_eq!(ct.lookup(&a, t0 + secs(10)), Some((ida, Dir::Original)));
     assert_eq!(ct.lookup(&b, t0 + secs(10)), Some((idb, Dir::Original)));
-    // b expires (not yet swept): the full table reclaims it for the new flow.
-    let idc = ct.create(c, to_backend(1), None, t0 + secs(31)).unwrap();
+    ct.update(ida, Dir::Original, None, 10, t0 + secs(100)); // a: until 220 s
+                                                             // b expires (not yet swept): the full table reclaims it for the new flow.
+    let idc = ct.create(c, to_backend(1), None, t0 + secs(121)).unwrap();
     assert_eq!(ct.len(), 2);
-    assert_eq!(ct.lookup(&a, t0 + secs(31)), Some((ida, Dir::Original)));
-    assert_eq!(ct.lookup(&b, t0 + secs(31)), None);
+    assert_eq!(ct.lookup(&a, t0 + secs(121)), Some((ida, Dir::Original)));
+    assert_eq!(ct.lookup(&b, t0 + secs(121)), None);
     // Removal makes room too.
     assert!(ct.remove(idc));
     assert!(!ct.remove(idc));
-    ct.create(b, to_backend(1), None, t0 + secs(32)).unwrap();
+    ct.create(b, to_backend(1), None, t0 + secs(122)).unwrap();
     let c = ct.counters();
-    assert_eq!((c.created, c.expired, c.removed), (4, 1, 1));
+    assert_eq!((c.created, c.expired, c.removed, c.early_drop), (4, 1, 1, 0));
 }
 
 #[test]
@@ -363,7 +485,12 @@ fn index_grows_past_the_reserve_and_finds_both_directions() {
     let mut ct = Conntrack::with_reserve(cfg, 4);
     let key = |i: u16| client((i / 500) as u8, i, PROTO_TCP);
     let ids: Vec<EntryId> = (0..2000)
-        .map(|i| ct.create(key(i), to_backend((i % 3) as u8), Some(SYN), t0).unwrap())
+        .map(|i| {
+            let id = ct.create(key(i), to_backend((i % 3) as u8), Some(SYN), t0).unwrap();
+            ct.update(id, Dir::Reply, Some(SYN_ACK), 60, t0);
+            ct.update(id, Dir::Original, Some(ACK), 60, t0);
+            id
+        })
         .collect();
     assert!(ct.create(key(3000), to_backend(0), Some(SYN), t0).is_err());
     for i in (0..2000u16).step_by(2) {
@@ -395,16 +522,52 @@ fn bytes_per_entry_is_reported() {
 
 // ---- Model-based property test ----
 
+/// Owner ports the model uses, and each one's share.
+const PORTS: u16 = 3;
+const SHARE: usize = 3;
+
 #[derive(Clone, Debug)]
 enum Op {
-    Create { client: u8, sport: u16, backend: u8, snat: Option<u16>, tcp: bool, flags: u8 },
-    Lookup { client: u8, sport: u16, backend: u8, snat: Option<u16>, tcp: bool, reply: bool },
-    Update { pick: usize, reply: bool, flags: u8, len: u16 },
-    Advance { secs: u64 },
-    Sweep { budget: usize },
-    Remove { pick: usize },
-    RemoveBackend { backend: u8, tcp: bool },
+    Create {
+        client: u8,
+        sport: u16,
+        backend: u8,
+        snat: Option<u16>,
+        tcp: bool,
+        flags: u8,
+        owner: Option<u16>,
+    },
+    Lookup {
+        client: u8,
+        sport: u16,
+        backend: u8,
+        snat: Option<u16>,
+        tcp: bool,
+        reply: bool,
+    },
+    Update {
+        pick: usize,
+        reply: bool,
+        flags: u8,
+        len: u16,
+    },
+    Advance {
+        secs: u64,
+    },
+    Sweep {
+        budget: usize,
+    },
+    Remove {
+        pick: usize,
+    },
+    RemoveBackend {
+        backend: u8,
+        tcp: bool,
+    },
     Flush,
+    RemovePort {
+        port: u16,
+    },
 }
 
 fn flags() -> impl Strategy<Value = u8> {
@@ -414,8 +577,8 @@ fn flags() -> impl Strategy<Value = u8> {
 fn op() -> impl Strategy<Value = Op> {
     let snat = prop::option::weighted(0.3, 0u16..3);
     prop_oneof![
-        6 => (0u8..4, 0u16..3, 0u8..3, snat.clone(), any::<bool>(), flags()).prop_map(
-            |(client, sport, backend, snat, tcp, flags)| Op::Create { client, sport, backend, snat, tcp, flags }
+        6 => (0u8..4, 0u16..3, 0u8..3, snat.clone(), any::<bool>(), flags(), prop::option::of(0u16..PORTS)).prop_map(
+            |(client, sport, backend, snat, tcp, flags, owner)| Op::Create { client, sport, backend, snat, tcp, flags, owner }
         ),
         6 => (0u8..4, 0u16..3, 0u8..3, snat, any::<bool>(), any::<bool>()).prop_map(
             |(client, sport, backend, snat, tcp, reply)| Op::Lookup { client, sport, backend, snat, tcp, reply }
@@ -427,6 +590,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
         1 => (0u8..3, any::<bool>()).prop_map(|(backend, tcp)| Op::RemoveBackend { backend, tcp }),
         1 => Just(Op::Flush),
+        1 => (0u16..PORTS).prop_map(|port| Op::RemovePort { port }),
     ]
 }
 
@@ -442,50 +606,82 @@ fn flow(client: u8, sport: u16, backend: u8, snat: Option<u16>, tcp: bool) -> (F
 
 #[derive(Debug)]
 struct Model {
-    /// id -> (original, reply, expires)
-    entries: BTreeMap<EntryId, (FlowKey, FlowKey, Instant)>,
+    /// id -> (original, reply, expires, owner)
+    entries: BTreeMap<EntryId, (FlowKey, FlowKey, Instant, Option<PortId>)>,
     index: BTreeMap<FlowKey, (EntryId, Dir)>,
 }
 
 impl Model {
     fn remove(&mut self, id: EntryId) {
-        let (o, r, _) = self.entries.remove(&id).unwrap();
+        let (o, r, _, _) = self.entries.remove(&id).unwrap();
         self.index.remove(&o);
         self.index.remove(&r);
     }
 
     /// Drops model entries the table no longer holds (an id may hold a new entry: a
     /// reused id, possibly for the same 5-tuple, differs in its expiry); each must have
-    /// been expired.
+    /// been expired, or be one of `droppable` (at most `dropped` of those).
     /// Returns how many.
-    fn sync(&mut self, ct: &Conntrack, now: Instant) -> usize {
+    fn sync_dropping(
+        &mut self,
+        ct: &Conntrack,
+        now: Instant,
+        droppable: &[EntryId],
+        dropped: u64,
+    ) -> usize {
         let gone: Vec<EntryId> = self
             .entries
             .iter()
-            .filter(|(id, (o, _, exp))| {
+            .filter(|(id, (o, _, exp, _))| {
                 ct.get(**id).map(|e| (e.original, e.expires)) != Some((*o, *exp))
             })
             .map(|(id, _)| *id)
             .collect();
+        let mut live_gone = 0;
         for &id in &gone {
-            assert!(now >= self.entries[&id].2, "live entry {id} vanished");
+            if now < self.entries[&id].2 {
+                assert!(droppable.contains(&id), "live entry {id} vanished");
+                live_gone += 1;
+            }
             self.remove(id);
         }
+        assert!(live_gone <= dropped, "{live_gone} live entries gone, {dropped} early drops");
         gone.len()
+    }
+
+    fn sync(&mut self, ct: &Conntrack, now: Instant) -> usize {
+        self.sync_dropping(ct, now, &[], 0)
+    }
+
+    fn owned(&self, p: PortId) -> usize {
+        self.entries.values().filter(|e| e.3 == Some(p)).count()
     }
 }
 
 fn run(ops: Vec<Op>, max: usize) {
     let t0 = Instant::now();
     let mut now = t0;
-    let mut ct = table(max);
+    let mut ct = Conntrack::new(ConntrackConfig {
+        max_entries: max,
+        max_per_port: SHARE,
+        ..ConntrackConfig::default()
+    });
     let mut m = Model { entries: BTreeMap::new(), index: BTreeMap::new() };
     for op in ops {
         match op {
-            Op::Create { client, sport, backend, snat, tcp, flags } => {
+            Op::Create { client, sport, backend, snat, tcp, flags, owner } => {
+                let owner = owner.map(PortId);
                 let (k, nat) = flow(client, sport, backend, snat, tcp);
                 let reply = reply_key(&k, &nat);
-                let res = ct.create(k, nat, tcp.then_some(flags), now);
+                let droppable: Vec<EntryId> = m
+                    .entries
+                    .keys()
+                    .copied()
+                    .filter(|id| ct.get(*id).is_some_and(|e| e.is_early_droppable()))
+                    .collect();
+                let early = ct.counters().early_drop;
+                let res = ct.create_for(owner, k, nat, tcp.then_some(flags), now);
+                let dropped = ct.counters().early_drop - early;
                 let valid = !tcp || flags == SYN || flags == ACK;
                 if !valid {
                     assert_eq!(res, Err(CreateError::InvalidTcp(flags)));
@@ -494,8 +690,9 @@ fn run(ops: Vec<Op>, max: usize) {
                 let live_clash = [k, reply]
                     .into_iter()
                     .find(|key| m.index.get(key).is_some_and(|(id, _)| now < m.entries[id].2));
-                // Whatever the outcome, the table may have dropped expired entries.
-                m.sync(&ct, now);
+                // Whatever the outcome, the table may have dropped expired entries (and
+                // early-dropped one unassured entry).
+                m.sync_dropping(&ct, now, &droppable, dropped);
                 if let Some(key) = live_clash {
                     assert_eq!(res, Err(CreateError::Clash(key)));
                     continue;
@@ -504,16 +701,30 @@ fn run(ops: Vec<Op>, max: usize) {
                     Ok(id) => {
                         assert!(m.entries.len() < max);
                         let e = ct.get(id).unwrap();
-                        assert_eq!((e.original, e.reply()), (k, reply));
-                        m.entries.insert(id, (k, reply, e.expires));
+                        assert_eq!((e.original, e.reply(), e.owner), (k, reply, owner));
+                        if let Some(p) = owner {
+                            assert!(m.owned(p) < SHARE);
+                        }
+                        m.entries.insert(id, (k, reply, e.expires, owner));
                         m.index.insert(k, (id, Dir::Original));
                         m.index.insert(reply, (id, Dir::Reply));
                     }
                     Err(CreateError::Full(n)) => {
                         assert_eq!(n, max);
                         assert_eq!(m.entries.len(), max);
-                        // The reclaim slice covered the whole (small) table.
+                        // The reclaim slice and the early-drop scan covered the whole
+                        // (small) table.
                         assert!(m.entries.values().all(|e| now < e.2));
+                        assert_eq!(dropped, 0);
+                        assert!(m
+                            .entries
+                            .keys()
+                            .all(|id| !ct.get(*id).unwrap().is_early_droppable()));
+                    }
+                    Err(CreateError::PortLimit(p)) => {
+                        assert_eq!(Some(p), owner);
+                        assert_eq!(m.owned(p), SHARE);
+                        assert!(m.entries.values().all(|e| e.3 != owner || now < e.2));
                     }
                     Err(e) => panic!("unexpected {e:?}"),
                 }
@@ -595,11 +806,27 @@ fn run(ops: Vec<Op>, max: usize) {
                 m.entries.clear();
                 m.index.clear();
             }
+            Op::RemovePort { port } => {
+                let expect: Vec<EntryId> = m
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.3 == Some(PortId(port)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                assert_eq!(ct.remove_port(PortId(port)), expect.len());
+                for id in expect {
+                    m.remove(id);
+                }
+            }
         }
+        for p in 0..PORTS {
+            assert_eq!(ct.port_len(PortId(p)), m.owned(PortId(p)), "port {p}");
+        }
+        assert_eq!(ct.shared_counts().len(), ct.len());
         assert_eq!(ct.len(), m.entries.len());
         assert_eq!(ct.index.len(), 2 * ct.len());
         let c = ct.counters();
-        assert_eq!(c.created, ct.len() as u64 + c.expired + c.removed + c.flushed);
+        assert_eq!(c.created, ct.len() as u64 + c.expired + c.removed + c.flushed + c.early_drop);
         let live = m.entries.values().filter(|e| now < e.2).count();
         assert_eq!(ct.entries(now, usize::MAX).len(), live);
     }
