@@ -215,7 +215,9 @@ fn a_pod_past_its_share(kind: PortAddKind) {
         }
     });
     let c = conntrack_counters(&n);
-    assert!(c.port_limit >= 200, "{c:?}");
+    // The attacker never held more than its share: 64 of its flows plus the victim's five
+    // connections (and a little slack for retransmitted SYNs) were ever created.
+    assert!(c.port_limit > 0 && c.created <= 64 + 8, "{c:?}");
     assert_eq!(drops(&n, &victim.name, "conntrack_port_limit"), 0);
     // Its port removed, the pod's entries go with it.
     call(&n, Request::PortDel(PortDelArgs { name: attacker.name.clone() }));
