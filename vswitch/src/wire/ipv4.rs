@@ -69,6 +69,7 @@ pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+#[inline(always)]
 fn addr_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
