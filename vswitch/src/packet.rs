@@ -103,9 +103,12 @@ pub struct Meta {
     /// fragment): `flow` has its ports and `flow_hash` is set.
     pub has_ports: bool,
     /// [`FlowKey::seeded_hash`] of the 5-tuple classify read, with the switch's flow seed
-    /// (the conntrack tables' bucket hash); 0 unless `has_ports`. Rewrites leave it as it
-    /// was: it names the flow the packet arrived as.
+    /// (the conntrack tables' bucket hash); valid only when `hashed`. Rewrites leave it as
+    /// it was: it names the flow the packet arrived as.
     pub flow_hash: u32,
+    /// Whether classify computed `flow_hash` (a packet with ports, while the worker had
+    /// Service NAT work: without Services, connections or NodePort nothing reads it).
+    pub hashed: bool,
     /// The overlay peer's underlay address: the sender of a received VXLAN datagram, the
     /// destination of one to send.
     pub tunnel: Option<std::net::Ipv4Addr>,

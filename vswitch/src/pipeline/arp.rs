@@ -121,7 +121,7 @@ mod tests {
         let mut b = Batch::new();
         b.push_frame(PortId(port), frame);
         let mut c = vec![PortCounters::default(); 4];
-        classify::run(&mut b, &mut c, 0);
+        classify::run(&mut b, &mut c, Some(0));
         run(&mut b, &gw(), &neigh(), None, &mut c);
         (b.packets()[0].meta.action, b.packets()[0].data().to_vec(), c[usize::from(port)])
     }

@@ -19,8 +19,9 @@ use crate::wire::{
 use super::drop_packet;
 
 /// Classifies every undecided packet of the batch; `seed` is the flow seed
-/// (`Steering::flow_seed`) the 5-tuples are hashed with.
-pub fn run(batch: &mut Batch, counters: &mut [PortCounters], seed: u64) {
+/// (`Steering::flow_seed`) the 5-tuples are hashed with, `None` when nothing will read the
+/// hash (no Service NAT work on this worker).
+pub fn run(batch: &mut Batch, counters: &mut [PortCounters], seed: Option<u64>) {
     for pkt in batch.packets_mut() {
         if pkt.meta.action != Action::Continue {
             continue;
@@ -35,12 +36,12 @@ pub fn run(batch: &mut Batch, counters: &mut [PortCounters], seed: u64) {
 /// Parses one frame and fills its metadata, hashing with seed 0 (for tests and tools; the
 /// pipeline uses [`run`]).
 pub fn classify(pkt: &mut Packet) -> Result<(), DropReason> {
-    classify_seeded(pkt, 0)
+    classify_seeded(pkt, Some(0))
 }
 
 /// Parses one frame and fills its metadata; `seed` as in [`run`].
 #[inline]
-pub fn classify_seeded(pkt: &mut Packet, seed: u64) -> Result<(), DropReason> {
+pub fn classify_seeded(pkt: &mut Packet, seed: Option<u64>) -> Result<(), DropReason> {
     let data = pkt.data();
     let l2 = wire::parse_l2(data).map_err(|e| match e {
         wire::Error::Truncated { layer: Layer::Vlan, .. } => DropReason::VlanTruncated,
@@ -107,7 +108,10 @@ pub fn classify_seeded(pkt: &mut Packet, seed: u64) -> Result<(), DropReason> {
     meta.flow = flow;
     meta.frag = frag;
     meta.has_ports = has_ports;
-    meta.flow_hash = if has_ports { flow.seeded_hash(seed) } else { 0 };
+    (meta.flow_hash, meta.hashed) = match seed {
+        Some(seed) if has_ports => (flow.seeded_hash(seed), true),
+        _ => (0, false),
+    };
     Ok(())
 }
 
@@ -219,7 +223,7 @@ mod tests {
         b.push_frame(PortId(2), &[0u8; 5]);
         b.push_frame(PortId(2), &udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1, 2, b"ok"));
         let mut counters = vec![PortCounters::default(); 4];
-        run(&mut b, &mut counters, 0);
+        run(&mut b, &mut counters, Some(0));
         assert_eq!(b.packets()[0].meta.action, Action::Drop(DropReason::Runt));
         assert_eq!(b.packets()[1].meta.action, Action::Continue);
         assert_eq!(counters[2].drops[DropReason::Runt as usize], 1);

@@ -182,7 +182,7 @@ mod tests {
     ) -> Action {
         let mut b = Batch::new();
         b.push_frame(PortId(port), frame);
-        classify::run(&mut b, c, 0);
+        classify::run(&mut b, c, Some(0));
         learn(&mut b, fdb, gw, c, now, None);
         forward(&mut b, fdb, c, now);
         b.packets()[0].meta.action
@@ -321,7 +321,7 @@ mod tests {
                 for (port, f) in &frames {
                     b.push_frame(PortId(*port), f);
                 }
-                classify::run(&mut b, &mut c, 0);
+                classify::run(&mut b, &mut c, Some(0));
                 let mut announced = Vec::with_capacity(BATCH_SIZE);
                 learn(&mut b, &mut fdb, &gw, &mut c, t, Some(&mut announced));
                 forward(&mut b, &fdb, &mut c, t);

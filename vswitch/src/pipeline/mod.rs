@@ -166,7 +166,8 @@ impl Pipeline {
             if let Some(ov) = &self.overlay {
                 overlay::decap(batch, ov, self.gateway.mac, counters);
             }
-            classify::run(batch, counters, self.nat.steer.flow_seed);
+            let seed = self.nat.has_work(&self.gateway).then_some(self.nat.steer.flow_seed);
+            classify::run(batch, counters, seed);
             port_security::run(batch, &self.port_security, counters);
             steer::run(batch, &self.nat.steer, &self.gateway);
         }

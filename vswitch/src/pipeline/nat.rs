@@ -92,6 +92,13 @@ pub struct ServiceNat {
 }
 
 impl ServiceNat {
+    /// Whether the NAT stage has anything to do: Services, tracked connections or a
+    /// NodePort path (else it, and classify's flow hash, are skipped).
+    #[inline]
+    pub fn has_work(&self, gw: &Gateway) -> bool {
+        !self.services.is_empty() || !self.conntrack.is_empty() || gw.node_port.is_some()
+    }
+
     /// Installs a published Service table (between bursts) and returns the one it replaces,
     /// for the caller to drop off the packet path.
     pub fn install_services(&mut self, table: Arc<ServiceTable>) -> Arc<ServiceTable> {
@@ -266,7 +273,9 @@ fn layout(pkt: &Packet) -> Option<Layout> {
 fn prepare(pkt: &Packet, ct: &Conntrack) -> Option<(Layout, FlowKey, FlowHash)> {
     let lay = layout(pkt)?;
     let key = pkt.meta.flow;
-    let h = FlowHash::from_seeded(pkt.meta.flow_hash);
+    // Not hashed when the worker that classified it had no NAT work yet (a Service table
+    // published to it a burst later than here).
+    let h = if pkt.meta.hashed { FlowHash::from_seeded(pkt.meta.flow_hash) } else { ct.hash(&key) };
     debug_assert_eq!(h, ct.hash(&key), "classify's flow seed is the conntrack table's");
     Some((lay, key, h))
 }
@@ -285,7 +294,7 @@ pub fn run(
     counters: &mut [PortCounters],
     now: Instant,
 ) {
-    if nat.services.is_empty() && nat.conntrack.is_empty() && gw.node_port.is_none() {
+    if !nat.has_work(gw) {
         return;
     }
     burst::run(batch, &mut NatStage { nat, gw, counters, now }, true);

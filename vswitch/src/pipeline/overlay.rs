@@ -120,7 +120,7 @@ mod tests {
         b.packets_mut()[0].meta.tunnel = Some(from);
         let mut c = vec![PortCounters::default(); 10];
         decap(&mut b, &overlay(), GW_MAC, &mut c);
-        classify::run(&mut b, &mut c, 0);
+        classify::run(&mut b, &mut c, Some(0));
         let p = &b.packets()[0];
         (p.meta.action, p.data().to_vec(), c[OV.index()])
     }

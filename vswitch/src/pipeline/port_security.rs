@@ -320,7 +320,7 @@ mod tests {
         let mut b = Batch::new();
         b.push_frame(port, frame);
         let mut c = vec![PortCounters::default(); 4];
-        classify::run(&mut b, &mut c, 0);
+        classify::run(&mut b, &mut c, Some(0));
         run(&mut b, t, &mut c);
         (b.packets()[0].meta.action, c[port.index()])
     }

@@ -241,7 +241,7 @@ mod tests {
         let mut b = Batch::new();
         b.push_frame(PortId(port), frame);
         let mut c = vec![PortCounters::default(); 4];
-        classify::run(&mut b, &mut c, 0);
+        classify::run(&mut b, &mut c, Some(0));
         run(&mut b, g, &n, None, &mut c);
         (b.packets()[0].meta.action, b.packets()[0].data().to_vec(), c[usize::from(port)])
     }
@@ -331,7 +331,7 @@ mod tests {
         for frame in &frames {
             let mut whole = Batch::new();
             whole.push_frame(PortId(1), frame);
-            classify::run(&mut whole, &mut vec![PortCounters::default(); 4], 0);
+            classify::run(&mut whole, &mut vec![PortCounters::default(); 4], Some(0));
             let meta = whole.packets()[0].meta;
             for cut in 0..=frame.len() {
                 for l3 in [0, 1, 6, 13, 14, 15, 18, cut, cut + 1, usize::from(u16::MAX)] {

@@ -117,7 +117,7 @@ mod tests {
         let mut b = Batch::new();
         b.push_frame(PortId(1), frame);
         let mut c = vec![PortCounters::default(); 10];
-        classify::run(&mut b, &mut c, 0);
+        classify::run(&mut b, &mut c, Some(0));
         std::mem::take(&mut b.packets_mut()[0])
     }
 
